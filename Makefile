@@ -1,0 +1,52 @@
+# codehub: `make setup && make run` to try it, `make test` to test it.
+
+GO        ?= go
+CACHE     ?= $(HOME)/.cache/codehub
+BIN       := bin/codehub
+# Where `make run` listens, and the folder its IDE opens.
+BIND      ?= 127.0.0.1:8080
+WORKSPACE ?= $(CURDIR)
+# Go test flags; `make test TESTFLAGS=-run=TestLogin` narrows a run.
+TESTFLAGS ?=
+
+export CODEHUB_CACHE := $(CACHE)
+
+.PHONY: all setup build run test test-short bench lint fmt clean
+
+all: build
+
+## setup: install Node.js 24 and code-server into $(CACHE) (cached by version)
+setup:
+	@scripts/setup.sh >/dev/null
+
+## build: build bin/codehub
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/codehub
+
+## run: build and start single-user mode on $(WORKSPACE), printing the URL and password
+run: setup build
+	$(BIN) --bind-addr $(BIND) $(WORKSPACE)
+
+## test: every test, including the real code-server and headless Chromium ones
+test: setup
+	CODEHUB_E2E=require $(GO) test -race -count=1 -timeout 30m $(TESTFLAGS) ./...
+
+## test-short: unit tests only (no code-server, no browser)
+test-short:
+	$(GO) test -short -count=1 ./...
+
+## bench: Go benchmarks, then the load comparison against direct and nginx
+bench: setup build
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+	$(GO) run ./cmd/loadgen -gateway $(BIN)
+
+## lint: go vet and a gofmt check
+lint:
+	$(GO) vet ./...
+	@out="$$(gofmt -l cmd internal)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+fmt:
+	gofmt -w cmd internal
+
+clean:
+	rm -rf bin artifacts

@@ -1,0 +1,49 @@
+package gateway
+
+import (
+	"net/http"
+
+	"github.com/codehub-dev/codehub/internal/web"
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// routes lists every route of the gateway in one place. Everything not
+// listed is the IDE: it goes through authentication to the proxy.
+func (s *Server) routes() http.Handler {
+	r := mux.NewRouter()
+	// Proxied paths must reach the IDE exactly as the browser sent them.
+	r.SkipClean(true)
+	r.UseEncodedPath()
+	r.Use(s.recoverPanics, s.observe)
+
+	r.Handle("/healthz", s.handleHealth()).Methods(http.MethodGet, http.MethodHead)
+	if s.cfg.Metrics.Enabled && s.cfg.Metrics.BindAddr == "" {
+		r.Handle("/metrics", s.metricsHandler()).Methods(http.MethodGet)
+	}
+	r.PathPrefix(web.StaticPrefix).Handler(s.pageHeaders(web.Static())).Methods(http.MethodGet, http.MethodHead)
+
+	if s.opts.Auth != nil {
+		r.Handle("/login", s.pageHeaders(s.handleLoginPage())).Methods(http.MethodGet, http.MethodHead)
+		r.Handle("/login", s.pageHeaders(s.csrf.Handler(s.handleLogin()))).Methods(http.MethodPost)
+		r.Handle("/logout", s.pageHeaders(s.handleLogoutPage())).Methods(http.MethodGet, http.MethodHead)
+		r.Handle("/logout", s.pageHeaders(s.csrf.Handler(s.handleLogout()))).Methods(http.MethodPost)
+	}
+
+	r.PathPrefix("/").Handler(s.handleIDE())
+	return r
+}
+
+// metricsHandler serves the gateway's own registry.
+func (s *Server) metricsHandler() http.Handler {
+	return MetricsHandler(s.opts)
+}
+
+// MetricsHandler serves the Prometheus registry of opts, for a separate
+// metrics listener.
+func MetricsHandler(opts Options) http.Handler {
+	return promhttp.HandlerFor(opts.Metrics.Registry, promhttp.HandlerOpts{
+		ErrorLog:          opts.Logger.StandardLogger(nil),
+		EnableOpenMetrics: true,
+	})
+}

@@ -1,0 +1,42 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"github.com/codehub-dev/codehub/internal/proxy"
+	"github.com/codehub-dev/codehub/internal/session"
+)
+
+// FixedUpstream sends every session to one IDE: single-user mode.
+type FixedUpstream struct {
+	T *proxy.Target
+	// Ready, when set, returns a channel closed while the IDE runs.
+	Ready func() <-chan struct{}
+	// Wait is how long a request may wait for the IDE to come up before it
+	// is told the workspace is starting (default 3s).
+	Wait time.Duration
+}
+
+var _ Upstreams = FixedUpstream{}
+
+// Target implements Upstreams.
+func (f FixedUpstream) Target(ctx context.Context, _ *session.Session) (*proxy.Target, error) {
+	if f.Ready == nil {
+		return f.T, nil
+	}
+	wait := f.Wait
+	if wait <= 0 {
+		wait = 3 * time.Second
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-f.Ready():
+		return f.T, nil
+	case <-t.C:
+		return nil, ErrStarting
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}

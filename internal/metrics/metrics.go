@@ -1,0 +1,72 @@
+// Package metrics defines codehub's Prometheus metrics. The names that start
+// with code_server_ are those of the design document, kept so that existing
+// dashboards and alerts work; codehub_ names are the gateway's own.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds every collector, registered on its own registry (never the
+// global one), so that tests and several gateways in one process do not
+// collide.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	LoginAttempts   *prometheus.CounterVec // status: success, failure, throttled
+	SessionsCreated prometheus.Counter
+	ActiveSessions  prometheus.Gauge
+	RequestDuration *prometheus.HistogramVec // method, route, status
+	WebSocketsOpen  prometheus.Gauge
+	WorkspaceUp     *prometheus.GaugeVec   // state
+	WorkspaceStarts *prometheus.CounterVec // result: success, failure
+}
+
+// New creates the collectors and registers them, with the Go runtime and
+// process collectors, on a new registry.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		LoginAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "code_server_login_attempts_total",
+			Help: "Total login attempts, by status (success, failure, throttled).",
+		}, []string{"status"}),
+		SessionsCreated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "code_server_sessions_created_total",
+			Help: "Total sessions created.",
+		}),
+		ActiveSessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "code_server_active_sessions",
+			Help: "Current active sessions.",
+		}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "code_server_request_duration_seconds",
+			Help:    "Request duration in seconds, by method, route and status.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"method", "route", "status"}),
+		WebSocketsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "codehub_websockets_open",
+			Help: "WebSocket connections currently proxied.",
+		}),
+		WorkspaceUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "codehub_workspace_state",
+			Help: "1 for the state the supervised workspace is in, by state.",
+		}, []string{"state"}),
+		WorkspaceStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "codehub_workspace_starts_total",
+			Help: "Workspace (code-server) starts, by result.",
+		}, []string{"result"}),
+	}
+	for _, status := range []string{"success", "failure", "throttled"} {
+		m.LoginAttempts.WithLabelValues(status)
+	}
+	r.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.LoginAttempts, m.SessionsCreated, m.ActiveSessions, m.RequestDuration,
+		m.WebSocketsOpen, m.WorkspaceUp, m.WorkspaceStarts,
+	)
+	return m
+}

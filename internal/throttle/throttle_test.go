@@ -1,0 +1,152 @@
+package throttle
+
+import (
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func newLimiter(clock *fakeClock) *Limiter {
+	return New(Config{
+		PerAddressBurst: 3, PerAddressInterval: time.Minute,
+		GlobalBurst: 5, GlobalInterval: 10 * time.Second,
+		Now: clock.Now,
+	})
+}
+
+var (
+	alice = netip.MustParseAddr("192.0.2.1")
+	bob   = netip.MustParseAddr("192.0.2.2")
+)
+
+func fail(t *testing.T, l *Limiter, a netip.Addr) {
+	t.Helper()
+	at, wait := l.Begin(a)
+	if at == nil {
+		t.Fatalf("attempt from %s refused (wait %v), want allowed", a, wait)
+	}
+	at.Failed()
+}
+
+func refused(t *testing.T, l *Limiter, a netip.Addr) time.Duration {
+	t.Helper()
+	at, wait := l.Begin(a)
+	if at != nil {
+		t.Fatalf("attempt from %s allowed, want refused", a)
+	}
+	if wait <= 0 {
+		t.Fatalf("refusal without a wait")
+	}
+	return wait
+}
+
+func TestPerAddress(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	l := newLimiter(clock)
+	for i := 0; i < 3; i++ {
+		fail(t, l, alice)
+	}
+	wait := refused(t, l, alice)
+	if wait < 59*time.Second || wait > 62*time.Second {
+		t.Fatalf("wait = %v, want about a minute", wait)
+	}
+	// Another address is not affected.
+	fail(t, l, bob)
+	clock.Advance(time.Minute)
+	fail(t, l, alice) // one token came back
+	refused(t, l, alice)
+}
+
+func TestGlobal(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	l := newLimiter(clock)
+	// Five different addresses exhaust the global bucket...
+	for i := 1; i <= 5; i++ {
+		fail(t, l, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}))
+	}
+	// ...so a sixth, fresh address must wait too.
+	refused(t, l, netip.MustParseAddr("203.0.113.9"))
+	clock.Advance(10 * time.Second)
+	fail(t, l, netip.MustParseAddr("203.0.113.9"))
+}
+
+func TestSuccessCostsNothing(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	l := newLimiter(clock)
+	for i := 0; i < 20; i++ {
+		at, _ := l.Begin(alice)
+		if at == nil {
+			t.Fatalf("successful login %d was throttled", i)
+		}
+		at.Succeeded()
+	}
+	for i := 0; i < 3; i++ {
+		fail(t, l, alice)
+	}
+}
+
+func TestIPv6GroupedBy64(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	l := New(Config{PerAddressBurst: 3, PerAddressInterval: time.Minute, GlobalBurst: 100, GlobalInterval: time.Second, Now: clock.Now})
+	for i := 1; i <= 3; i++ {
+		fail(t, l, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)}))
+	}
+	// Same /64, new address: still throttled.
+	refused(t, l, netip.MustParseAddr("2001:db8::ffff:1"))
+	// IPv4-mapped and plain IPv4 are one address.
+	for i := 0; i < 3; i++ {
+		fail(t, l, netip.MustParseAddr("::ffff:192.0.2.77"))
+	}
+	refused(t, l, netip.MustParseAddr("192.0.2.77"))
+}
+
+func TestConcurrentFailuresNeverExceedBurst(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	l := New(Config{PerAddressBurst: 10, PerAddressInterval: time.Hour, GlobalBurst: 1000, GlobalInterval: time.Second, Now: clock.Now})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	allowed := 0
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if at, _ := l.Begin(alice); at != nil {
+				at.Failed()
+				mu.Lock()
+				allowed++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed != 10 {
+		t.Fatalf("%d concurrent attempts allowed, want exactly the burst of 10", allowed)
+	}
+}
+
+func TestSweepForgetsRefilledAddresses(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	l := New(Config{PerAddressBurst: 2, PerAddressInterval: time.Second, GlobalBurst: 1 << 20, GlobalInterval: time.Millisecond,
+		MaxAddresses: 100, Now: clock.Now})
+	for i := 0; i < 100; i++ {
+		fail(t, l, netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
+	}
+	clock.Advance(time.Hour)
+	fail(t, l, netip.MustParseAddr("10.1.0.1"))
+	if n := l.Tracked(); n != 1 {
+		t.Fatalf("tracked %d addresses after refill, want 1", n)
+	}
+}
