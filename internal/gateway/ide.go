@@ -67,7 +67,7 @@ func (s *Server) starting(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", pageCSP)
 		h.Set("X-Content-Type-Options", "nosniff")
-		_ = s.opts.Templates.Render(w, http.StatusServiceUnavailable, "message.html", web.Page{
+		s.render(w, http.StatusServiceUnavailable, "message.html", web.Page{
 			Title: "Starting your workspace", RefreshSeconds: 2,
 			Data: message{Message: "Your editor is starting. This page reloads by itself.", Progress: true},
 		})

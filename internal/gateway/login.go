@@ -72,9 +72,7 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int,
 		d.Hint = "The password was generated when codehub started: see its output, or the file " +
 			"\"password\" in its data directory."
 	}
-	if err := s.opts.Templates.Render(w, status, "login.html", web.Page{Title: "Sign in", Data: d}); err != nil {
-		s.log.Error("render login page", "error", err)
-	}
+	s.render(w, status, "login.html", web.Page{Title: "Sign in", Data: d})
 }
 
 func (s *Server) handleLoginPage() http.Handler {
@@ -214,7 +212,7 @@ func (s *Server) handleLogoutPage() http.Handler {
 			http.Redirect(w, r, "/login", http.StatusSeeOther)
 			return
 		}
-		_ = s.opts.Templates.Render(w, http.StatusOK, "logout.html", web.Page{
+		s.render(w, http.StatusOK, "logout.html", web.Page{
 			Title: "Sign out", Data: struct{ CSRF string }{s.csrfToken(w, r)},
 		})
 	})

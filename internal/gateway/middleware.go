@@ -235,7 +235,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, 
 		h := w.Header()
 		h.Set("Content-Security-Policy", pageCSP)
 		h.Set("X-Content-Type-Options", "nosniff")
-		_ = s.opts.Templates.Render(w, status, "message.html", web.Page{
+		s.render(w, status, "message.html", web.Page{
 			Title: http.StatusText(status),
 			Data:  message{Message: msg, Alert: true, Link: "/", LinkText: "Go to the editor"},
 		})
@@ -293,4 +293,12 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	s.fail(w, r, http.StatusBadGateway, "workspace_unavailable", "your workspace is not reachable right now")
+}
+
+// render writes a page, logging a template failure (which Render has
+// already answered with a plain 500).
+func (s *Server) render(w http.ResponseWriter, status int, name string, p web.Page) {
+	if err := s.opts.Templates.Render(w, status, name, p); err != nil {
+		s.log.Error("render page", "page", name, "error", err)
+	}
 }
