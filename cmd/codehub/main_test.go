@@ -323,8 +323,10 @@ func TestChildEnvDropsSecrets(t *testing.T) {
 	}
 }
 
-// TestUpstreamMode proxies to an IDE that is already running.
-func TestUpstreamMode(t *testing.T) {
+// startUpstreamGateway runs codehub in front of a small running IDE
+// stand-in (--upstream), for tests that need no real code-server.
+func startUpstreamGateway(t *testing.T, args ...string) *testGateway {
+	t.Helper()
 	testenv.SkipShort(t)
 	ide := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "running IDE: %s", r.URL.Path)
@@ -334,35 +336,69 @@ func TestUpstreamMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	go ide.Serve(ln)
-	defer ide.Close()
+	t.Cleanup(func() { ide.Close() })
 
-	out := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	env := map[string]string{"HOME": t.TempDir(), "PASSWORD": "pw"}
-	go func() {
-		done <- run(ctx, []string{"codehub", "--bind-addr", "127.0.0.1:0", "--upstream", "http://" + ln.Addr().String()},
-			func(k string) string { return env[k] }, nil, out, io.Discard)
-	}()
-	g := &testGateway{t: t, stdout: out, cancel: cancel, done: done}
+	dir := t.TempDir()
+	g := &testGateway{t: t, Password: "pw", DataHome: dir, stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	env := map[string]string{"HOME": dir, "PASSWORD": g.Password}
+	argv := append([]string{"codehub", "--bind-addr", "127.0.0.1:0", "--upstream", "http://" + ln.Addr().String()}, args...)
+	go func() { g.done <- run(ctx, argv, func(k string) string { return env[k] }, nil, g.stdout, g.stderr) }()
+	t.Cleanup(func() { g.stop() })
 	deadline := time.Now().Add(guard)
-	for g.URL == "" && time.Now().Before(deadline) {
-		if m := urlRE.FindStringSubmatch(out.String()); m != nil {
+	for g.URL == "" {
+		if m := urlRE.FindStringSubmatch(g.stdout.String()); m != nil {
 			g.URL = strings.TrimSuffix(m[1], "/")
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no URL printed:\n%s", g.stderr.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	c, resp := g.login("pw")
+	g.waitHealthy(func(health) bool { return true })
+	return g
+}
+
+// TestUpstreamMode proxies to an IDE that is already running.
+func TestUpstreamMode(t *testing.T) {
+	g := startUpstreamGateway(t)
+	c, resp := g.login(g.Password)
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("login: %d", resp.StatusCode)
 	}
 	if _, body := get(t, c, g.URL+"/hello"); body != "running IDE: /hello" {
 		t.Fatalf("proxied: %q", body)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := g.stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSelfSignedTLS: --cert without a file serves HTTPS with a generated
+// certificate, kept for the next start, with HSTS and Secure cookies.
+func TestSelfSignedTLS(t *testing.T) {
+	g := startUpstreamGateway(t, "--cert")
+	if !strings.HasPrefix(g.URL, "https://") {
+		t.Fatalf("URL %q is not https", g.URL)
+	}
+	c, resp := g.login(g.Password)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login over TLS: %d", resp.StatusCode)
+	}
+	var secure bool
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "codehub_session" {
+			secure = ck.Secure
+		}
+	}
+	if !secure {
+		t.Error("session cookie lacks Secure under TLS")
+	}
+	if !strings.HasPrefix(resp.Header.Get("Strict-Transport-Security"), "max-age=") {
+		t.Error("no HSTS under TLS")
+	}
+	if _, body := get(t, c, g.URL+"/x"); body != "running IDE: /x" {
+		t.Fatalf("proxied over TLS: %q", body)
 	}
 }
 

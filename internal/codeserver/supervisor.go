@@ -242,19 +242,21 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	}
 	pid := cmd.Process.Pid
 	s.setState(StateStarting, pid, "")
-	logDone := make(chan struct{})
+	// exited is closed once the process is gone and exitErr is set; both
+	// the readiness wait and stop may watch it.
+	var exitErr error
+	exited := make(chan struct{})
 	go func() {
-		defer close(logDone)
-		s.pipeLog(out)
-	}()
-	exited := make(chan error, 1)
-	go func() {
-		<-logDone // Wait closes the pipe; drain it first
-		exited <- cmd.Wait()
+		s.pipeLog(out) // Wait closes the pipe: drain it first
+		exitErr = cmd.Wait()
+		if exitErr == nil {
+			exitErr = errors.New("exited")
+		}
+		close(exited)
 	}()
 
 	readyCtx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
-	readyErr := s.waitAnswer(readyCtx, exited)
+	readyErr := s.waitAnswer(readyCtx, exited, &exitErr)
 	cancel()
 	if readyErr != nil {
 		s.stop(pid, exited)
@@ -269,11 +271,8 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 	s.setState(StateRunning, pid, "")
 
 	select {
-	case err := <-exited:
-		if err == nil {
-			err = errors.New("exited")
-		}
-		return fmt.Errorf("code-server (pid %d) %w", pid, err)
+	case <-exited:
+		return fmt.Errorf("code-server (pid %d) %w", pid, exitErr)
 	case <-ctx.Done():
 		s.stop(pid, exited)
 		return ctx.Err()
@@ -288,7 +287,7 @@ func (s *Supervisor) report(start time.Time, err error) {
 
 // waitAnswer polls code-server's /healthz over the socket until it answers,
 // the process exits, or ctx ends.
-func (s *Supervisor) waitAnswer(ctx context.Context, exited <-chan error) error {
+func (s *Supervisor) waitAnswer(ctx context.Context, exited <-chan struct{}, exitErr *error) error {
 	client := &http.Client{Transport: &http.Transport{DialContext: s.DialContext, DisableKeepAlives: true}}
 	delay := 20 * time.Millisecond
 	for {
@@ -301,11 +300,8 @@ func (s *Supervisor) waitAnswer(ctx context.Context, exited <-chan error) error 
 			}
 		}
 		select {
-		case err := <-exited:
-			if err == nil {
-				err = errors.New("exited")
-			}
-			return fmt.Errorf("code-server exited before answering: %w", err)
+		case <-exited:
+			return fmt.Errorf("code-server exited before answering: %w", *exitErr)
 		case <-ctx.Done():
 			return fmt.Errorf("code-server did not answer within %s", s.cfg.StartTimeout)
 		case <-time.After(delay):
@@ -315,7 +311,7 @@ func (s *Supervisor) waitAnswer(ctx context.Context, exited <-chan error) error 
 }
 
 // stop ends the process group: SIGTERM, then SIGKILL after StopTimeout.
-func (s *Supervisor) stop(pid int, exited <-chan error) {
+func (s *Supervisor) stop(pid int, exited <-chan struct{}) {
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
 	select {
 	case <-exited:

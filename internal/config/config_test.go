@@ -308,3 +308,16 @@ func TestLeafPathsHaveEnvNames(t *testing.T) {
 		t.Errorf("unexpected names: %v", seen)
 	}
 }
+
+// TestREADMEDocumentsEveryKey keeps the configuration reference complete.
+func TestREADMEDocumentsEveryKey(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range LeafPaths() {
+		if !strings.Contains(string(readme), "`"+p+"`") {
+			t.Errorf("README.md does not document the key %q", p)
+		}
+	}
+}

@@ -60,6 +60,9 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if c.DataDir == "" {
+		v.fail("data-dir", "must name a directory")
+	}
 	v.oneOf("log-level", strings.ToLower(c.LogLevel), "trace", "debug", "info", "warn", "error")
 	v.oneOf("log-format", c.LogFormat, "text", "json")
 	v.positive("shutdown-timeout", c.ShutdownTimeout)

@@ -53,7 +53,7 @@ func (l *upstreamLog) last() *http.Request {
 }
 
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	srv      *Server
 	front    *httptest.Server
 	metrics  *metrics.Metrics
@@ -64,7 +64,7 @@ type env struct {
 
 // newEnv runs a gateway in front of a small stand-in IDE that answers HTTP
 // with "IDE:<path>" and echoes WebSocket messages.
-func newEnv(t *testing.T, mutate ...func(*config.Config)) *env {
+func newEnv(t testing.TB, mutate ...func(*config.Config)) *env {
 	t.Helper()
 	e := &env{t: t, upstream: &upstreamLog{}}
 	wsUp := websocket.Upgrader{}
@@ -167,7 +167,7 @@ func (e *env) do(c *http.Client, method, path string, body url.Values, hdr map[s
 	return resp
 }
 
-func readBody(t *testing.T, resp *http.Response) string {
+func readBody(t testing.TB, resp *http.Response) string {
 	t.Helper()
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()

@@ -25,6 +25,12 @@ func (f FixedUpstream) Target(ctx context.Context, _ *session.Session) (*proxy.T
 	if f.Ready == nil {
 		return f.T, nil
 	}
+	ready := f.Ready()
+	select {
+	case <-ready: // the usual case: no timer needed
+		return f.T, nil
+	default:
+	}
 	wait := f.Wait
 	if wait <= 0 {
 		wait = 3 * time.Second
@@ -32,7 +38,7 @@ func (f FixedUpstream) Target(ctx context.Context, _ *session.Session) (*proxy.T
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
-	case <-f.Ready():
+	case <-ready:
 		return f.T, nil
 	case <-t.C:
 		return nil, ErrStarting

@@ -8,8 +8,6 @@ import (
 	"net/netip"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // Config sets the two buckets.
@@ -25,17 +23,48 @@ type Config struct {
 	Now func() time.Time
 }
 
+// bucket is a token bucket that can also take a token back, which
+// golang.org/x/time/rate cannot do once the reservation's time has passed
+// (a password check takes a while): an attempt holds its token while the
+// password is checked and returns it if the password was right.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (b *bucket) refill(now time.Time, burst int, every time.Duration) {
+	if elapsed := now.Sub(b.last); elapsed > 0 {
+		b.tokens = min(float64(burst), b.tokens+float64(elapsed)/float64(every))
+	}
+	b.last = now
+}
+
+// take removes a token, or says how long until one is there.
+func (b *bucket) take(now time.Time, burst int, every time.Duration) time.Duration {
+	b.refill(now, burst, every)
+	if b.tokens >= 1 {
+		b.tokens--
+		return 0
+	}
+	return time.Duration((1 - b.tokens) * float64(every))
+}
+
+func (b *bucket) give(now time.Time, burst int, every time.Duration) {
+	b.refill(now, burst, every)
+	b.tokens = min(float64(burst), b.tokens+1)
+}
+
 // Limiter is safe for concurrent use.
 type Limiter struct {
-	cfg    Config
-	global *rate.Limiter
+	cfg Config
 
 	mu        sync.Mutex
-	perAddr   map[netip.Prefix]*rate.Limiter
+	global    bucket
+	perAddr   map[netip.Prefix]*bucket
 	lastSweep time.Time
 }
 
-// New returns a Limiter for cfg.
+// New returns a Limiter for cfg, with full buckets.
 func New(cfg Config) *Limiter {
 	if cfg.MaxAddresses <= 0 {
 		cfg.MaxAddresses = 100000
@@ -45,43 +74,54 @@ func New(cfg Config) *Limiter {
 	}
 	return &Limiter{
 		cfg:     cfg,
-		global:  rate.NewLimiter(rate.Every(cfg.GlobalInterval), cfg.GlobalBurst),
-		perAddr: map[netip.Prefix]*rate.Limiter{},
+		global:  bucket{tokens: float64(cfg.GlobalBurst), last: cfg.Now()},
+		perAddr: map[netip.Prefix]*bucket{},
 	}
 }
 
 // Attempt is one login attempt holding a token of each bucket.
 type Attempt struct {
-	l          *Limiter
-	addr, glob *rate.Reservation
+	l   *Limiter
+	key netip.Prefix
 }
 
 // Succeeded returns the tokens: a correct password costs nothing.
 func (a *Attempt) Succeeded() {
-	now := a.l.cfg.Now()
-	a.addr.CancelAt(now)
-	a.glob.CancelAt(now)
+	l := a.l
+	now := l.cfg.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.global.give(now, l.cfg.GlobalBurst, l.cfg.GlobalInterval)
+	if b, ok := l.perAddr[a.key]; ok {
+		b.give(now, l.cfg.PerAddressBurst, l.cfg.PerAddressInterval)
+	}
 }
 
 // Failed keeps the tokens spent.
 func (a *Attempt) Failed() {}
 
-// Begin takes a token from the address's bucket and the global one. When
-// either is empty it returns nil and how long to wait before trying again.
+// Begin takes a token from the address's bucket and from the global one.
+// When either is empty it takes none and returns nil and how long to wait
+// before trying again.
 func (l *Limiter) Begin(addr netip.Addr) (*Attempt, time.Duration) {
 	now := l.cfg.Now()
+	key := addrKey(addr)
 	l.mu.Lock()
-	lim := l.bucketLocked(addrKey(addr), now)
-	ra := lim.ReserveN(now, 1)
-	rg := l.global.ReserveN(now, 1)
-	l.mu.Unlock()
-	wait := max(ra.DelayFrom(now), rg.DelayFrom(now))
+	defer l.mu.Unlock()
+	b := l.bucketLocked(key, now)
+	wait := b.take(now, l.cfg.PerAddressBurst, l.cfg.PerAddressInterval)
 	if wait > 0 {
-		ra.CancelAt(now)
-		rg.CancelAt(now)
-		return nil, wait.Round(time.Second) + time.Second
+		return nil, roundUp(wait)
 	}
-	return &Attempt{l: l, addr: ra, glob: rg}, 0
+	if gw := l.global.take(now, l.cfg.GlobalBurst, l.cfg.GlobalInterval); gw > 0 {
+		b.give(now, l.cfg.PerAddressBurst, l.cfg.PerAddressInterval)
+		return nil, roundUp(gw)
+	}
+	return &Attempt{l: l, key: key}, 0
+}
+
+func roundUp(d time.Duration) time.Duration {
+	return (d + time.Second - 1).Truncate(time.Second)
 }
 
 // addrKey groups IPv6 addresses by /64, the block one host usually holds.
@@ -94,16 +134,16 @@ func addrKey(a netip.Addr) netip.Prefix {
 	return netip.PrefixFrom(a, a.BitLen())
 }
 
-func (l *Limiter) bucketLocked(k netip.Prefix, now time.Time) *rate.Limiter {
-	if lim, ok := l.perAddr[k]; ok {
-		return lim
+func (l *Limiter) bucketLocked(k netip.Prefix, now time.Time) *bucket {
+	if b, ok := l.perAddr[k]; ok {
+		return b
 	}
 	if len(l.perAddr) >= l.cfg.MaxAddresses || now.Sub(l.lastSweep) > time.Minute {
 		l.sweepLocked(now)
 	}
-	lim := rate.NewLimiter(rate.Every(l.cfg.PerAddressInterval), l.cfg.PerAddressBurst)
-	l.perAddr[k] = lim
-	return lim
+	b := &bucket{tokens: float64(l.cfg.PerAddressBurst), last: now}
+	l.perAddr[k] = b
+	return b
 }
 
 // sweepLocked drops buckets that have refilled: they hold no information.
@@ -111,8 +151,9 @@ func (l *Limiter) bucketLocked(k netip.Prefix, now time.Time) *rate.Limiter {
 // than forgive an attacker.
 func (l *Limiter) sweepLocked(now time.Time) {
 	l.lastSweep = now
-	for k, lim := range l.perAddr {
-		if lim.TokensAt(now) >= float64(l.cfg.PerAddressBurst) {
+	for k, b := range l.perAddr {
+		b.refill(now, l.cfg.PerAddressBurst, l.cfg.PerAddressInterval)
+		if b.tokens >= float64(l.cfg.PerAddressBurst) {
 			delete(l.perAddr, k)
 		}
 	}
