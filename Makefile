@@ -6,6 +6,9 @@ BIN       := bin/codehub
 # Where `make run` listens, and the folder its IDE opens.
 BIND      ?= 127.0.0.1:8080
 WORKSPACE ?= $(CURDIR)
+# Version stamped into the binary.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/codehub-dev/codehub/internal/buildinfo.version=$(VERSION)
 # Go test flags; `make test TESTFLAGS=-run=TestLogin` narrows a run.
 TESTFLAGS ?=
 
@@ -21,7 +24,7 @@ setup:
 
 ## build: build bin/codehub
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/codehub
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/codehub
 
 ## run: build and start single-user mode on $(WORKSPACE), printing the URL and password
 run: setup build
