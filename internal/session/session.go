@@ -27,6 +27,11 @@ type Session struct {
 	UserAgent    string            `json:"userAgent"`
 	WorkspaceID  string            `json:"workspaceId,omitempty"`
 	Metadata     map[string]string `json:"metadata,omitempty"`
+	// RefreshGen counts the rotations of the session's refresh token and
+	// RefreshHash is the SHA-256 of the current one's secret (API sessions
+	// only). A token of an older generation is a replay.
+	RefreshGen  int    `json:"refreshGen,omitempty"`
+	RefreshHash string `json:"refreshHash,omitempty"`
 }
 
 // Expired reports whether s is past its expiry at now.
@@ -39,6 +44,12 @@ type Store interface {
 	Set(ctx context.Context, s *Session) error
 	// Get returns the session with id, or ErrNotFound.
 	Get(ctx context.Context, id string) (*Session, error)
+	// Update applies fn to the live session with id and stores the result,
+	// atomically: concurrent Updates of one session (even from several
+	// gateways) are serialized, none is lost. If fn returns an error
+	// nothing is stored and Update returns that error. ErrNotFound if the
+	// session does not exist or has expired.
+	Update(ctx context.Context, id string, fn func(*Session) error) (*Session, error)
 	// Delete removes the session; deleting a missing one is not an error.
 	Delete(ctx context.Context, id string) error
 	// UserSessions returns the live sessions of one user, oldest first.

@@ -70,6 +70,23 @@ func (s *Store) Get(_ context.Context, id string) (*session.Session, error) {
 	return sess.Clone(), nil
 }
 
+// Update implements session.Store.
+func (s *Store) Update(_ context.Context, id string, fn func(*session.Session) error) (*session.Session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, ok := s.byID[id]
+	if !ok || cur.Expired(s.now()) {
+		return nil, session.ErrNotFound
+	}
+	next := cur.Clone()
+	if err := fn(next); err != nil {
+		return nil, err
+	}
+	next.ID, next.UserID = cur.ID, cur.UserID // identity is not fn's to change
+	s.byID[id] = next
+	return next.Clone(), nil
+}
+
 // Delete implements session.Store.
 func (s *Store) Delete(_ context.Context, id string) error {
 	s.mu.Lock()

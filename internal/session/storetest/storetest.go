@@ -53,6 +53,8 @@ func equal(a, b *session.Session) error {
 	case a.ID != b.ID, a.UserID != b.UserID, a.IPAddress != b.IPAddress, a.UserAgent != b.UserAgent,
 		a.WorkspaceID != b.WorkspaceID:
 		return fmt.Errorf("got %+v, want %+v", a, b)
+	case a.RefreshGen != b.RefreshGen, a.RefreshHash != b.RefreshHash:
+		return fmt.Errorf("refresh state: got %d/%q, want %d/%q", a.RefreshGen, a.RefreshHash, b.RefreshGen, b.RefreshHash)
 	case !a.CreatedAt.Equal(b.CreatedAt), !a.ExpiresAt.Equal(b.ExpiresAt), !a.LastActivity.Equal(b.LastActivity):
 		return fmt.Errorf("times differ: got %v/%v/%v, want %v/%v/%v",
 			a.CreatedAt, a.ExpiresAt, a.LastActivity, b.CreatedAt, b.ExpiresAt, b.LastActivity)
@@ -84,6 +86,7 @@ func Run(t *testing.T, newStore Factory) {
 		st := newStore(t, clock)
 		s := newSession(t, clock, "u1", time.Hour)
 		s.WorkspaceID = "ws-1"
+		s.RefreshGen, s.RefreshHash = 3, "abc"
 		if err := st.Set(ctx, s); err != nil {
 			t.Fatal(err)
 		}
@@ -131,6 +134,73 @@ func Run(t *testing.T, newStore Factory) {
 		}
 		if n, _ := st.UserCount(ctx, "u1"); n != 1 {
 			t.Fatalf("UserCount after replace = %d, want 1", n)
+		}
+	})
+
+	t.Run("UpdateIsAtomic", func(t *testing.T) {
+		clock := NewClock()
+		st := newStore(t, clock)
+		s := newSession(t, clock, "u1", time.Hour)
+		if err := st.Set(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		// Many concurrent increments: none may be lost.
+		const n = 20
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := st.Update(ctx, s.ID, func(x *session.Session) error {
+					x.RefreshGen++
+					return nil
+				})
+				if err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		got, err := st.Get(ctx, s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.RefreshGen != n {
+			t.Fatalf("RefreshGen = %d after %d concurrent updates", got.RefreshGen, n)
+		}
+		// An error from fn stores nothing.
+		boom := errors.New("boom")
+		if _, err := st.Update(ctx, s.ID, func(x *session.Session) error {
+			x.RefreshHash = "changed"
+			return boom
+		}); !errors.Is(err, boom) {
+			t.Fatalf("Update returned %v, want fn's error", err)
+		}
+		if got, _ := st.Get(ctx, s.ID); got.RefreshHash != "" {
+			t.Fatal("Update stored a change although fn failed")
+		}
+		// The result is returned and stored.
+		upd, err := st.Update(ctx, s.ID, func(x *session.Session) error {
+			x.RefreshHash, x.WorkspaceID = "h2", "ws-9"
+			return nil
+		})
+		if err != nil || upd.RefreshHash != "h2" {
+			t.Fatalf("Update = %+v, %v", upd, err)
+		}
+		if got, _ := st.Get(ctx, s.ID); got.RefreshHash != "h2" || got.WorkspaceID != "ws-9" || got.UserID != "u1" {
+			t.Fatalf("stored after Update: %+v", got)
+		}
+		if _, err := st.Update(ctx, "missing", func(*session.Session) error { return nil }); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Update of a missing session: %v", err)
+		}
+		clock.Advance(2 * time.Hour)
+		if _, err := st.Update(ctx, s.ID, func(*session.Session) error { return nil }); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("Update of an expired session: %v", err)
 		}
 	})
 

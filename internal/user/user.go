@@ -1,0 +1,188 @@
+// Package user defines the people who may sign in to a multi-user codehub
+// and the store that keeps them.
+package user
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Errors returned by a Store.
+var (
+	// ErrNotFound: no such user (or invite).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the username or email is already taken.
+	ErrConflict = errors.New("already exists")
+)
+
+// Roles.
+const (
+	RoleUser    = "user"
+	RoleAdmin   = "admin"
+	RoleAuditor = "auditor" // reads what an admin reads, changes nothing
+)
+
+// ValidRole reports whether r is a known role.
+func ValidRole(r string) bool { return r == RoleUser || r == RoleAdmin || r == RoleAuditor }
+
+// User is one account.
+type User struct {
+	ID           string    `json:"id"` // UUID
+	Username     string    `json:"username"`
+	Email        string    `json:"email"`
+	PasswordHash string    `json:"-"`
+	Roles        []string  `json:"roles"`
+	CreatedAt    time.Time `json:"createdAt"`
+	UpdatedAt    time.Time `json:"updatedAt"`
+	LastLogin    time.Time `json:"lastLogin,omitzero"`
+	Active       bool      `json:"isActive"`
+	// Metadata is free-form data about the user (display name, team...).
+	Metadata map[string]any `json:"metadata,omitempty"`
+
+	// Lockout state: failed attempts since the last success or lock, the
+	// end of the current lock, and how many locks in a row (each doubles
+	// the next one's length).
+	FailedLogins int       `json:"failedLogins"`
+	LockedUntil  time.Time `json:"lockedUntil,omitzero"`
+	LockCount    int       `json:"lockCount"`
+}
+
+// HasRole reports whether u has role r.
+func (u *User) HasRole(r string) bool { return slices.Contains(u.Roles, r) }
+
+// IsAdmin reports whether u may change what admins change.
+func (u *User) IsAdmin() bool { return u.HasRole(RoleAdmin) }
+
+// Locked reports whether u is locked out at now.
+func (u *User) Locked(now time.Time) bool { return now.Before(u.LockedUntil) }
+
+// Clone returns a deep copy.
+func (u *User) Clone() *User {
+	c := *u
+	c.Roles = slices.Clone(u.Roles)
+	if u.Metadata != nil {
+		c.Metadata = make(map[string]any, len(u.Metadata))
+		for k, v := range u.Metadata {
+			c.Metadata[k] = v
+		}
+	}
+	return &c
+}
+
+var (
+	usernameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{1,38}[a-z0-9]$`)
+	emailRE    = regexp.MustCompile(`^[^@\s<>"']{1,64}@[^@\s<>"']+\.[^@\s<>"']{2,}$`)
+)
+
+// NormalizeUsername lower-cases and trims a username.
+func NormalizeUsername(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+// NormalizeEmail trims an address and lower-cases it.
+func NormalizeEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+// ValidateUsername explains what is wrong with a (normalized) username.
+func ValidateUsername(s string) error {
+	if !usernameRE.MatchString(s) {
+		return errors.New("a username is 3 to 40 characters: lower-case letters, digits, '.', '_' or '-', starting and ending with a letter or digit")
+	}
+	return nil
+}
+
+// ValidateEmail explains what is wrong with a (normalized) email address.
+func ValidateEmail(s string) error {
+	if len(s) > 254 || !emailRE.MatchString(s) {
+		return errors.New("not a valid email address")
+	}
+	return nil
+}
+
+// ListOptions page and filter a listing.
+type ListOptions struct {
+	// Search matches a substring of the username or email (case-insensitive).
+	Search string
+	// Offset and Limit page the result, ordered by username.
+	Offset, Limit int
+}
+
+// LockPolicy says when failed sign-ins lock an account, and for how long.
+type LockPolicy struct {
+	// MaxFailures failed attempts in a row lock the account.
+	MaxFailures int
+	// BaseLock is the first lock's length; each further lock in a row
+	// doubles it, up to MaxLock.
+	BaseLock, MaxLock time.Duration
+}
+
+// LockDuration is the length of lock number n (0-based) in a row.
+func (p LockPolicy) LockDuration(n int) time.Duration {
+	d := p.BaseLock
+	for i := 0; i < n && d < p.MaxLock; i++ {
+		d *= 2
+	}
+	return min(d, p.MaxLock)
+}
+
+// Invite lets one person register (registration "invite").
+type Invite struct {
+	// TokenHash is the SHA-256 (base64url) of the invite token; the token
+	// itself is only shown once, to the admin who made it.
+	TokenHash string    `json:"-"`
+	Email     string    `json:"email,omitempty"` // when set, only this address may use it
+	Role      string    `json:"role"`
+	CreatedBy string    `json:"createdBy"`
+	CreatedAt time.Time `json:"createdAt"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	UsedAt    time.Time `json:"usedAt,omitzero"`
+	UsedBy    string    `json:"usedBy,omitempty"`
+}
+
+// Store keeps users. Implementations are safe for concurrent use, by
+// several gateways at once (the SQL stores), and compare usernames and
+// emails exactly: callers normalize them first.
+type Store interface {
+	// Create adds u. It returns ErrConflict if the username or email is
+	// taken. u.ID, CreatedAt and UpdatedAt must be set by the caller.
+	Create(ctx context.Context, u *User) error
+	// Get returns the user with id, or ErrNotFound.
+	Get(ctx context.Context, id string) (*User, error)
+	// GetByUsername returns the user with that username, or ErrNotFound.
+	GetByUsername(ctx context.Context, username string) (*User, error)
+	// GetByEmail returns the user with that email, or ErrNotFound.
+	GetByEmail(ctx context.Context, email string) (*User, error)
+	// List returns one page of users ordered by username, and the number
+	// of users matching the search in all.
+	List(ctx context.Context, opts ListOptions) ([]*User, int, error)
+	// Update replaces the stored user with u (matched by ID); the caller
+	// sets u.UpdatedAt. ErrNotFound if missing, ErrConflict if the new
+	// username or email is taken.
+	Update(ctx context.Context, u *User) error
+	// Delete removes the user; ErrNotFound if missing.
+	Delete(ctx context.Context, id string) error
+	// Count returns the number of users.
+	Count(ctx context.Context) (int, error)
+
+	// RecordFailure counts one failed sign-in, atomically even across
+	// gateways. When the count reaches p.MaxFailures the account is
+	// locked until now + p.LockDuration(LockCount), LockCount grows by one
+	// and the count restarts. It returns the user as stored afterwards.
+	RecordFailure(ctx context.Context, id string, now time.Time, p LockPolicy) (*User, error)
+	// RecordSuccess clears the failure count and lock history and sets
+	// LastLogin to now.
+	RecordSuccess(ctx context.Context, id string, now time.Time) error
+	// Unlock clears a lock and the failure count (an admin's action).
+	Unlock(ctx context.Context, id string) error
+
+	// CreateInvite stores an invite.
+	CreateInvite(ctx context.Context, inv *Invite) error
+	// UseInvite marks the unused, unexpired invite with tokenHash as used
+	// by userID at now, atomically (an invite is used once), and returns
+	// it; ErrNotFound otherwise.
+	UseInvite(ctx context.Context, tokenHash, userID string, now time.Time) (*Invite, error)
+	// ReleaseInvite makes a used invite usable again, when the account it
+	// was claimed for could not be created.
+	ReleaseInvite(ctx context.Context, tokenHash string) error
+}
