@@ -17,10 +17,18 @@ type Event struct {
 	// UserID changed (role, password, disabled, deleted): drop cached
 	// copies of the user.
 	UserID string `json:"u,omitempty"`
+	// Resync is delivered by Subscribe itself (never published) each time
+	// the subscription is established or re-established: events may have
+	// been missed in between, so every cached session and user must be
+	// dropped.
+	Resync bool `json:"-"`
 }
 
 // Bus carries events between gateways. Every gateway, the publisher
-// included, receives every event published after its Subscribe.
+// included, receives the events published while it is subscribed. Delivery
+// is at most once (Redis Pub/Sub, NOTIFY): after a reconnection the
+// subscriber is handed an Event with Resync set, since events may have
+// been lost meanwhile.
 type Bus interface {
 	// Publish sends ev to every subscribed gateway.
 	Publish(ctx context.Context, ev Event) error
@@ -33,22 +41,33 @@ type Bus interface {
 // Local is the Bus of a single gateway.
 type Local struct {
 	mu   sync.Mutex
-	subs map[int]chan Event
+	subs map[int]*localSub
 	next int
+}
+
+type localSub struct {
+	ch   chan Event
+	done chan struct{}
 }
 
 var _ Bus = (*Local)(nil)
 
 // NewLocal returns an in-process Bus.
-func NewLocal() *Local { return &Local{subs: map[int]chan Event{}} }
+func NewLocal() *Local { return &Local{subs: map[int]*localSub{}} }
 
-// Publish implements Bus.
+// Publish implements Bus. It waits while a subscriber's queue is full, but
+// never for a subscriber that has gone.
 func (l *Local) Publish(ctx context.Context, ev Event) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, ch := range l.subs {
+	subs := make([]*localSub, 0, len(l.subs))
+	for _, s := range l.subs {
+		subs = append(subs, s)
+	}
+	l.mu.Unlock()
+	for _, s := range subs {
 		select {
-		case ch <- ev:
+		case s.ch <- ev:
+		case <-s.done:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -58,20 +77,21 @@ func (l *Local) Publish(ctx context.Context, ev Event) error {
 
 // Subscribe implements Bus.
 func (l *Local) Subscribe(ctx context.Context, fn func(Event)) error {
-	ch := make(chan Event, 256)
+	sub := &localSub{ch: make(chan Event, 256), done: make(chan struct{})}
 	l.mu.Lock()
 	id := l.next
 	l.next++
-	l.subs[id] = ch
+	l.subs[id] = sub
 	l.mu.Unlock()
 	defer func() {
+		close(sub.done)
 		l.mu.Lock()
 		delete(l.subs, id)
 		l.mu.Unlock()
 	}()
 	for {
 		select {
-		case ev := <-ch:
+		case ev := <-sub.ch:
 			fn(ev)
 		case <-ctx.Done():
 			return nil

@@ -48,7 +48,8 @@ type Store interface {
 	// atomically: concurrent Updates of one session (even from several
 	// gateways) are serialized, none is lost. If fn returns an error
 	// nothing is stored and Update returns that error. ErrNotFound if the
-	// session does not exist or has expired.
+	// session does not exist or has expired. fn may run more than once
+	// (optimistic retries), so it must only change its argument.
 	Update(ctx context.Context, id string, fn func(*Session) error) (*Session, error)
 	// Delete removes the session; deleting a missing one is not an error.
 	Delete(ctx context.Context, id string) error
