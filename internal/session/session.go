@@ -57,7 +57,8 @@ type Store interface {
 	UserSessions(ctx context.Context, userID string) ([]*Session, error)
 	// AllActive returns every live session, oldest first.
 	AllActive(ctx context.Context) ([]*Session, error)
-	// DeleteUserSessions removes every session of a user and returns them.
+	// DeleteUserSessions removes every session of a user and returns the
+	// live ones among them.
 	DeleteUserSessions(ctx context.Context, userID string) ([]*Session, error)
 	// DeleteExpired removes expired sessions and returns how many.
 	DeleteExpired(ctx context.Context) (int, error)

@@ -154,11 +154,15 @@ type Store interface {
 	// GetByEmail returns the user with that email, or ErrNotFound.
 	GetByEmail(ctx context.Context, email string) (*User, error)
 	// List returns one page of users ordered by username, and the number
-	// of users matching the search in all.
+	// of users matching the search in all. Limit 0 means no limit.
 	List(ctx context.Context, opts ListOptions) ([]*User, int, error)
-	// Update replaces the stored user with u (matched by ID); the caller
-	// sets u.UpdatedAt. ErrNotFound if missing, ErrConflict if the new
-	// username or email is taken.
+	// Update stores u's account fields (username, email, password hash,
+	// roles, active, metadata, UpdatedAt, which the caller sets), matched
+	// by ID. The sign-in state (failed logins, lock, LastLogin) and
+	// CreatedAt are left as stored: only RecordFailure, RecordSuccess,
+	// Lock and Unlock change them, atomically, so an edit cannot undo a
+	// concurrent failed sign-in. ErrNotFound if missing, ErrConflict if
+	// the new username or email is taken.
 	Update(ctx context.Context, u *User) error
 	// Delete removes the user; ErrNotFound if missing.
 	Delete(ctx context.Context, id string) error
@@ -173,6 +177,8 @@ type Store interface {
 	// RecordSuccess clears the failure count and lock history and sets
 	// LastLogin to now.
 	RecordSuccess(ctx context.Context, id string, now time.Time) error
+	// Lock locks the account until a time (an admin's action).
+	Lock(ctx context.Context, id string, until time.Time) error
 	// Unlock clears a lock and the failure count (an admin's action).
 	Unlock(ctx context.Context, id string) error
 

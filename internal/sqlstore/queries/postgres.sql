@@ -1,0 +1,185 @@
+-- Queries for PostgreSQL, by name. Each block starts with a "-- name: X"
+-- line; Go code refers to X (a field of the queries struct), and Open fails
+-- if a name is missing here or unknown to the code.
+-- Times are timestamptz; NULL is the zero time.
+
+-- ---------------------------------------------------------------------
+-- Migrations
+
+-- name: LockMigrations
+-- Serializes gateways migrating one database at once; released at commit.
+SELECT pg_advisory_xact_lock(7165824133129581315);
+
+-- name: CreateMigrationsTable
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     NOT NULL PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL
+);
+
+-- name: AppliedMigrations
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: RecordMigration
+INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3);
+
+-- ---------------------------------------------------------------------
+-- Users
+
+-- name: CreateUser
+INSERT INTO users (id, username, email, password_hash, roles, created_at, updated_at,
+                   last_login, active, metadata, failed_logins, locked_until, lock_count)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb, $11, $12, $13);
+
+-- name: GetUserByID
+SELECT id::text, username, email, password_hash, roles::text, created_at, updated_at,
+       last_login, active, metadata::text, failed_logins, locked_until, lock_count
+FROM users WHERE id = $1;
+
+-- name: GetUserByIDForUpdate
+SELECT id::text, username, email, password_hash, roles::text, created_at, updated_at,
+       last_login, active, metadata::text, failed_logins, locked_until, lock_count
+FROM users WHERE id = $1
+FOR UPDATE;
+
+-- name: GetUserByUsername
+SELECT id::text, username, email, password_hash, roles::text, created_at, updated_at,
+       last_login, active, metadata::text, failed_logins, locked_until, lock_count
+FROM users WHERE username = $1;
+
+-- name: GetUserByEmail
+SELECT id::text, username, email, password_hash, roles::text, created_at, updated_at,
+       last_login, active, metadata::text, failed_logins, locked_until, lock_count
+FROM users WHERE email = $1;
+
+-- name: ListUsers
+-- $1 is a LIKE pattern, lower-case, with \ escaping % and _; a $2 of 0
+-- means no limit. Byte order (COLLATE "C"), as SQLite and Go sort strings.
+SELECT id::text, username, email, password_hash, roles::text, created_at, updated_at,
+       last_login, active, metadata::text, failed_logins, locked_until, lock_count
+FROM users
+WHERE lower(username) LIKE $1 ESCAPE '\' OR lower(email) LIKE $1 ESCAPE '\'
+ORDER BY username COLLATE "C"
+LIMIT NULLIF($2::bigint, 0) OFFSET $3::bigint;
+
+-- name: CountUsersMatching
+SELECT count(*) FROM users
+WHERE lower(username) LIKE $1 ESCAPE '\' OR lower(email) LIKE $1 ESCAPE '\';
+
+-- name: UpdateUser
+-- The sign-in state (failed_logins, locked_until, lock_count, last_login)
+-- and created_at are not an edit's to change.
+UPDATE users SET username = $2, email = $3, password_hash = $4, roles = $5::jsonb,
+       updated_at = $6, active = $7, metadata = $8::jsonb
+WHERE id = $1;
+
+-- name: DeleteUser
+DELETE FROM users WHERE id = $1;
+
+-- name: CountUsers
+SELECT count(*) FROM users;
+
+-- name: SetUserLockout
+UPDATE users SET failed_logins = $2, locked_until = $3, lock_count = $4 WHERE id = $1;
+
+-- name: RecordUserSuccess
+UPDATE users SET failed_logins = 0, lock_count = 0, last_login = $2 WHERE id = $1;
+
+-- name: LockUser
+UPDATE users SET locked_until = $2 WHERE id = $1;
+
+-- name: UnlockUser
+UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1;
+
+-- ---------------------------------------------------------------------
+-- Invites
+
+-- name: CreateInvite
+INSERT INTO invites (token_hash, email, role, created_by, created_at, expires_at, used_at, used_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
+
+-- name: UseInvite
+-- One statement, so one winner among concurrent callers: the row lock makes
+-- the others re-check used_at and match nothing.
+UPDATE invites SET used_at = $3, used_by = $2
+WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $3
+RETURNING token_hash, email, role, created_by, created_at, expires_at, used_at, used_by;
+
+-- name: ReleaseInvite
+UPDATE invites SET used_at = NULL, used_by = '' WHERE token_hash = $1;
+
+-- ---------------------------------------------------------------------
+-- Sessions ("now" is always a parameter: the store's clock decides expiry)
+
+-- name: SetSession
+INSERT INTO sessions (id, user_id, created_at, expires_at, last_activity, ip_address,
+                      user_agent, workspace_id, metadata, refresh_gen, refresh_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11)
+ON CONFLICT (id) DO UPDATE SET
+    user_id = excluded.user_id, created_at = excluded.created_at,
+    expires_at = excluded.expires_at, last_activity = excluded.last_activity,
+    ip_address = excluded.ip_address, user_agent = excluded.user_agent,
+    workspace_id = excluded.workspace_id, metadata = excluded.metadata,
+    refresh_gen = excluded.refresh_gen, refresh_hash = excluded.refresh_hash;
+
+-- name: GetSession
+SELECT id, user_id, created_at, expires_at, last_activity, ip_address, user_agent,
+       workspace_id, metadata::text, refresh_gen, refresh_hash
+FROM sessions WHERE id = $1 AND expires_at > $2;
+
+-- name: GetSessionForUpdate
+SELECT id, user_id, created_at, expires_at, last_activity, ip_address, user_agent,
+       workspace_id, metadata::text, refresh_gen, refresh_hash
+FROM sessions WHERE id = $1 AND expires_at > $2
+FOR UPDATE;
+
+-- name: UpdateSession
+-- The id and user_id are the session's identity: never changed.
+UPDATE sessions SET created_at = $2, expires_at = $3, last_activity = $4, ip_address = $5,
+       user_agent = $6, workspace_id = $7, metadata = $8::jsonb, refresh_gen = $9,
+       refresh_hash = $10
+WHERE id = $1;
+
+-- name: DeleteSession
+DELETE FROM sessions WHERE id = $1;
+
+-- name: ListUserSessions
+SELECT id, user_id, created_at, expires_at, last_activity, ip_address, user_agent,
+       workspace_id, metadata::text, refresh_gen, refresh_hash
+FROM sessions WHERE user_id = $1 AND expires_at > $2
+ORDER BY created_at, id;
+
+-- name: ListActiveSessions
+SELECT id, user_id, created_at, expires_at, last_activity, ip_address, user_agent,
+       workspace_id, metadata::text, refresh_gen, refresh_hash
+FROM sessions WHERE expires_at > $1
+ORDER BY created_at, id;
+
+-- name: DeleteUserSessions
+DELETE FROM sessions WHERE user_id = $1
+RETURNING id, user_id, created_at, expires_at, last_activity, ip_address, user_agent,
+          workspace_id, metadata::text, refresh_gen, refresh_hash;
+
+-- name: DeleteExpiredSessions
+DELETE FROM sessions WHERE expires_at <= $1;
+
+-- name: CountSessions
+SELECT count(*) FROM sessions WHERE expires_at > $1;
+
+-- name: CountUserSessions
+SELECT count(*) FROM sessions WHERE user_id = $1 AND expires_at > $2;
+
+-- ---------------------------------------------------------------------
+-- Revocation events
+
+-- name: PublishRevocation
+INSERT INTO revocations (payload, created_at) VALUES ($1, $2);
+
+-- name: LastRevocation
+SELECT COALESCE(MAX(id), 0) FROM revocations;
+
+-- name: RevocationsAfter
+SELECT id, payload FROM revocations WHERE id > $1 ORDER BY id LIMIT 1000;
+
+-- name: PruneRevocations
+DELETE FROM revocations WHERE created_at < $1;

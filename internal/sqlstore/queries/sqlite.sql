@@ -1,0 +1,188 @@
+-- Queries for SQLite, by name. Each block starts with a "-- name: X"
+-- line; Go code refers to X (a field of the queries struct), and Open fails
+-- if a name is missing here or unknown to the code.
+-- Times are INTEGER unix microseconds (UTC); NULL is the zero time.
+-- Write transactions BEGIN IMMEDIATE (_txlock=immediate): they take the
+-- database's write lock first, so a read-modify-write transaction never
+-- has to upgrade a read lock (and never deadlocks with another).
+
+-- ---------------------------------------------------------------------
+-- Migrations
+
+-- name: LockMigrations
+-- Nothing to do: BEGIN IMMEDIATE already holds the write lock, which
+-- serializes gateways migrating one database file at once.
+SELECT 1;
+
+-- name: CreateMigrationsTable
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER NOT NULL PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    applied_at INTEGER NOT NULL
+);
+
+-- name: AppliedMigrations
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: RecordMigration
+INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3);
+
+-- ---------------------------------------------------------------------
+-- Users
+
+-- name: CreateUser
+INSERT INTO users (id, username, email, password_hash, roles, created_at, updated_at,
+                   last_login, active, metadata, failed_logins, locked_until, lock_count)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13);
+
+-- name: GetUserByID
+SELECT id, username, email, password_hash, roles, created_at, updated_at,
+       last_login, active, metadata, failed_logins, locked_until, lock_count
+FROM users WHERE id = ?1;
+
+-- name: GetUserByIDForUpdate
+-- Run inside an immediate transaction, which already excludes other writers.
+SELECT id, username, email, password_hash, roles, created_at, updated_at,
+       last_login, active, metadata, failed_logins, locked_until, lock_count
+FROM users WHERE id = ?1;
+
+-- name: GetUserByUsername
+SELECT id, username, email, password_hash, roles, created_at, updated_at,
+       last_login, active, metadata, failed_logins, locked_until, lock_count
+FROM users WHERE username = ?1;
+
+-- name: GetUserByEmail
+SELECT id, username, email, password_hash, roles, created_at, updated_at,
+       last_login, active, metadata, failed_logins, locked_until, lock_count
+FROM users WHERE email = ?1;
+
+-- name: ListUsers
+-- ?1 is a LIKE pattern, lower-case, with \ escaping % and _; a ?2 of 0
+-- means no limit.
+SELECT id, username, email, password_hash, roles, created_at, updated_at,
+       last_login, active, metadata, failed_logins, locked_until, lock_count
+FROM users
+WHERE lower(username) LIKE ?1 ESCAPE '\' OR lower(email) LIKE ?1 ESCAPE '\'
+ORDER BY username
+LIMIT CASE WHEN ?2 > 0 THEN ?2 ELSE -1 END OFFSET ?3;
+
+-- name: CountUsersMatching
+SELECT count(*) FROM users
+WHERE lower(username) LIKE ?1 ESCAPE '\' OR lower(email) LIKE ?1 ESCAPE '\';
+
+-- name: UpdateUser
+-- The sign-in state (failed_logins, locked_until, lock_count, last_login)
+-- and created_at are not an edit's to change.
+UPDATE users SET username = ?2, email = ?3, password_hash = ?4, roles = ?5,
+       updated_at = ?6, active = ?7, metadata = ?8
+WHERE id = ?1;
+
+-- name: DeleteUser
+DELETE FROM users WHERE id = ?1;
+
+-- name: CountUsers
+SELECT count(*) FROM users;
+
+-- name: SetUserLockout
+UPDATE users SET failed_logins = ?2, locked_until = ?3, lock_count = ?4 WHERE id = ?1;
+
+-- name: RecordUserSuccess
+UPDATE users SET failed_logins = 0, lock_count = 0, last_login = ?2 WHERE id = ?1;
+
+-- name: LockUser
+UPDATE users SET locked_until = ?2 WHERE id = ?1;
+
+-- name: UnlockUser
+UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?1;
+
+-- ---------------------------------------------------------------------
+-- Invites
+
+-- name: CreateInvite
+INSERT INTO invites (token_hash, email, role, created_by, created_at, expires_at, used_at, used_by)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8);
+
+-- name: UseInvite
+-- One statement under the write lock, so one winner among concurrent callers.
+UPDATE invites SET used_at = ?3, used_by = ?2
+WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?3
+RETURNING token_hash, email, role, created_by, created_at, expires_at, used_at, used_by;
+
+-- name: ReleaseInvite
+UPDATE invites SET used_at = NULL, used_by = '' WHERE token_hash = ?1;
+
+-- ---------------------------------------------------------------------
+-- Sessions ("now" is always a parameter: the store's clock decides expiry)
+
+-- name: SetSession
+INSERT INTO sessions (id, user_id, created_at, expires_at, last_activity, ip_address,
+                      user_agent, workspace_id, metadata, refresh_gen, refresh_hash)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+ON CONFLICT (id) DO UPDATE SET
+    user_id = excluded.user_id, created_at = excluded.created_at,
+    expires_at = excluded.expires_at, last_activity = excluded.last_activity,
+    ip_address = excluded.ip_address, user_agent = excluded.user_agent,
+    workspace_id = excluded.workspace_id, metadata = excluded.metadata,
+    refresh_gen = excluded.refresh_gen, refresh_hash = excluded.refresh_hash;
+
+-- name: GetSession
+SELECT id, user_id, created_at, expires_at, last_activity, ip_address, user_agent,
+       workspace_id, metadata, refresh_gen, refresh_hash
+FROM sessions WHERE id = ?1 AND expires_at > ?2;
+
+-- name: GetSessionForUpdate
+-- Run inside an immediate transaction, which already excludes other writers.
+SELECT id, user_id, created_at, expires_at, last_activity, ip_address, user_agent,
+       workspace_id, metadata, refresh_gen, refresh_hash
+FROM sessions WHERE id = ?1 AND expires_at > ?2;
+
+-- name: UpdateSession
+-- The id and user_id are the session's identity: never changed.
+UPDATE sessions SET created_at = ?2, expires_at = ?3, last_activity = ?4, ip_address = ?5,
+       user_agent = ?6, workspace_id = ?7, metadata = ?8, refresh_gen = ?9,
+       refresh_hash = ?10
+WHERE id = ?1;
+
+-- name: DeleteSession
+DELETE FROM sessions WHERE id = ?1;
+
+-- name: ListUserSessions
+SELECT id, user_id, created_at, expires_at, last_activity, ip_address, user_agent,
+       workspace_id, metadata, refresh_gen, refresh_hash
+FROM sessions WHERE user_id = ?1 AND expires_at > ?2
+ORDER BY created_at, id;
+
+-- name: ListActiveSessions
+SELECT id, user_id, created_at, expires_at, last_activity, ip_address, user_agent,
+       workspace_id, metadata, refresh_gen, refresh_hash
+FROM sessions WHERE expires_at > ?1
+ORDER BY created_at, id;
+
+-- name: DeleteUserSessions
+DELETE FROM sessions WHERE user_id = ?1
+RETURNING id, user_id, created_at, expires_at, last_activity, ip_address, user_agent,
+          workspace_id, metadata, refresh_gen, refresh_hash;
+
+-- name: DeleteExpiredSessions
+DELETE FROM sessions WHERE expires_at <= ?1;
+
+-- name: CountSessions
+SELECT count(*) FROM sessions WHERE expires_at > ?1;
+
+-- name: CountUserSessions
+SELECT count(*) FROM sessions WHERE user_id = ?1 AND expires_at > ?2;
+
+-- ---------------------------------------------------------------------
+-- Revocation events
+
+-- name: PublishRevocation
+INSERT INTO revocations (payload, created_at) VALUES (?1, ?2);
+
+-- name: LastRevocation
+SELECT COALESCE(MAX(id), 0) FROM revocations;
+
+-- name: RevocationsAfter
+SELECT id, payload FROM revocations WHERE id > ?1 ORDER BY id LIMIT 1000;
+
+-- name: PruneRevocations
+DELETE FROM revocations WHERE created_at < ?1;
