@@ -25,6 +25,8 @@ Usage:
   codehub [flags] [folder]          run the gateway (the folder opens in the IDE)
   codehub hash-password             read a password on stdin, print its argon2id hash
   codehub config validate FILE      check a configuration file
+  codehub user COMMAND              manage accounts (multi-user mode): create, list, delete,
+                                    set-password, set-role, lock, unlock, invite
   codehub version                   print the version
 
 Flags:
@@ -38,6 +40,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return runHashPassword(args[2:], stdin, stdout, stderr)
 		case "config":
 			return runConfig(args[2:], getenv, stdout, stderr)
+		case "user":
+			return runUser(ctx, args[2:], getenv, stdin, stdout, stderr)
 		case "version":
 			printVersion(stdout)
 			return nil

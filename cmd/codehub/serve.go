@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,16 +16,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/codehub-dev/codehub/internal/auth"
 	"github.com/codehub-dev/codehub/internal/buildinfo"
 	"github.com/codehub-dev/codehub/internal/certs"
 	"github.com/codehub-dev/codehub/internal/codeserver"
 	"github.com/codehub-dev/codehub/internal/config"
 	"github.com/codehub-dev/codehub/internal/gateway"
-	"github.com/codehub-dev/codehub/internal/metrics"
-	"github.com/codehub-dev/codehub/internal/password"
 	"github.com/codehub-dev/codehub/internal/proxy"
-	"github.com/codehub-dev/codehub/internal/session/memory"
 	"github.com/codehub-dev/codehub/internal/throttle"
 	"github.com/codehub-dev/codehub/internal/web"
 	"github.com/hashicorp/go-hclog"
@@ -123,31 +117,25 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if file == "" {
 		file = firstNonEmpty(getenv("CODEHUB_CONFIG"), getenv("CODE_SERVER_CONFIG"))
 	}
-	cfg, err := config.Load(config.LoadOptions{File: file, Getenv: getenv, Flags: settings})
+	a, err := openApp(ctx, file, getenv, settings, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
+	defer a.Close()
+	cfg, log, m := a.cfg, a.log, a.metrics
 
-	m := metrics.New()
 	templates, err := web.Parse()
 	if err != nil {
 		return fmt.Errorf("templates: %w", err)
 	}
-
-	// Who may log in.
-	var authn auth.Authenticator
-	var generatedPassword, passwordFile string
-	if cfg.Auth == config.AuthPassword {
-		authn, generatedPassword, passwordFile, err = singleAuthenticator(cfg)
-		if err != nil {
+	if cfg.DeploymentMode == config.ModeSingle && cfg.Auth == config.AuthNone && !isLoopback(cfg.BindAddr) {
+		log.Warn("auth is \"none\": anyone who can reach this address gets a full IDE and shell", "bind_addr", cfg.BindAddr)
+	}
+	var adminName, adminPassword string
+	if a.id != nil && a.id.MultiUser() {
+		if adminName, adminPassword, err = a.ensureFirstAdmin(ctx); err != nil {
 			return err
 		}
-	} else if !isLoopback(cfg.BindAddr) {
-		log.Warn("auth is \"none\": anyone who can reach this address gets a full IDE and shell", "bind_addr", cfg.BindAddr)
 	}
 
 	// Where the IDE is.
@@ -157,16 +145,22 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		sup       *codeserver.Supervisor
 		runDir    string
 	)
-	if cfg.Upstream != "" {
+	switch {
+	case cfg.Upstream != "":
 		t, err := upstreamTarget(cfg.Upstream)
 		if err != nil {
 			return err
+		}
+		if cfg.DeploymentMode == config.ModeMulti {
+			log.Warn("upstream is set: every user shares that one IDE; use it only to try the sign-in", "upstream", cfg.Upstream)
 		}
 		upstreams = gateway.FixedUpstream{T: t}
 		health = func() gateway.Health {
 			return gateway.Health{Ready: true, Workspace: map[string]string{"upstream": cfg.Upstream}}
 		}
-	} else {
+	case cfg.DeploymentMode == config.ModeMulti:
+		return fmt.Errorf("multi-user mode needs per-user workspaces, which this build cannot start yet: set upstream to try the sign-in")
+	default:
 		bin, err := findCodeServer(cfg, getenv)
 		if err != nil {
 			return err
@@ -214,16 +208,18 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}
 
-	sessions := memory.New(nil)
 	conns := proxy.NewRegistry(proxy.RegistryConfig{OnCount: func(n int) { m.WebSocketsOpen.Set(float64(n)) }})
 	defer conns.Stop()
-
+	a.onRevoke = func(ids []string) {
+		for _, id := range ids {
+			conns.CloseOwner(id, proxy.CloseRevoked, "signed out")
+		}
+	}
 	srv, err := gateway.New(gateway.Options{
 		Config:    cfg,
 		Logger:    log.Named("gateway"),
 		Metrics:   m,
-		Sessions:  sessions,
-		Auth:      authn,
+		Identity:  a.id,
 		Upstreams: upstreams,
 		Conns:     conns,
 		Throttle: throttle.New(throttle.Config{
@@ -236,6 +232,15 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	})
 	if err != nil {
 		return err
+	}
+	if a.id != nil {
+		idCtx, stopID := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopID()
+		go func() {
+			if err := a.id.Run(idCtx); err != nil {
+				log.Error("identity service stopped", "error", err)
+			}
+		}()
 	}
 
 	// Listen before announcing, so the printed address is the real one.
@@ -290,7 +295,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 
-	announce(stdout, cfg, scheme, ln.Addr().String(), generatedPassword, passwordFile)
+	announce(stdout, cfg, scheme, ln.Addr().String(), a.generatedPassword, a.passwordFile, adminName, adminPassword)
 	log.Info("codehub started", "version", buildinfo.Version(), "mode", cfg.DeploymentMode, "addr", ln.Addr().String())
 
 	select {
@@ -340,38 +345,6 @@ func firstNonEmpty(vs ...string) string {
 		}
 	}
 	return ""
-}
-
-// singleAuthenticator builds the one-password authenticator. With no
-// password configured it generates one and keeps it in the data directory,
-// so that it survives restarts.
-func singleAuthenticator(cfg *config.Config) (a auth.Authenticator, generated, file string, err error) {
-	switch {
-	case cfg.HashedPassword != "":
-		a, err = auth.NewSingle(cfg.HashedPassword)
-		return a, "", "", err
-	case cfg.Password != "":
-		a, err = auth.NewSinglePassword(cfg.Password, password.DefaultParams)
-		return a, "", "", err
-	}
-	file = filepath.Join(cfg.DataDir, "password")
-	b, err := os.ReadFile(file)
-	pw := strings.TrimSpace(string(b))
-	if err != nil || pw == "" {
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, "", "", fmt.Errorf("read generated password: %w", err)
-		}
-		buf := make([]byte, 18)
-		if _, err := rand.Read(buf); err != nil {
-			return nil, "", "", err
-		}
-		pw = base64.RawURLEncoding.EncodeToString(buf)
-		if err := os.WriteFile(file, []byte(pw+"\n"), 0o600); err != nil {
-			return nil, "", "", fmt.Errorf("keep generated password: %w", err)
-		}
-	}
-	a, err = auth.NewSinglePassword(pw, password.DefaultParams)
-	return a, pw, file, err
 }
 
 // findCodeServer locates the code-server launcher, naming the setting at
@@ -456,7 +429,7 @@ func isLoopback(addr string) bool {
 }
 
 // announce prints where to go and how to sign in.
-func announce(w io.Writer, cfg *config.Config, scheme, addr, generatedPassword, passwordFile string) {
+func announce(w io.Writer, cfg *config.Config, scheme, addr, generatedPassword, passwordFile, adminName, adminPassword string) {
 	host, port, _ := net.SplitHostPort(addr)
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		host = "localhost"
@@ -464,6 +437,10 @@ func announce(w io.Writer, cfg *config.Config, scheme, addr, generatedPassword, 
 	fmt.Fprintf(w, "codehub %s, %s-user mode\n", buildinfo.Version(), cfg.DeploymentMode)
 	fmt.Fprintf(w, "  URL:       %s://%s/\n", scheme, net.JoinHostPort(host, port))
 	switch {
+	case cfg.DeploymentMode == config.ModeMulti && adminName != "":
+		fmt.Fprintf(w, "  Admin:     %s / %s   (the first administrator; change the password once signed in)\n", adminName, adminPassword)
+	case cfg.DeploymentMode == config.ModeMulti:
+		fmt.Fprintln(w, "  Sign-in:   user accounts (codehub user create --help)")
 	case cfg.Auth == config.AuthNone:
 		fmt.Fprintln(w, "  Auth:      none")
 	case generatedPassword != "":

@@ -77,6 +77,7 @@ type Config struct {
 	Session       Session       `config:"session"`
 	LoginThrottle LoginThrottle `config:"login-throttle"`
 	Metrics       Metrics       `config:"metrics"`
+	MultiUser     MultiUser     `config:"multi-user"`
 
 	sources map[string]Source
 }
@@ -125,15 +126,196 @@ type Metrics struct {
 	BindAddr string `config:"bind-addr"`
 }
 
+// MultiUser is the multi-user mode's configuration: the design's
+// multi-user section, which code-server users write in YAML.
+type MultiUser struct {
+	Auth      MultiUserAuth `config:"auth"`
+	Isolation Isolation     `config:"isolation"`
+	Limits    Limits        `config:"limits"`
+	Features  Features      `config:"features"`
+	Scaling   Scaling       `config:"scaling"`
+}
+
+// MultiUserAuth says where users and sessions live and how people sign in.
+type MultiUserAuth struct {
+	// Provider is where accounts come from: "database".
+	Provider string       `config:"provider"`
+	Database Database     `config:"database"`
+	Session  SessionStore `config:"session"`
+	// Registration is who may create accounts: "admin" (only admins, with
+	// the CLI or API), "invite" (whoever holds an admin's invite) or
+	// "open" (anyone, with the sign-up page).
+	Registration string         `config:"registration"`
+	Password     PasswordPolicy `config:"password"`
+	Lockout      Lockout        `config:"lockout"`
+	Tokens       Tokens         `config:"tokens"`
+}
+
+// Database is the user database.
+type Database struct {
+	// Type is "sqlite" (a file; the default) or "postgres".
+	Type string `config:"type"`
+	// Path is the SQLite file.
+	Path string `config:"path"`
+	// URL is a PostgreSQL connection URL; or give the parts below.
+	URL      string `config:"url"`
+	Host     string `config:"host"`
+	Port     int    `config:"port"`
+	Database string `config:"database"`
+	Username string `config:"username"`
+	Password string `config:"password"`
+	SSLMode  string `config:"sslmode"`
+	// MaxOpenConns bounds the connection pool (PostgreSQL).
+	MaxOpenConns int `config:"max-open-conns"`
+}
+
+// SessionStore says where sessions live.
+type SessionStore struct {
+	// Store is "memory" (one gateway, lost on restart), "redis" or
+	// "database" (the user database).
+	Store string `config:"store"`
+	// TTL is a session's lifetime from sign-in.
+	TTL Duration `config:"ttl"`
+	// IdleTimeout ends a session unused for this long (0: never).
+	IdleTimeout Duration `config:"idle-timeout"`
+	// OnLimit is what a sign-in beyond max-sessions-per-user does:
+	// "refuse" it, or "evict-oldest" session.
+	OnLimit string `config:"on-limit"`
+	// CleanupInterval is how often expired sessions are removed.
+	CleanupInterval Duration `config:"cleanup-interval"`
+	// Redis: URL (redis://…), or host and port, with password and db.
+	URL      string `config:"url"`
+	Host     string `config:"host"`
+	Port     int    `config:"port"`
+	Password string `config:"password"`
+	DB       int    `config:"db"`
+	// Prefix of every Redis key (several installations may share a Redis).
+	Prefix string `config:"prefix"`
+}
+
+// PasswordPolicy sets the hashing cost and the complexity rules.
+type PasswordPolicy struct {
+	// MinLength is the shortest accepted password, in characters.
+	MinLength int `config:"min-length"`
+	// RequireMixed asks for letters and digits or symbols.
+	RequireMixed bool `config:"require-mixed"`
+	// Argon2id cost of new hashes; hashes with other costs are rehashed at
+	// the next sign-in.
+	MemoryKiB   int `config:"memory-kib"`
+	Iterations  int `config:"iterations"`
+	Parallelism int `config:"parallelism"`
+	// MaxConcurrent bounds simultaneous hash computations (each takes
+	// memory-kib); further sign-ins wait their turn. 0: one per CPU.
+	MaxConcurrent int `config:"max-concurrent"`
+}
+
+// Lockout locks an account after failed sign-ins.
+type Lockout struct {
+	// MaxFailures failed sign-ins in a row lock the account (0: never).
+	MaxFailures int `config:"max-failures"`
+	// Duration of the first lock; each further lock in a row doubles,
+	// up to MaxDuration.
+	Duration    Duration `config:"duration"`
+	MaxDuration Duration `config:"max-duration"`
+}
+
+// Tokens configures API tokens.
+type Tokens struct {
+	// AccessTTL is the lifetime of a JWT access token.
+	AccessTTL Duration `config:"access-ttl"`
+	// Issuer and Audience are the JWT iss and aud.
+	Issuer   string `config:"issuer"`
+	Audience string `config:"audience"`
+	// KeysFile keeps the signing keys (0600); default in data-dir.
+	KeysFile string `config:"keys-file"`
+	// RotateEvery is how often a new signing key is made.
+	RotateEvery Duration `config:"rotate-every"`
+}
+
+// Isolation says how workspaces are kept apart.
+type Isolation struct {
+	// Strategy is "process" (an OS account, cgroup and quota per user; needs
+	// root), "directory" (one OS account, a directory per user), "container"
+	// (Nomad) or "auto": process when running as root, else directory.
+	Strategy string `config:"strategy"`
+	// BasePath holds one directory per user.
+	BasePath  string    `config:"base-path"`
+	Container Container `config:"container"`
+}
+
+// Container is the design's container isolation block.
+type Container struct {
+	Runtime string          `config:"runtime"`
+	Image   string          `config:"image"`
+	Network string          `config:"network"`
+	Limits  ContainerLimits `config:"limits"`
+	Volumes []Volume        `config:"volumes"`
+}
+
+// ContainerLimits are per-workspace resource limits (memory "2048m", cpu
+// in cores).
+type ContainerLimits struct {
+	Memory string  `config:"memory"`
+	CPU    float64 `config:"cpu"`
+}
+
+// Volume is a mount of a workspace container.
+type Volume struct {
+	Type      string `config:"type"`
+	Name      string `config:"name"`
+	Source    string `config:"source"`
+	MountPath string `config:"mount-path,alias=mountpath"`
+	ReadOnly  bool   `config:"read-only,alias=readonly"`
+}
+
+// Limits are per-user quotas.
+type Limits struct {
+	MaxSessionsPerUser       int `config:"max-sessions-per-user"`
+	MaxConcurrentConnections int `config:"max-concurrent-connections"`
+	StorageQuotaMB           int `config:"storage-quota-mb"`
+	MemoryLimitMB            int `config:"memory-limit-mb"`
+	CPULimitPercent          int `config:"cpu-limit-percent"`
+}
+
+// Features switch optional parts on and off.
+type Features struct {
+	AuditLogging   bool   `config:"audit-logging"`
+	UsageAnalytics bool   `config:"usage-analytics"`
+	AdminDashboard bool   `config:"admin-dashboard"`
+	MetricsExport  string `config:"metrics-export"`
+}
+
+// Scaling is the design's workspace pool and clean-up settings.
+type Scaling struct {
+	ContainerPool ContainerPool `config:"container-pool"`
+	AutoCleanup   AutoCleanup   `config:"auto-cleanup"`
+}
+
+// ContainerPool is the warm pool of workspaces started before anyone signs
+// in.
+type ContainerPool struct {
+	Enabled        bool `config:"enabled"`
+	WarmPoolSize   int  `config:"warm-pool-size"`
+	MaxIdleMinutes int  `config:"max-idle-minutes"`
+}
+
+// AutoCleanup stops idle workspaces and removes expired sessions.
+type AutoCleanup struct {
+	Enabled                       bool     `config:"enabled"`
+	IdleSessionMinutes            int      `config:"idle-session-minutes"`
+	ExpiredSessionCleanupInterval Duration `config:"expired-session-cleanup-interval"`
+}
+
 // Default returns the configuration used when nothing else is given.
 // getenv supplies HOME and the XDG directories.
 func Default(getenv func(string) string) *Config {
+	dataHome := xdgDir(getenv, "XDG_DATA_HOME", ".local/share")
 	return &Config{
 		BindAddr:        "127.0.0.1:8080",
 		DeploymentMode:  ModeSingle,
 		Auth:            AuthPassword,
-		DataDir:         filepath.Join(xdgDir(getenv, "XDG_DATA_HOME", ".local/share"), "codehub"),
-		UserDataDir:     filepath.Join(xdgDir(getenv, "XDG_DATA_HOME", ".local/share"), "code-server"),
+		DataDir:         filepath.Join(dataHome, "codehub"),
+		UserDataDir:     filepath.Join(dataHome, "code-server"),
 		LogLevel:        "info",
 		LogFormat:       "text",
 		ShutdownTimeout: Duration(10 * time.Second),
@@ -152,6 +334,51 @@ func Default(getenv func(string) string) *Config {
 			GlobalInterval:     Duration(2 * time.Second),
 		},
 		Metrics: Metrics{Enabled: true},
+		MultiUser: MultiUser{
+			Auth: MultiUserAuth{
+				Provider: "database",
+				Database: Database{
+					Type:         "sqlite",
+					Path:         filepath.Join(dataHome, "codehub", "codehub.db"),
+					Port:         5432,
+					Database:     "codehub",
+					Username:     "codehub",
+					SSLMode:      "prefer",
+					MaxOpenConns: 20,
+				},
+				Session: SessionStore{
+					Store:           "database",
+					TTL:             Duration(24 * time.Hour),
+					OnLimit:         "refuse",
+					CleanupInterval: Duration(5 * time.Minute),
+					Host:            "127.0.0.1",
+					Port:            6379,
+					Prefix:          "codehub:",
+				},
+				Registration: "admin",
+				Password: PasswordPolicy{
+					MinLength: 10, MemoryKiB: 19 * 1024, Iterations: 2, Parallelism: 1,
+				},
+				Lockout: Lockout{
+					MaxFailures: 5, Duration: Duration(time.Minute), MaxDuration: Duration(time.Hour),
+				},
+				Tokens: Tokens{
+					AccessTTL: Duration(15 * time.Minute), Issuer: "codehub", Audience: "codehub",
+					RotateEvery: Duration(30 * 24 * time.Hour),
+				},
+			},
+			Isolation: Isolation{Strategy: "auto", BasePath: filepath.Join(dataHome, "codehub", "users")},
+			Limits: Limits{
+				MaxSessionsPerUser: 5, MaxConcurrentConnections: 100, StorageQuotaMB: 10240,
+				MemoryLimitMB: 4096, CPULimitPercent: 100,
+			},
+			Features: Features{AuditLogging: true, AdminDashboard: true, MetricsExport: "prometheus"},
+			Scaling: Scaling{
+				ContainerPool: ContainerPool{Enabled: true, WarmPoolSize: 1, MaxIdleMinutes: 30},
+				AutoCleanup: AutoCleanup{Enabled: true, IdleSessionMinutes: 60,
+					ExpiredSessionCleanupInterval: Duration(5 * time.Minute)},
+			},
+		},
 		sources: map[string]Source{},
 	}
 }

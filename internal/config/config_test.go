@@ -45,8 +45,9 @@ func golden(t *testing.T, name string, got []byte) {
 // TestExamples loads the example configurations shipped in configs/: the
 // design's YAML must load as written, and its HCL twin must mean the same.
 func TestExamples(t *testing.T) {
-	env := envMap(map[string]string{"HOME": "/home/dev", "CODEHUB_EXAMPLE_PASSWORD": "mysecretpassword"})
-	for _, name := range []string{"single-user.yaml", "single-user.hcl"} {
+	env := envMap(map[string]string{"HOME": "/home/dev", "CODEHUB_EXAMPLE_PASSWORD": "mysecretpassword", "DB_PASSWORD": "s3cret"})
+	names := []string{"single-user.yaml", "single-user.hcl", "mode-multi.yaml", "small-team.yaml", "small-team.hcl", "production.yaml", "production.hcl"}
+	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			cfg, err := Load(LoadOptions{File: filepath.Join("..", "..", "configs", name), Getenv: env})
 			if err != nil {
@@ -56,10 +57,12 @@ func TestExamples(t *testing.T) {
 			golden(t, strings.ReplaceAll(name, ".", "_")+".golden.json", append(out, '\n'))
 		})
 	}
-	yml, _ := os.ReadFile("testdata/single-user_yaml.golden.json")
-	hcl, _ := os.ReadFile("testdata/single-user_hcl.golden.json")
-	if string(yml) != string(hcl) {
-		t.Error("single-user.yaml and single-user.hcl load to different configurations")
+	for _, twin := range []string{"single-user", "small-team", "production"} {
+		yml, _ := os.ReadFile("testdata/" + twin + "_yaml.golden.json")
+		hcl, _ := os.ReadFile("testdata/" + twin + "_hcl.golden.json")
+		if string(yml) != string(hcl) {
+			t.Errorf("%s.yaml and %s.hcl load to different configurations", twin, twin)
+		}
 	}
 }
 

@@ -18,7 +18,7 @@ func (c *Config) Validate() error {
 	v.addr("bind-addr", c.BindAddr, false)
 	v.oneOf("deployment-mode", c.DeploymentMode, ModeSingle, ModeMulti)
 	if c.DeploymentMode == ModeMulti {
-		v.fail("deployment-mode", "multi-user mode is not part of this release yet; use \"single\"")
+		v.multiUser(&c.MultiUser)
 	}
 	v.oneOf("auth", c.Auth, AuthPassword, AuthNone)
 	if c.Password != "" && c.HashedPassword != "" {
@@ -90,6 +90,122 @@ func (c *Config) Validate() error {
 		return nil
 	}
 	return v.errs
+}
+
+func (v *validator) multiUser(m *MultiUser) {
+	a := &m.Auth
+	v.oneOf("multi-user.auth.provider", a.Provider, "database")
+	v.oneOf("multi-user.auth.database.type", a.Database.Type, "sqlite", "postgres")
+	switch a.Database.Type {
+	case "sqlite":
+		if a.Database.Path == "" {
+			v.fail("multi-user.auth.database.path", "the SQLite database needs a file path")
+		}
+	case "postgres":
+		if a.Database.URL == "" && a.Database.Host == "" {
+			v.fail("multi-user.auth.database.host", "PostgreSQL needs a host (or a url)")
+		}
+		if a.Database.URL != "" {
+			if u, err := url.Parse(a.Database.URL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+				v.fail("multi-user.auth.database.url", "expected postgres://user:password@host:port/database, got %q", a.Database.URL)
+			}
+		}
+		v.oneOf("multi-user.auth.database.sslmode", a.Database.SSLMode, "disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+	}
+	if a.Database.Port < 0 || a.Database.Port > 65535 {
+		v.fail("multi-user.auth.database.port", "not a port: %d", a.Database.Port)
+	}
+	if a.Database.MaxOpenConns < 1 {
+		v.fail("multi-user.auth.database.max-open-conns", "must be at least 1")
+	}
+	st := &a.Session
+	v.oneOf("multi-user.auth.session.store", st.Store, "memory", "redis", "database")
+	v.positive("multi-user.auth.session.ttl", st.TTL)
+	if st.IdleTimeout < 0 {
+		v.fail("multi-user.auth.session.idle-timeout", "must not be negative")
+	}
+	v.oneOf("multi-user.auth.session.on-limit", st.OnLimit, "refuse", "evict-oldest")
+	v.positive("multi-user.auth.session.cleanup-interval", st.CleanupInterval)
+	if st.Store == "redis" {
+		if st.URL != "" {
+			if u, err := url.Parse(st.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+				v.fail("multi-user.auth.session.url", "expected redis://[:password@]host:port[/db], got %q", st.URL)
+			}
+		}
+	}
+	if st.Port < 0 || st.Port > 65535 {
+		v.fail("multi-user.auth.session.port", "not a port: %d", st.Port)
+	}
+	v.oneOf("multi-user.auth.registration", a.Registration, "admin", "invite", "open")
+	p := &a.Password
+	if p.MinLength < 8 {
+		v.fail("multi-user.auth.password.min-length", "must be at least 8, got %d", p.MinLength)
+	}
+	if p.MemoryKiB < 8*1024 || p.MemoryKiB > 1<<20 {
+		v.fail("multi-user.auth.password.memory-kib", "must be between 8192 (8 MiB) and 1048576 (1 GiB), got %d", p.MemoryKiB)
+	}
+	if p.Iterations < 1 || p.Iterations > 64 {
+		v.fail("multi-user.auth.password.iterations", "must be between 1 and 64, got %d", p.Iterations)
+	}
+	if p.Parallelism < 1 || p.Parallelism > 64 {
+		v.fail("multi-user.auth.password.parallelism", "must be between 1 and 64, got %d", p.Parallelism)
+	}
+	if p.MaxConcurrent < 0 {
+		v.fail("multi-user.auth.password.max-concurrent", "must not be negative")
+	}
+	if a.Lockout.MaxFailures < 0 {
+		v.fail("multi-user.auth.lockout.max-failures", "must not be negative")
+	}
+	if a.Lockout.MaxFailures > 0 {
+		v.positive("multi-user.auth.lockout.duration", a.Lockout.Duration)
+		if a.Lockout.MaxDuration < a.Lockout.Duration {
+			v.fail("multi-user.auth.lockout.max-duration", "must be at least lockout.duration (%s)", a.Lockout.Duration)
+		}
+	}
+	v.positive("multi-user.auth.tokens.access-ttl", a.Tokens.AccessTTL)
+	v.positive("multi-user.auth.tokens.rotate-every", a.Tokens.RotateEvery)
+	if a.Tokens.Issuer == "" {
+		v.fail("multi-user.auth.tokens.issuer", "must not be empty")
+	}
+	if a.Tokens.Audience == "" {
+		v.fail("multi-user.auth.tokens.audience", "must not be empty")
+	}
+	v.oneOf("multi-user.isolation.strategy", m.Isolation.Strategy, "auto", "process", "directory", "container")
+	if m.Isolation.BasePath == "" {
+		v.fail("multi-user.isolation.base-path", "must name a directory")
+	}
+	l := &m.Limits
+	for path, n := range map[string]int{
+		"multi-user.limits.max-sessions-per-user":      l.MaxSessionsPerUser,
+		"multi-user.limits.max-concurrent-connections": l.MaxConcurrentConnections,
+		"multi-user.limits.storage-quota-mb":           l.StorageQuotaMB,
+		"multi-user.limits.memory-limit-mb":            l.MemoryLimitMB,
+		"multi-user.limits.cpu-limit-percent":          l.CPULimitPercent,
+	} {
+		if n < 1 {
+			v.fail(path, "must be at least 1, got %d", n)
+		}
+	}
+	if m.Features.MetricsExport != "" {
+		v.oneOf("multi-user.features.metrics-export", m.Features.MetricsExport, "prometheus", "none")
+	}
+	if m.Scaling.ContainerPool.WarmPoolSize < 0 {
+		v.fail("multi-user.scaling.container-pool.warm-pool-size", "must not be negative")
+	}
+	if m.Scaling.ContainerPool.MaxIdleMinutes < 0 {
+		v.fail("multi-user.scaling.container-pool.max-idle-minutes", "must not be negative")
+	}
+	if m.Scaling.AutoCleanup.IdleSessionMinutes < 0 {
+		v.fail("multi-user.scaling.auto-cleanup.idle-session-minutes", "must not be negative")
+	}
+	v.positive("multi-user.scaling.auto-cleanup.expired-session-cleanup-interval", m.Scaling.AutoCleanup.ExpiredSessionCleanupInterval)
+	for i, vol := range m.Isolation.Container.Volumes {
+		path := fmt.Sprintf("multi-user.isolation.container.volumes[%d]", i)
+		v.oneOf(path+".type", vol.Type, "volume", "bind")
+		if vol.MountPath == "" || !strings.HasPrefix(vol.MountPath, "/") {
+			v.fail(path+".mount-path", "must be an absolute path, got %q", vol.MountPath)
+		}
+	}
 }
 
 type validator struct {

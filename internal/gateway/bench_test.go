@@ -75,7 +75,7 @@ func BenchmarkSessionLookup(b *testing.B) {
 	req.AddCookie(e.sessionCookie(c))
 	b.ReportAllocs()
 	for b.Loop() {
-		if s, err := e.srv.sessionFromRequest(req); s == nil || err != nil {
+		if p, err := e.srv.principal(req); p == nil || err != nil {
 			b.Fatal("no session")
 		}
 	}

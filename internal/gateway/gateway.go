@@ -10,11 +10,10 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/codehub-dev/codehub/internal/auth"
 	"github.com/codehub-dev/codehub/internal/config"
+	"github.com/codehub-dev/codehub/internal/identity"
 	"github.com/codehub-dev/codehub/internal/metrics"
 	"github.com/codehub-dev/codehub/internal/proxy"
-	"github.com/codehub-dev/codehub/internal/session"
 	"github.com/codehub-dev/codehub/internal/throttle"
 	"github.com/codehub-dev/codehub/internal/web"
 	"github.com/hashicorp/go-hclog"
@@ -23,11 +22,11 @@ import (
 // ErrStarting is returned by Upstreams while the workspace is not ready.
 var ErrStarting = errors.New("the workspace is starting")
 
-// Upstreams finds the IDE a session's requests go to.
+// Upstreams finds the IDE a signed-in person's requests go to.
 type Upstreams interface {
-	// Target returns the session's workspace, or ErrStarting while it is
-	// not ready yet.
-	Target(ctx context.Context, s *session.Session) (*proxy.Target, error)
+	// Target returns p's own workspace, or ErrStarting while it is not
+	// ready yet.
+	Target(ctx context.Context, p *identity.Principal) (*proxy.Target, error)
 }
 
 // Health reports on the parts behind the gateway.
@@ -43,8 +42,8 @@ type Options struct {
 	Config    *config.Config
 	Logger    hclog.Logger
 	Metrics   *metrics.Metrics
-	Sessions  session.Store
-	Auth      auth.Authenticator // nil when auth is "none"
+	// Identity signs people in; nil when auth is "none".
+	Identity  *identity.Service
 	Upstreams Upstreams
 	// Conns tracks proxied WebSockets, so logout and shutdown can close them.
 	Conns     *proxy.Registry

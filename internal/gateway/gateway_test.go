@@ -16,6 +16,7 @@ import (
 
 	"github.com/codehub-dev/codehub/internal/auth"
 	"github.com/codehub-dev/codehub/internal/config"
+	"github.com/codehub-dev/codehub/internal/identity"
 	"github.com/codehub-dev/codehub/internal/metrics"
 	"github.com/codehub-dev/codehub/internal/password"
 	"github.com/codehub-dev/codehub/internal/proxy"
@@ -114,8 +115,9 @@ func newEnv(t testing.TB, mutate ...func(*config.Config)) *env {
 	e.conns = proxy.NewRegistry(proxy.RegistryConfig{})
 	t.Cleanup(e.conns.Stop)
 	u, _ := url.Parse(ide.URL)
+	logger := testenv.Logger(t)
 	opts := Options{
-		Config: cfg, Logger: testenv.Logger(t), Metrics: e.metrics, Sessions: memory.New(nil),
+		Config: cfg, Logger: logger, Metrics: e.metrics,
 		Upstreams: FixedUpstream{T: &proxy.Target{Key: "ide", URL: u}},
 		Conns:     e.conns,
 		Throttle: throttle.New(throttle.Config{
@@ -127,7 +129,14 @@ func newEnv(t testing.TB, mutate ...func(*config.Config)) *env {
 		Version:   "test",
 	}
 	if cfg.Auth == config.AuthPassword {
-		opts.Auth = a
+		opts.Identity = identity.New(identity.Config{SessionTTL: cfg.Session.TTL.D()}, identity.Deps{
+			Authn: a, Sessions: memory.New(nil),
+			OnRevoke: func(ids []string) {
+				for _, id := range ids {
+					e.conns.CloseOwner(id, proxy.CloseRevoked, "signed out")
+				}
+			},
+		}, logger)
 	}
 	e.srv, err = New(opts)
 	if err != nil {

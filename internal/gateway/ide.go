@@ -7,45 +7,50 @@ import (
 	"time"
 
 	"github.com/codehub-dev/codehub/internal/auth"
+	"github.com/codehub-dev/codehub/internal/identity"
 	"github.com/codehub-dev/codehub/internal/proxy"
 	"github.com/codehub-dev/codehub/internal/session"
+	"github.com/codehub-dev/codehub/internal/user"
 	"github.com/codehub-dev/codehub/internal/web"
 )
 
-// anonymous is the session of every request when auth is "none".
-var anonymous = &session.Session{ID: "", UserID: auth.SingleUserID}
+// anonymous is who every request comes from when auth is "none".
+var anonymous = &identity.Principal{
+	User:    &user.User{ID: auth.SingleUserID, Username: auth.SingleUserID, Roles: []string{user.RoleAdmin}, Active: true},
+	Session: &session.Session{UserID: auth.SingleUserID},
+}
 
 // handleIDE authenticates the request and forwards it to the caller's own
 // workspace. The workspace is chosen from the session alone, never from the
 // path or a header the client controls.
 func (s *Server) handleIDE() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sess := anonymous
-		if s.opts.Auth != nil {
+		p := anonymous
+		if s.opts.Identity != nil {
 			var err error
-			sess, err = s.sessionFromRequest(r)
+			p, err = s.principal(r)
 			if err != nil {
 				s.log.Error("session lookup", "error", err)
 				s.fail(w, r, http.StatusServiceUnavailable, "unavailable", "sessions are unavailable right now")
 				return
 			}
-			if sess == nil {
+			if p == nil {
 				s.unauthenticated(w, r)
 				return
 			}
 		}
-		target, err := s.opts.Upstreams.Target(r.Context(), sess)
+		target, err := s.opts.Upstreams.Target(r.Context(), p)
 		if errors.Is(err, ErrStarting) {
 			s.starting(w, r)
 			return
 		}
 		if err != nil {
-			s.log.Error("find workspace", "user", sess.UserID, "error", err)
+			s.log.Error("find workspace", "user", p.User.Username, "error", err)
 			s.fail(w, r, http.StatusBadGateway, "workspace_unavailable", "your workspace is not reachable right now")
 			return
 		}
 		addr, fwd, proto := s.clientInfo(r)
-		s.proxy.Serve(w, r, target, proxy.Client{Owner: sess.ID, Addr: addr.String(), ForwardedFor: fwd, Proto: proto})
+		s.proxy.Serve(w, r, target, proxy.Client{Owner: p.Session.ID, Addr: addr.String(), ForwardedFor: fwd, Proto: proto})
 	})
 }
 

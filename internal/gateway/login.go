@@ -1,17 +1,15 @@
 package gateway
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
-	"github.com/codehub-dev/codehub/internal/auth"
-	"github.com/codehub-dev/codehub/internal/proxy"
-	"github.com/codehub-dev/codehub/internal/session"
+	"github.com/codehub-dev/codehub/internal/identity"
 	"github.com/codehub-dev/codehub/internal/web"
 )
 
@@ -21,14 +19,12 @@ const (
 	// maxFormBytes bounds a login form; a password longer than this is
 	// not a password.
 	maxFormBytes = 16 * 1024
-	// activityEvery limits how often a session's last activity is written.
-	activityEvery = time.Minute
 )
 
 // loginData is the data of login.html.
 type loginData struct {
 	CSRF, To, Error, Username, Hint string
-	AskUsername                     bool
+	AskUsername, CanSignUp          bool
 }
 
 // csrfToken returns the form token bound to the browser's CSRF cookie,
@@ -67,7 +63,9 @@ func (s *Server) secureCookies(r *http.Request) bool {
 
 func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int, d loginData) {
 	d.CSRF = s.csrfToken(w, r)
-	d.AskUsername = s.opts.Auth.AskUsername()
+	id := s.opts.Identity
+	d.AskUsername = id.AskUsername()
+	d.CanSignUp = id.MultiUser() && id.Registration() == identity.RegisterOpen
 	if !d.AskUsername && d.Hint == "" && s.cfg.Password == "" && s.cfg.HashedPassword == "" {
 		d.Hint = "The password was generated when codehub started: see its output, or the file " +
 			"\"password\" in its data directory."
@@ -78,12 +76,30 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int,
 func (s *Server) handleLoginPage() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		to := safeRedirect(r.URL.Query().Get("to"))
-		if sess, _ := s.sessionFromRequest(r); sess != nil {
+		if p, _ := s.principal(r); p != nil {
 			http.Redirect(w, r, to, http.StatusSeeOther)
 			return
 		}
 		s.renderLogin(w, r, http.StatusOK, loginData{To: to})
 	})
+}
+
+// loginMessage turns a sign-in failure into what the page says.
+func loginMessage(err error, askUsername bool) string {
+	var ie *identity.Error
+	if errors.As(err, &ie) {
+		switch ie.Code {
+		case identity.CodeInvalidCredentials:
+			if !askUsername {
+				return "Wrong password."
+			}
+			return "Wrong username or password."
+		case identity.CodeUnavailable:
+			return "Sign-in is unavailable right now. Please try again shortly."
+		}
+		return strings.ToUpper(ie.Message[:1]) + ie.Message[1:] + "."
+	}
+	return "Sign-in is unavailable right now. Please try again shortly."
 }
 
 func (s *Server) handleLogin() http.Handler {
@@ -94,109 +110,94 @@ func (s *Server) handleLogin() http.Handler {
 			return
 		}
 		to := safeRedirect(r.PostFormValue("to"))
-		username := r.PostFormValue("username")
+		username := strings.TrimSpace(r.PostFormValue("username"))
 		if !s.checkCSRF(r) {
 			s.log.Warn("login refused: missing or wrong CSRF token", "client", r.RemoteAddr)
 			s.renderLogin(w, r, http.StatusForbidden, loginData{To: to, Username: username,
 				Error: "Your sign-in form expired or your browser blocks cookies. Please try again."})
 			return
 		}
-		addr, _, _ := s.clientInfo(r)
-		attempt, wait := s.opts.Throttle.Begin(addr)
-		if attempt == nil {
-			s.opts.Metrics.LoginAttempts.WithLabelValues("throttled").Inc()
-			s.log.Warn("login throttled", "client", addr, "retry_after", wait)
-			retryAfter(w, wait)
-			s.renderLogin(w, r, http.StatusTooManyRequests, loginData{To: to, Username: username,
-				Error: "Too many failed sign-in attempts. Try again in " + wait.String() + "."})
-			return
-		}
-		userID, err := s.opts.Auth.Authenticate(r.Context(), username, r.PostFormValue("password"))
+		res, err := s.login(w, r, username, r.PostFormValue("password"))
 		if err != nil {
-			attempt.Failed()
-			s.opts.Metrics.LoginAttempts.WithLabelValues("failure").Inc()
-			if !errors.Is(err, auth.ErrBadCredentials) {
-				s.log.Error("login failed: authenticator error", "client", addr, "error", err)
-				s.renderLogin(w, r, http.StatusServiceUnavailable, loginData{To: to, Username: username,
-					Error: "Sign-in is unavailable right now. Please try again shortly."})
-				return
-			}
-			s.log.Warn("login failed: wrong credentials", "client", addr, "username", username,
-				"user_agent", r.UserAgent())
-			msg := "Wrong password."
-			if s.opts.Auth.AskUsername() {
-				msg = "Wrong username or password."
-			}
-			s.renderLogin(w, r, http.StatusUnauthorized, loginData{To: to, Username: username, Error: msg})
+			status := statusOf(err)
+			s.renderLogin(w, r, status, loginData{To: to, Username: username,
+				Error: loginMessage(err, s.opts.Identity.AskUsername())})
 			return
 		}
-		attempt.Succeeded()
-		if err := s.startSession(w, r, userID); err != nil {
-			s.log.Error("create session", "error", err)
-			s.renderLogin(w, r, http.StatusServiceUnavailable, loginData{To: to, Username: username,
-				Error: "Sign-in is unavailable right now. Please try again shortly."})
-			return
-		}
-		s.opts.Metrics.LoginAttempts.WithLabelValues("success").Inc()
-		s.log.Info("login", "user", userID, "client", addr)
+		s.setSessionCookie(w, r, res.CookieToken)
 		http.Redirect(w, r, to, http.StatusSeeOther)
 	})
 }
 
-// startSession creates a session for userID and sets its cookie.
-func (s *Server) startSession(w http.ResponseWriter, r *http.Request, userID string) error {
-	token, id, err := session.NewToken()
-	if err != nil {
-		return err
-	}
-	now := s.now()
+// login runs one sign-in attempt through the address throttle, records it
+// and logs failures. Throttling and lockout set Retry-After.
+func (s *Server) login(w http.ResponseWriter, r *http.Request, username, pw string) (*identity.LoginResult, error) {
 	addr, _, _ := s.clientInfo(r)
-	ttl := s.cfg.Session.TTL.D()
-	sess := &session.Session{
-		ID: id, UserID: userID, CreatedAt: now, ExpiresAt: now.Add(ttl), LastActivity: now,
-		IPAddress: addr.String(), UserAgent: truncate(r.UserAgent(), 512),
+	attempt, wait := s.opts.Throttle.Begin(addr)
+	if attempt == nil {
+		s.opts.Metrics.LoginAttempts.WithLabelValues("throttled").Inc()
+		s.log.Warn("login throttled", "client", addr, "retry_after", wait)
+		retryAfter(w, wait)
+		return nil, &identity.Error{Code: codeThrottled, RetryAfter: wait,
+			Message: "too many failed sign-in attempts from your address: try again in " + wait.String()}
 	}
-	if err := s.opts.Sessions.Set(r.Context(), sess); err != nil {
-		return err
-	}
-	s.opts.Metrics.SessionsCreated.Inc()
-	http.SetCookie(w, &http.Cookie{
-		Name: s.cfg.Session.CookieName, Value: token, Path: "/",
-		MaxAge: int(ttl.Seconds()), HttpOnly: true, Secure: s.secureCookies(r), SameSite: http.SameSiteLaxMode,
-	})
-	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
-
-// sessionFromRequest returns the live session named by the request's
-// cookie, or nil.
-func (s *Server) sessionFromRequest(r *http.Request) (*session.Session, error) {
-	c, err := r.Cookie(s.cfg.Session.CookieName)
-	if err != nil || c.Value == "" || len(c.Value) > 128 {
-		return nil, nil
-	}
-	sess, err := s.opts.Sessions.Get(r.Context(), session.IDFromToken(c.Value))
-	if errors.Is(err, session.ErrNotFound) {
-		return nil, nil
-	}
+	res, err := s.opts.Identity.Login(r.Context(), username, pw, identity.Client{IP: addr.String(), UserAgent: r.UserAgent()})
 	if err != nil {
+		attempt.Failed()
+		s.opts.Metrics.LoginAttempts.WithLabelValues("failure").Inc()
+		code := identity.CodeOf(err)
+		if code == identity.CodeUnavailable {
+			s.log.Error("login failed: technical error", "client", addr, "error", err)
+		} else {
+			s.log.Warn("login failed", "reason", code, "client", addr, "username", username, "user_agent", r.UserAgent())
+		}
+		var ie *identity.Error
+		if errors.As(err, &ie) && ie.RetryAfter > 0 {
+			retryAfter(w, ie.RetryAfter)
+		}
 		return nil, err
 	}
-	if now := s.now(); now.Sub(sess.LastActivity) > activityEvery {
-		sess.LastActivity = now
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
-		if err := s.opts.Sessions.Set(ctx, sess); err != nil {
-			s.log.Warn("record session activity", "error", err)
-		}
-		cancel()
+	attempt.Succeeded()
+	s.opts.Metrics.LoginAttempts.WithLabelValues("success").Inc()
+	s.opts.Metrics.SessionsCreated.Inc()
+	s.log.Info("login", "user", res.Principal.User.Username, "client", addr)
+	return res, nil
+}
+
+// setSessionCookie gives the browser its session token.
+func (s *Server) setSessionCookie(w http.ResponseWriter, r *http.Request, token string) {
+	http.SetCookie(w, &http.Cookie{
+		Name: s.cfg.Session.CookieName, Value: token, Path: "/",
+		MaxAge: int(s.sessionTTL().Seconds()), HttpOnly: true, Secure: s.secureCookies(r), SameSite: http.SameSiteLaxMode,
+	})
+}
+
+func (s *Server) sessionTTL() time.Duration {
+	if s.cfg.DeploymentMode == "multi" {
+		return s.cfg.MultiUser.Auth.Session.TTL.D()
 	}
-	return sess, nil
+	return s.cfg.Session.TTL.D()
+}
+
+type principalKey struct{}
+
+// principal returns who the request comes from: the session cookie, or an
+// API access token. nil when neither names a live session.
+func (s *Server) principal(r *http.Request) (*identity.Principal, error) {
+	if p, ok := r.Context().Value(principalKey{}).(*identity.Principal); ok {
+		return p, nil
+	}
+	id := s.opts.Identity
+	if c, err := r.Cookie(s.cfg.Session.CookieName); err == nil && c.Value != "" {
+		p, err := id.FromCookie(r.Context(), c.Value)
+		if p != nil || err != nil {
+			return p, err
+		}
+	}
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return id.FromBearer(r.Context(), strings.TrimSpace(h[7:]))
+	}
+	return nil, nil
 }
 
 func (s *Server) clearSessionCookie(w http.ResponseWriter, r *http.Request) {
@@ -208,7 +209,7 @@ func (s *Server) clearSessionCookie(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleLogoutPage() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if sess, _ := s.sessionFromRequest(r); sess == nil {
+		if p, _ := s.principal(r); p == nil {
 			http.Redirect(w, r, "/login", http.StatusSeeOther)
 			return
 		}
@@ -225,19 +226,18 @@ func (s *Server) handleLogout() http.Handler {
 			s.fail(w, r, http.StatusForbidden, "csrf", "the sign-out form expired; reload the page and try again")
 			return
 		}
-		sess, err := s.sessionFromRequest(r)
+		p, err := s.principal(r)
 		if err != nil {
 			s.fail(w, r, http.StatusServiceUnavailable, "unavailable", "sign-out is unavailable right now")
 			return
 		}
-		if sess != nil {
-			if err := s.opts.Sessions.Delete(r.Context(), sess.ID); err != nil {
-				s.log.Error("delete session", "error", err)
+		if p != nil {
+			if err := s.opts.Identity.Logout(r.Context(), p.Session.ID); err != nil {
+				s.log.Error("logout", "error", err)
 				s.fail(w, r, http.StatusServiceUnavailable, "unavailable", "sign-out is unavailable right now")
 				return
 			}
-			n := s.opts.Conns.CloseOwner(sess.ID, proxy.CloseRevoked, "signed out")
-			s.log.Info("logout", "user", sess.UserID, "closed_websockets", n)
+			s.log.Info("logout", "user", p.User.Username)
 		}
 		s.clearSessionCookie(w, r)
 		http.Redirect(w, r, "/login", http.StatusSeeOther)

@@ -23,11 +23,33 @@ func (s *Server) routes() http.Handler {
 	}
 	r.PathPrefix(web.StaticPrefix).Handler(s.pageHeaders(web.Static())).Methods(http.MethodGet, http.MethodHead)
 
-	if s.opts.Auth != nil {
+	if s.opts.Identity != nil {
 		r.Handle("/login", s.pageHeaders(s.handleLoginPage())).Methods(http.MethodGet, http.MethodHead)
 		r.Handle("/login", s.pageHeaders(s.csrf.Handler(s.handleLogin()))).Methods(http.MethodPost)
 		r.Handle("/logout", s.pageHeaders(s.handleLogoutPage())).Methods(http.MethodGet, http.MethodHead)
 		r.Handle("/logout", s.pageHeaders(s.csrf.Handler(s.handleLogout()))).Methods(http.MethodPost)
+
+		api := r.PathPrefix("/api/v1").Subrouter()
+		api.Use(s.apiHeaders, s.csrf.Handler)
+		api.Handle("/auth/login", s.handleAPILogin()).Methods(http.MethodPost)
+		api.Handle("/auth/refresh", s.handleAPIRefresh()).Methods(http.MethodPost)
+		api.Handle("/auth/logout", s.authed(s.handleAPILogout())).Methods(http.MethodPost)
+		api.Handle("/auth/register", s.handleAPIRegister()).Methods(http.MethodPost)
+		api.Handle("/me", s.authed(s.handleMe())).Methods(http.MethodGet)
+		api.Handle("/me/sessions", s.authed(s.handleMySessions())).Methods(http.MethodGet)
+		api.Handle("/me/sessions", s.authed(s.handleRevokeMySessions())).Methods(http.MethodDelete)
+		api.Handle("/me/sessions/{id}", s.authed(s.handleRevokeMySession())).Methods(http.MethodDelete)
+		api.Handle("/me/password", s.authed(s.handleChangePassword())).Methods(http.MethodPost, http.MethodPut)
+		api.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeJSONError(w, http.StatusNotFound, "not_found", "no such API endpoint")
+		})
+		api.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeJSONError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here")
+		})
+		if s.opts.Identity.MultiUser() {
+			r.Handle("/signup", s.pageHeaders(s.handleSignupPage())).Methods(http.MethodGet, http.MethodHead)
+			r.Handle("/signup", s.pageHeaders(s.csrf.Handler(s.handleSignup()))).Methods(http.MethodPost)
+		}
 	}
 
 	r.PathPrefix("/").Handler(s.handleIDE())

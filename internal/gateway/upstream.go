@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/identity"
 	"github.com/codehub-dev/codehub/internal/proxy"
-	"github.com/codehub-dev/codehub/internal/session"
 )
 
 // FixedUpstream sends every session to one IDE: single-user mode.
@@ -21,7 +21,7 @@ type FixedUpstream struct {
 var _ Upstreams = FixedUpstream{}
 
 // Target implements Upstreams.
-func (f FixedUpstream) Target(ctx context.Context, _ *session.Session) (*proxy.Target, error) {
+func (f FixedUpstream) Target(ctx context.Context, _ *identity.Principal) (*proxy.Target, error) {
 	if f.Ready == nil {
 		return f.T, nil
 	}

@@ -1,7 +1,9 @@
 package password
 
 import (
+	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -112,5 +114,46 @@ func BenchmarkVerifyDefault(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		h.Matches("benchmark password")
+	}
+}
+
+func TestHasherBoundsConcurrency(t *testing.T) {
+	h, err := NewHasher(Params{Memory: 64, Time: 1, Threads: 1}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hold the only slot; a second computation must wait, and give up with
+	// its context.
+	if err := h.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.Hash(ctx, "pw")
+		done <- err
+	}()
+	for h.Waiting() != 1 {
+		runtime.Gosched()
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("waiting Hash returned %v", err)
+	}
+	h.release()
+	enc, err := h.Hash(context.Background(), "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, rehash, err := h.Verify(context.Background(), "pw", enc)
+	if !ok || rehash || err != nil {
+		t.Fatalf("Verify = %v %v %v", ok, rehash, err)
+	}
+	ok, rehash, err = h.Verify(context.Background(), "mysecretpassword", codeServerHashes[1].hash)
+	if !ok || !rehash || err != nil {
+		t.Fatalf("old-parameter hash: ok=%v rehash=%v err=%v, want a rehash", ok, rehash, err)
+	}
+	if err := h.VerifyDummy(context.Background(), "x"); err != nil {
+		t.Fatal(err)
 	}
 }

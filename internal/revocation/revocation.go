@@ -17,6 +17,10 @@ type Event struct {
 	// UserID changed (role, password, disabled, deleted): drop cached
 	// copies of the user.
 	UserID string `json:"u,omitempty"`
+	// AllSessions says every session of UserID ended, including any a
+	// gateway holds only in its memory (the "memory" session store, when
+	// the CLI revokes them).
+	AllSessions bool `json:"a,omitempty"`
 	// Resync is delivered by Subscribe itself (never published) each time
 	// the subscription is established or re-established: events may have
 	// been missed in between, so every cached session and user must be

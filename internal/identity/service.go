@@ -1,0 +1,610 @@
+// Package identity is who is signed in: it signs people in through an
+// Authenticator, keeps their sessions, issues API tokens, and makes every
+// revocation take effect on every gateway. The per-request check is a
+// memory lookup: sessions and users are cached, and the caches are
+// invalidated by revocation events from all gateways.
+package identity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+	"unicode"
+
+	"github.com/codehub-dev/codehub/internal/auth"
+	"github.com/codehub-dev/codehub/internal/revocation"
+	"github.com/codehub-dev/codehub/internal/session"
+	"github.com/codehub-dev/codehub/internal/token"
+	"github.com/codehub-dev/codehub/internal/user"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Registration modes.
+const (
+	RegisterAdmin  = "admin"
+	RegisterInvite = "invite"
+	RegisterOpen   = "open"
+)
+
+// Config configures the Service.
+type Config struct {
+	// SessionTTL is a session's lifetime; IdleTimeout ends one unused for
+	// that long (0: never).
+	SessionTTL, IdleTimeout time.Duration
+	// MaxSessionsPerUser and OnLimit ("refuse" or "evict-oldest").
+	MaxSessionsPerUser int
+	OnLimit            string
+	// Registration is RegisterAdmin, RegisterInvite or RegisterOpen.
+	Registration string
+	// MinPasswordLength and RequireMixed are the complexity rules.
+	MinPasswordLength int
+	RequireMixed      bool
+	// CacheTTL bounds how long a cached session or user is trusted without
+	// an event (default 30s): the fallback when events are lost.
+	CacheTTL time.Duration
+	// CleanupInterval is how often expired sessions are deleted.
+	CleanupInterval time.Duration
+	// Now is the clock.
+	Now func() time.Time
+}
+
+// Deps are the Service's collaborators.
+type Deps struct {
+	Authn    auth.Authenticator
+	Users    user.Store // nil in single-user mode
+	Sessions session.Store
+	Tokens   *token.Service // nil: no API tokens
+	Bus      revocation.Bus
+	Hasher   PasswordHasher // nil in single-user mode
+	// OnRevoke, if set, is called with sessions that ended, on every
+	// gateway (to close their WebSockets).
+	OnRevoke func(sessionIDs []string)
+	// OnSessionCreated, if set, is called after each sign-in.
+	OnSessionCreated func(*session.Session)
+}
+
+// PasswordHasher hashes new passwords.
+type PasswordHasher interface {
+	Hash(ctx context.Context, pw string) (string, error)
+}
+
+// Principal is who a request comes from.
+type Principal struct {
+	User    *user.User
+	Session *session.Session
+	// Via is "cookie" or "bearer".
+	Via string
+}
+
+// Client describes where a sign-in comes from.
+type Client struct {
+	IP, UserAgent string
+}
+
+// Service is safe for concurrent use.
+type Service struct {
+	cfg   Config
+	d     Deps
+	log   hclog.Logger
+	cache *cache
+	owner *user.User // single-user mode's one user
+}
+
+// New returns a Service. In single-user mode (Users nil) every session
+// belongs to one built-in user.
+func New(cfg Config, d Deps, log hclog.Logger) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = 30 * time.Second
+	}
+	if cfg.CleanupInterval <= 0 {
+		cfg.CleanupInterval = 5 * time.Minute
+	}
+	if cfg.OnLimit == "" {
+		cfg.OnLimit = "refuse"
+	}
+	if d.Bus == nil {
+		d.Bus = revocation.NewLocal()
+	}
+	s := &Service{cfg: cfg, d: d, log: log, cache: newCache(cfg.CacheTTL, cfg.Now)}
+	if d.Users == nil {
+		s.owner = &user.User{ID: auth.SingleUserID, Username: auth.SingleUserID, Roles: []string{user.RoleAdmin}, Active: true}
+	}
+	return s
+}
+
+// MultiUser reports whether accounts come from a user store.
+func (s *Service) MultiUser() bool { return s.d.Users != nil }
+
+// AskUsername says whether sign-in needs a username.
+func (s *Service) AskUsername() bool { return s.d.Authn.AskUsername() }
+
+// Registration returns the registration mode.
+func (s *Service) Registration() string {
+	if !s.MultiUser() {
+		return RegisterAdmin
+	}
+	return s.cfg.Registration
+}
+
+// Tokens reports whether API tokens are issued.
+func (s *Service) Tokens() *token.Service { return s.d.Tokens }
+
+// Run handles revocation events from every gateway and deletes expired
+// sessions, until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	go func() {
+		t := time.NewTicker(s.cfg.CleanupInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				n, err := s.d.Sessions.DeleteExpired(ctx)
+				if err != nil && ctx.Err() == nil {
+					s.log.Warn("delete expired sessions", "error", err)
+				} else if n > 0 {
+					s.log.Debug("deleted expired sessions", "count", n)
+				}
+			}
+		}
+	}()
+	return s.d.Bus.Subscribe(ctx, s.apply)
+}
+
+// apply acts on a revocation event, from this gateway or another.
+func (s *Service) apply(ev revocation.Event) {
+	if ev.Resync {
+		s.cache.clear()
+		return
+	}
+	ended := ev.SessionIDs
+	if ev.AllSessions && ev.UserID != "" {
+		// Sessions this gateway keeps in memory are not in any shared
+		// store the publisher could have cleared.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		gone, err := s.d.Sessions.DeleteUserSessions(ctx, ev.UserID)
+		cancel()
+		if err != nil {
+			s.log.Warn("end sessions of a revoked user", "user", ev.UserID, "error", err)
+		}
+		for _, g := range gone {
+			ended = append(ended, g.ID)
+		}
+	}
+	for _, id := range ended {
+		s.cache.dropSession(id)
+	}
+	if ev.UserID != "" {
+		s.cache.dropUser(ev.UserID)
+	}
+	if len(ended) > 0 && s.d.OnRevoke != nil {
+		s.d.OnRevoke(ended)
+	}
+}
+
+// publish applies ev here at once and tells the other gateways.
+func (s *Service) publish(ctx context.Context, ev revocation.Event) {
+	s.apply(ev)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := s.d.Bus.Publish(pctx, ev); err != nil {
+		// Other gateways still drop their copies when CacheTTL passes.
+		s.log.Error("publish revocation; other gateways notice within the cache TTL", "error", err, "ttl", s.cfg.CacheTTL)
+	}
+}
+
+// LoginResult is a new session.
+type LoginResult struct {
+	Principal *Principal
+	// CookieToken is what the browser keeps; the session is stored under
+	// its hash.
+	CookieToken string
+}
+
+// Login checks credentials and starts a session.
+func (s *Service) Login(ctx context.Context, username, pw string, c Client) (*LoginResult, error) {
+	if len(username) > 256 || len(pw) > 1024 {
+		return nil, errorf(CodeInvalidInput, "username or password too long", nil)
+	}
+	userID, err := s.d.Authn.Authenticate(ctx, username, pw)
+	if err != nil {
+		var locked *auth.LockedError
+		switch {
+		case errors.Is(err, auth.ErrBadCredentials):
+			return nil, errorf(CodeInvalidCredentials, "wrong username or password", nil)
+		case errors.As(err, &locked):
+			wait := locked.Until.Sub(s.cfg.Now()).Round(time.Second)
+			return nil, &Error{Code: CodeAccountLocked, RetryAfter: wait,
+				Message: fmt.Sprintf("too many failed sign-ins: this account is locked for %s", wait)}
+		case errors.Is(err, auth.ErrDisabled):
+			return nil, errorf(CodeAccountDisabled, "this account is disabled; ask an administrator", nil)
+		}
+		return nil, errorf(CodeUnavailable, "sign-in is unavailable right now", err)
+	}
+	u, err := s.userByID(ctx, userID)
+	if err != nil {
+		return nil, errorf(CodeUnavailable, "sign-in is unavailable right now", err)
+	}
+	if err := s.makeRoom(ctx, u.ID); err != nil {
+		return nil, err
+	}
+	tok, id, err := session.NewToken()
+	if err != nil {
+		return nil, errorf(CodeUnavailable, "sign-in is unavailable right now", err)
+	}
+	now := s.cfg.Now()
+	sess := &session.Session{
+		ID: id, UserID: u.ID, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL), LastActivity: now,
+		IPAddress: c.IP, UserAgent: truncate(c.UserAgent, 512),
+	}
+	if err := s.d.Sessions.Set(ctx, sess); err != nil {
+		return nil, errorf(CodeUnavailable, "sign-in is unavailable right now", err)
+	}
+	s.cache.putSession(sess)
+	if s.d.OnSessionCreated != nil {
+		s.d.OnSessionCreated(sess)
+	}
+	return &LoginResult{Principal: &Principal{User: u, Session: sess, Via: "cookie"}, CookieToken: tok}, nil
+}
+
+// makeRoom enforces max-sessions-per-user before a new sign-in.
+func (s *Service) makeRoom(ctx context.Context, userID string) error {
+	if s.cfg.MaxSessionsPerUser <= 0 {
+		return nil
+	}
+	live, err := s.d.Sessions.UserSessions(ctx, userID)
+	if err != nil {
+		return errorf(CodeUnavailable, "sign-in is unavailable right now", err)
+	}
+	excess := len(live) - s.cfg.MaxSessionsPerUser + 1
+	if excess <= 0 {
+		return nil
+	}
+	if s.cfg.OnLimit != "evict-oldest" {
+		return errorf(CodeTooManySessions, fmt.Sprintf(
+			"you are signed in %d times already, the most allowed: sign out of another browser or device first", len(live)), nil)
+	}
+	var ended []string
+	for _, old := range live[:excess] {
+		if err := s.d.Sessions.Delete(ctx, old.ID); err != nil {
+			return errorf(CodeUnavailable, "sign-in is unavailable right now", err)
+		}
+		ended = append(ended, old.ID)
+	}
+	s.log.Info("signed out the oldest sessions to make room", "user", userID, "count", len(ended))
+	s.publish(ctx, revocation.Event{SessionIDs: ended})
+	return nil
+}
+
+// TokenPair is what an API client gets at sign-in and refresh, in the shape
+// of an OAuth2 token response.
+type TokenPair struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int    `json:"expires_in"`
+}
+
+// LoginAPI signs in an API client: a session with a refresh token, and a
+// short-lived access token.
+func (s *Service) LoginAPI(ctx context.Context, username, pw string, c Client) (*TokenPair, *Principal, error) {
+	if s.d.Tokens == nil {
+		return nil, nil, errorf(CodeNotFound, "API tokens are not available in this mode", nil)
+	}
+	res, err := s.Login(ctx, username, pw, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	sess := res.Principal.Session
+	pair, err := s.rotate(ctx, sess.ID, -1, "")
+	if err != nil {
+		_ = s.d.Sessions.Delete(ctx, sess.ID)
+		return nil, nil, err
+	}
+	return pair, res.Principal, nil
+}
+
+var errReplay = errors.New("refresh token replayed")
+
+// rotate issues the next refresh token of a session and a new access
+// token. gen and secretHash are those of the presented refresh token (gen
+// -1 for the first token of a session); they are checked in the same
+// atomic update that replaces them, so one token is exchanged once.
+func (s *Service) rotate(ctx context.Context, sessionID string, gen int, secretHash string) (*TokenPair, error) {
+	var refresh string
+	sess, err := s.d.Sessions.Update(ctx, sessionID, func(x *session.Session) error {
+		if gen >= 0 {
+			switch {
+			case x.RefreshHash == "":
+				return errorf(CodeInvalidToken, "invalid refresh token", nil)
+			case gen < x.RefreshGen:
+				return errReplay
+			case gen > x.RefreshGen, !token.HashEqual(secretHash, x.RefreshHash):
+				return errorf(CodeInvalidToken, "invalid refresh token", nil)
+			}
+		}
+		next := x.RefreshGen + 1
+		if gen < 0 {
+			next = 0
+		}
+		tok, hash, err := token.NewRefresh(x.ID, next)
+		if err != nil {
+			return err
+		}
+		refresh = tok
+		x.RefreshGen, x.RefreshHash = next, hash
+		x.LastActivity = s.cfg.Now()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.cache.putSession(sess)
+	access, exp, err := s.d.Tokens.IssueAccess(ctx, sess.UserID, sess.ID)
+	if err != nil {
+		return nil, errorf(CodeUnavailable, "tokens cannot be issued right now", err)
+	}
+	return &TokenPair{
+		AccessToken: access, RefreshToken: refresh, TokenType: "Bearer",
+		ExpiresIn: int(exp.Sub(s.cfg.Now()).Round(time.Second).Seconds()),
+	}, nil
+}
+
+// Refresh exchanges a refresh token for a new pair. Presenting a refresh
+// token that was already exchanged ends the whole session: it was copied.
+func (s *Service) Refresh(ctx context.Context, refreshToken string) (*TokenPair, error) {
+	if s.d.Tokens == nil {
+		return nil, errorf(CodeNotFound, "API tokens are not available in this mode", nil)
+	}
+	sid, gen, hash, err := token.ParseRefresh(refreshToken)
+	if err != nil {
+		return nil, errorf(CodeInvalidToken, "invalid refresh token", err)
+	}
+	sess, err := s.d.Sessions.Get(ctx, sid)
+	if err == nil {
+		if u, uerr := s.userByID(ctx, sess.UserID); uerr != nil || !u.Active {
+			return nil, errorf(CodeInvalidToken, "invalid refresh token", uerr)
+		}
+	}
+	var pair *TokenPair
+	if err == nil {
+		pair, err = s.rotate(ctx, sid, gen, hash)
+	}
+	switch {
+	case errors.Is(err, errReplay):
+		if derr := s.d.Sessions.Delete(ctx, sid); derr != nil {
+			s.log.Error("revoke session after refresh token replay", "error", derr)
+		}
+		s.publish(ctx, revocation.Event{SessionIDs: []string{sid}})
+		s.log.Warn("refresh token replayed: session revoked", "session", sid)
+		return nil, errorf(CodeTokenReused, "this refresh token was already used; the session has been ended, sign in again", nil)
+	case errors.Is(err, session.ErrNotFound):
+		return nil, errorf(CodeInvalidToken, "invalid refresh token", err)
+	case err != nil:
+		var ie *Error
+		if errors.As(err, &ie) {
+			return nil, ie
+		}
+		return nil, errorf(CodeUnavailable, "tokens cannot be issued right now", err)
+	}
+	return pair, nil
+}
+
+// FromCookie returns the principal of a browser's session token, or nil if
+// the token names no live session.
+func (s *Service) FromCookie(ctx context.Context, cookieToken string) (*Principal, error) {
+	if cookieToken == "" || len(cookieToken) > 128 {
+		return nil, nil
+	}
+	p, err := s.principal(ctx, session.IDFromToken(cookieToken))
+	if p != nil {
+		p.Via = "cookie"
+	}
+	return p, err
+}
+
+// FromBearer returns the principal of an API access token, or nil if the
+// token is not valid or its session has ended.
+func (s *Service) FromBearer(ctx context.Context, bearer string) (*Principal, error) {
+	if s.d.Tokens == nil || bearer == "" || len(bearer) > 4096 {
+		return nil, nil
+	}
+	claims, err := s.d.Tokens.VerifyAccess(ctx, bearer)
+	if err != nil {
+		return nil, nil
+	}
+	p, err := s.principal(ctx, claims.SessionID)
+	if p == nil || err != nil || p.User.ID != claims.UserID {
+		return nil, err
+	}
+	p.Via = "bearer"
+	return p, nil
+}
+
+// principal resolves a session id to a live session and an active user,
+// from the caches when possible.
+func (s *Service) principal(ctx context.Context, sid string) (*Principal, error) {
+	sess, err := s.sessionByID(ctx, sid)
+	if sess == nil || err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now()
+	if s.cfg.IdleTimeout > 0 && now.Sub(sess.LastActivity) > s.cfg.IdleTimeout {
+		s.endSessions(ctx, []string{sess.ID}, "idle timeout")
+		return nil, nil
+	}
+	u, err := s.userByID(ctx, sess.UserID)
+	if errors.Is(err, user.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !u.Active {
+		return nil, nil
+	}
+	if now.Sub(sess.LastActivity) > time.Minute {
+		s.touch(ctx, sess.ID, now)
+	}
+	return &Principal{User: u, Session: sess}, nil
+}
+
+func (s *Service) touch(ctx context.Context, sid string, now time.Time) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	sess, err := s.d.Sessions.Update(uctx, sid, func(x *session.Session) error {
+		x.LastActivity = now
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, session.ErrNotFound) {
+			s.log.Warn("record session activity", "error", err)
+		}
+		return
+	}
+	s.cache.putSession(sess)
+}
+
+func (s *Service) sessionByID(ctx context.Context, sid string) (*session.Session, error) {
+	if sess, hit := s.cache.session(sid); hit {
+		return sess, nil // a nil session is a remembered miss
+	}
+	sess, err := s.d.Sessions.Get(ctx, sid)
+	if errors.Is(err, session.ErrNotFound) {
+		s.cache.putMissingSession(sid)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.cache.putSession(sess)
+	return sess, nil
+}
+
+func (s *Service) userByID(ctx context.Context, id string) (*user.User, error) {
+	if s.owner != nil {
+		if id != s.owner.ID {
+			return nil, user.ErrNotFound
+		}
+		return s.owner, nil
+	}
+	if u, ok := s.cache.user(id); ok {
+		return u, nil
+	}
+	u, err := s.d.Users.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.cache.putUser(u)
+	return u, nil
+}
+
+// Logout ends one session.
+func (s *Service) Logout(ctx context.Context, sessionID string) error {
+	return s.endSessions(ctx, []string{sessionID}, "logout")
+}
+
+func (s *Service) endSessions(ctx context.Context, ids []string, why string) error {
+	for _, id := range ids {
+		if err := s.d.Sessions.Delete(ctx, id); err != nil {
+			return errorf(CodeUnavailable, "sessions are unavailable right now", err)
+		}
+	}
+	s.log.Debug("sessions ended", "count", len(ids), "reason", why)
+	s.publish(ctx, revocation.Event{SessionIDs: ids})
+	return nil
+}
+
+// UserSessions lists a user's live sessions, oldest first.
+func (s *Service) UserSessions(ctx context.Context, userID string) ([]*session.Session, error) {
+	ss, err := s.d.Sessions.UserSessions(ctx, userID)
+	if err != nil {
+		return nil, errorf(CodeUnavailable, "sessions are unavailable right now", err)
+	}
+	return ss, nil
+}
+
+// RevokeSession ends one session of userID. A session of another user is
+// reported as not found, like a missing one.
+func (s *Service) RevokeSession(ctx context.Context, userID, sessionID string) error {
+	sess, err := s.d.Sessions.Get(ctx, sessionID)
+	if errors.Is(err, session.ErrNotFound) || (err == nil && sess.UserID != userID) {
+		return errorf(CodeNotFound, "no such session", nil)
+	}
+	if err != nil {
+		return errorf(CodeUnavailable, "sessions are unavailable right now", err)
+	}
+	return s.endSessions(ctx, []string{sessionID}, "revoked")
+}
+
+// RevokeUser ends every session of a user, on every gateway, except keep
+// (if not empty).
+func (s *Service) RevokeUser(ctx context.Context, userID, keep string) (int, error) {
+	var ended []string
+	if keep == "" {
+		gone, err := s.d.Sessions.DeleteUserSessions(ctx, userID)
+		if err != nil {
+			return 0, errorf(CodeUnavailable, "sessions are unavailable right now", err)
+		}
+		for _, g := range gone {
+			ended = append(ended, g.ID)
+		}
+	} else {
+		live, err := s.d.Sessions.UserSessions(ctx, userID)
+		if err != nil {
+			return 0, errorf(CodeUnavailable, "sessions are unavailable right now", err)
+		}
+		for _, l := range live {
+			if l.ID == keep {
+				continue
+			}
+			if err := s.d.Sessions.Delete(ctx, l.ID); err != nil {
+				return 0, errorf(CodeUnavailable, "sessions are unavailable right now", err)
+			}
+			ended = append(ended, l.ID)
+		}
+	}
+	s.publish(ctx, revocation.Event{SessionIDs: ended, UserID: userID, AllSessions: keep == ""})
+	return len(ended), nil
+}
+
+// CheckPassword applies the complexity rules; the message says what is
+// missing.
+func (s *Service) CheckPassword(pw, username string) error {
+	n := len([]rune(pw))
+	if n < s.cfg.MinPasswordLength {
+		return errorf(CodeWeakPassword, fmt.Sprintf("a password needs at least %d characters", s.cfg.MinPasswordLength), nil)
+	}
+	if n > 512 {
+		return errorf(CodeWeakPassword, "a password has at most 512 characters", nil)
+	}
+	if username != "" && user.NormalizeUsername(pw) == username {
+		return errorf(CodeWeakPassword, "the password must not be the username", nil)
+	}
+	if s.cfg.RequireMixed {
+		var letter, other bool
+		for _, r := range pw {
+			if unicode.IsLetter(r) {
+				letter = true
+			} else {
+				other = true
+			}
+		}
+		if !letter || !other {
+			return errorf(CodeWeakPassword, "a password needs letters and digits or symbols", nil)
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
