@@ -39,9 +39,9 @@ type Health struct {
 
 // Options are the gateway's dependencies.
 type Options struct {
-	Config    *config.Config
-	Logger    hclog.Logger
-	Metrics   *metrics.Metrics
+	Config  *config.Config
+	Logger  hclog.Logger
+	Metrics *metrics.Metrics
 	// Identity signs people in; nil when auth is "none".
 	Identity  *identity.Service
 	Upstreams Upstreams

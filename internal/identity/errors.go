@@ -43,7 +43,9 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-func errorf(code, msg string, cause error) *Error { return &Error{Code: code, Message: msg, Err: cause} }
+func errorf(code, msg string, cause error) *Error {
+	return &Error{Code: code, Message: msg, Err: cause}
+}
 
 // CodeOf returns the code of err, or CodeUnavailable for a technical
 // failure.
