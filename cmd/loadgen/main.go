@@ -105,6 +105,7 @@ type options struct {
 	wsRounds    int           // measured WebSocket round trips per path
 	connections int           // concurrent HTTP connections
 	skipNginx   bool          // measure without nginx
+	burst       int           // concurrent sign-ins in the multi-user burst
 }
 
 // parseFlags reads and validates the command line (without the program
@@ -122,6 +123,7 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each HTTP load run")
 	fs.IntVar(&o.wsRounds, "ws-rounds", 5000, "measured WebSocket round trips per path")
 	fs.IntVar(&o.connections, "connections", 64, "concurrent HTTP connections")
+	fs.IntVar(&o.burst, "burst", 200, "concurrent sign-ins in the multi-user burst")
 	fs.BoolVar(&o.skipNginx, "skip-nginx", false, "do not measure nginx (print a note instead), e.g. when it is not installed")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
@@ -137,6 +139,8 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 		return options{}, fmt.Errorf("-ws-rounds %d: must be positive", o.wsRounds)
 	case o.connections < 1:
 		return options{}, fmt.Errorf("-connections %d: must be positive", o.connections)
+	case o.burst < 1:
+		return options{}, fmt.Errorf("-burst %d: must be positive", o.burst)
 	}
 	return o, nil
 }
@@ -220,6 +224,10 @@ func run(ctx context.Context, opts options, stdout, progress io.Writer) error {
 	b.logf("codehub: %d sign-ins", loginRounds)
 	if rep.login, err = b.measureLogin(ctx, codehub.base, password, loginRounds); err != nil {
 		return fmt.Errorf("codehub login latency: %w", err)
+	}
+	stopCodehub()
+	if rep.multi, err = b.measureMultiUser(ctx, gateway, filepath.Join(tmp, "multi"), up.addr); err != nil {
+		return fmt.Errorf("codehub multi-user: %w", err)
 	}
 	return rep.write(stdout)
 }
@@ -1031,6 +1039,7 @@ type report struct {
 	notes    []string
 	rows     []row
 	login    []time.Duration // sorted sign-in latencies
+	multi    *multiResult
 }
 
 // write prints the report as Markdown.
@@ -1069,6 +1078,9 @@ func (r *report) write(w io.Writer) error {
 	if len(r.login) > 0 {
 		fmt.Fprintf(&b, "codehub login (%d sign-ins, GET + POST /login): p50 %.1f ms, p99 %.1f ms\n",
 			len(r.login), millis(percentile(r.login, 50)), millis(percentile(r.login, 99)))
+	}
+	if r.multi != nil {
+		r.multi.write(&b, r.opts.burst)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

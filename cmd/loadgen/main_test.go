@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -191,13 +192,14 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := options{gateway: "bin/codehub", duration: 5 * time.Second, wsRounds: 10, connections: 64}
+	want := options{gateway: "bin/codehub", duration: 5 * time.Second, wsRounds: 10, connections: 64, burst: 200}
 	if o != want {
 		t.Errorf("parseFlags = %+v, want %+v", o, want)
 	}
 	for _, args := range [][]string{
 		{},
 		{"-gateway", "x", "-connections", "0"},
+		{"-gateway", "x", "-burst", "0"},
 		{"-gateway", "x", "-duration", "10ms"},
 		{"-gateway", "x", "extra"},
 	} {
@@ -236,5 +238,24 @@ func TestUpstreamDirect(t *testing.T) {
 	}
 	if ws.p50 <= 0 || ws.p99 < ws.p50 {
 		t.Errorf("WebSocket: %+v", ws)
+	}
+}
+
+func TestProcStatus(t *testing.T) {
+	rss, err := procStatus(os.Getpid(), "VmRSS")
+	if err != nil || rss <= 0 {
+		t.Fatalf("VmRSS = %d, %v", rss, err)
+	}
+	if _, err := procStatus(os.Getpid(), "NoSuchField"); err == nil {
+		t.Fatal("a missing field was found")
+	}
+}
+
+func TestMultiUserConfigLoads(t *testing.T) {
+	s := multiUserConfig("/tmp/x", "127.0.0.1:1", "127.0.0.1:2")
+	for _, want := range []string{`deployment_mode = "multi"`, `upstream        = "http://127.0.0.1:2"`, `max_sessions_per_user = 100000`} {
+		if !strings.Contains(s, want) {
+			t.Errorf("config lacks %q:\n%s", want, s)
+		}
 	}
 }
