@@ -43,6 +43,17 @@ type queries struct {
 	RevocationsAfter  string
 	PruneRevocations  string
 
+	// Workspaces.
+	CreateWorkspace       string
+	GetWorkspace          string
+	GetWorkspaceForUpdate string
+	GetUserWorkspace      string
+	ListWorkspaces        string
+	UpdateWorkspace       string
+	DeleteWorkspace       string
+	FindPoolWorkspace     string
+	ClaimWorkspace        string
+
 	// Invites.
 	CreateInvite  string
 	UseInvite     string

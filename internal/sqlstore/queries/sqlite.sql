@@ -186,3 +186,49 @@ SELECT id, payload FROM revocations WHERE id > ?1 ORDER BY id LIMIT 1000;
 
 -- name: PruneRevocations
 DELETE FROM revocations WHERE created_at < ?1;
+
+-- ---------------------------------------------------------------------
+-- Workspaces
+
+-- name: CreateWorkspace
+INSERT INTO workspaces (id, user_id, state, orchestrator, node, address, secret, pid, external_id, home,
+       created_at, started_at, stopped_at, last_activity, restarts, last_error, meta)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17);
+
+-- name: GetWorkspace
+SELECT id, user_id, state, orchestrator, node, address, secret, pid, external_id, home,
+       created_at, started_at, stopped_at, last_activity, restarts, last_error, meta
+FROM workspaces WHERE id = ?1;
+
+-- name: GetWorkspaceForUpdate
+SELECT id, user_id, state, orchestrator, node, address, secret, pid, external_id, home,
+       created_at, started_at, stopped_at, last_activity, restarts, last_error, meta
+FROM workspaces WHERE id = ?1;
+
+-- name: GetUserWorkspace
+SELECT id, user_id, state, orchestrator, node, address, secret, pid, external_id, home,
+       created_at, started_at, stopped_at, last_activity, restarts, last_error, meta
+FROM workspaces WHERE user_id = ?1;
+
+-- name: ListWorkspaces
+SELECT id, user_id, state, orchestrator, node, address, secret, pid, external_id, home,
+       created_at, started_at, stopped_at, last_activity, restarts, last_error, meta
+FROM workspaces ORDER BY created_at, id;
+
+-- name: UpdateWorkspace
+-- The id is the workspace's identity: never changed.
+UPDATE workspaces SET user_id = ?2, state = ?3, orchestrator = ?4, node = ?5, address = ?6,
+       secret = ?7, pid = ?8, external_id = ?9, home = ?10, created_at = ?11, started_at = ?12,
+       stopped_at = ?13, last_activity = ?14, restarts = ?15, last_error = ?16, meta = ?17
+WHERE id = ?1;
+
+-- name: DeleteWorkspace
+DELETE FROM workspaces WHERE id = ?1;
+
+-- name: FindPoolWorkspace
+SELECT id FROM workspaces
+WHERE user_id IS NULL AND orchestrator = ?1 AND state = 'running'
+ORDER BY created_at, id LIMIT 1;
+
+-- name: ClaimWorkspace
+UPDATE workspaces SET user_id = ?2 WHERE id = ?1 AND user_id IS NULL;
