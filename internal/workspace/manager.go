@@ -1,0 +1,877 @@
+package workspace
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/codehub-dev/codehub/internal/agentapi"
+	"github.com/codehub-dev/codehub/internal/proxy"
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sync/singleflight"
+)
+
+// Errors the Manager returns to the gateway.
+var (
+	// ErrStarting: the workspace is on its way; show the progress.
+	ErrStarting = errors.New("the workspace is starting")
+	// ErrStopped: the workspace was stopped (idle, or by an administrator)
+	// and only an explicit visit starts it again, not an editor tab
+	// reconnecting in the background.
+	ErrStopped = errors.New("the workspace is stopped")
+)
+
+// Config configures a Manager.
+type Config struct {
+	Orchestrator Orchestrator
+	Store        Store
+	// BasePath holds the users' trees (local orchestrator).
+	BasePath string
+	// PolicyFor returns the policy of a user ("" for a warm workspace).
+	PolicyFor func(ctx context.Context, userID string) (Policy, error)
+	// Username returns a user's name, for the orchestrator.
+	Username func(ctx context.Context, userID string) (string, error)
+	// StartConcurrency bounds simultaneous starts; the rest queue (default 4).
+	StartConcurrency int
+	// ReadyTimeout bounds a start, from launch to the IDE answering
+	// (default 2m).
+	ReadyTimeout time.Duration
+	// WarmPool is the number of warm workspaces to keep ready.
+	WarmPool int
+	// IdleWarning is how long before an idle stop the user is warned
+	// (default 5m).
+	IdleWarning time.Duration
+	// HealthInterval and IdleInterval pace the background checks
+	// (defaults 5s and 30s).
+	HealthInterval, IdleInterval time.Duration
+	// BackoffMin and BackoffMax bound the wait before restarting a
+	// workspace that crashed (defaults 1s and 1m).
+	BackoffMin, BackoffMax time.Duration
+	// Node names this gateway's machine in the registry (default hostname).
+	Node string
+	// Now is the clock.
+	Now func() time.Time
+	// Hooks, all optional.
+	OnStart    func(d time.Duration, warm bool, err error)
+	OnStopped  func(w *Workspace, reason string)
+	OnQueue    func(n int)
+	OnPoolSize func(n int)
+}
+
+// Progress is what a person waiting for their workspace is told.
+type Progress struct {
+	State State `json:"state"`
+	// Phase is a short human phrase ("Preparing your home").
+	Phase string `json:"phase"`
+	// QueuePosition is the place in the start queue (1: next), 0 when not
+	// queued.
+	QueuePosition int       `json:"queuePosition,omitempty"`
+	Since         time.Time `json:"since"`
+	Error         string    `json:"error,omitempty"`
+}
+
+// Manager runs every user's workspace. Safe for concurrent use.
+type Manager struct {
+	cfg    Config
+	orch   Orchestrator
+	store  Store
+	log    hclog.Logger
+	client *http.Client
+	sf     singleflight.Group
+	queue  *startQueue
+
+	mu        sync.Mutex
+	running   map[string]*Workspace // by user ID, verified recently
+	progress  map[string]*Progress  // by user ID
+	keepAlive map[string]time.Time  // by user ID: "keep working" clicks
+	failures  map[string]int        // by workspace ID: failed health checks in a row
+	startedBy map[string]bool       // workspace IDs this Manager launched
+}
+
+// NewManager returns a Manager; call Run to start its background work.
+func NewManager(cfg Config, log hclog.Logger) *Manager {
+	if cfg.StartConcurrency <= 0 {
+		cfg.StartConcurrency = 4
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 2 * time.Minute
+	}
+	if cfg.IdleWarning <= 0 {
+		cfg.IdleWarning = 5 * time.Minute
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = 5 * time.Second
+	}
+	if cfg.IdleInterval <= 0 {
+		cfg.IdleInterval = 30 * time.Second
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = time.Second
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = time.Minute
+	}
+	if cfg.Node == "" {
+		cfg.Node, _ = os.Hostname()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	m := &Manager{
+		cfg: cfg, orch: cfg.Orchestrator, store: cfg.Store, log: log,
+		client: &http.Client{Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 2,
+			IdleConnTimeout:     time.Minute,
+		}},
+		running:   map[string]*Workspace{},
+		progress:  map[string]*Progress{},
+		keepAlive: map[string]time.Time{},
+		failures:  map[string]int{},
+		startedBy: map[string]bool{},
+	}
+	m.queue = newStartQueue(cfg.StartConcurrency, func(n int) {
+		if cfg.OnQueue != nil {
+			cfg.OnQueue(n)
+		}
+	})
+	return m
+}
+
+// target is how the proxy reaches a workspace's agent.
+func target(w *Workspace) *proxy.Target {
+	return &proxy.Target{
+		Key:    w.ID + "@" + w.Address,
+		URL:    &url.URL{Scheme: "http", Host: w.Address},
+		Header: http.Header{agentapi.SecretHeader: {w.Secret}},
+	}
+}
+
+// Target returns the user's running workspace for the proxy. A workspace
+// that is not running is started in the background when autostart is set
+// (a person opening the editor), and ErrStarting returned if it is not
+// ready within a short wait; without autostart (an editor tab reconnecting
+// by itself) a stopped workspace stays stopped: ErrStopped.
+func (m *Manager) Target(ctx context.Context, userID string, autostart bool) (*proxy.Target, error) {
+	if w := m.cachedRunning(userID); w != nil {
+		return target(w), nil
+	}
+	if !autostart {
+		w, err := m.store.ByUser(ctx, userID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return nil, ErrStopped
+		case err != nil:
+			return nil, err
+		case w.State == StateStopped || w.State == StateFailed:
+			return nil, ErrStopped
+		}
+	}
+	ch := m.sf.DoChan(userID, func() (any, error) {
+		// Detached: the start goes on when the request that asked leaves.
+		return m.ensure(context.WithoutCancel(ctx), userID)
+	})
+	wait := time.NewTimer(1500 * time.Millisecond)
+	defer wait.Stop()
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return target(res.Val.(*Workspace)), nil
+	case <-wait.C:
+		return nil, ErrStarting
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Ensure starts the user's workspace if it is not running, and waits for
+// it.
+func (m *Manager) Ensure(ctx context.Context, userID string) (*Workspace, error) {
+	if w := m.cachedRunning(userID); w != nil {
+		return w, nil
+	}
+	ch := m.sf.DoChan(userID, func() (any, error) { return m.ensure(context.WithoutCancel(ctx), userID) })
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*Workspace), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (m *Manager) cachedRunning(userID string) *Workspace {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running[userID]
+}
+
+func (m *Manager) setProgress(userID string, st State, phase string, pos int, errMsg string) {
+	if userID == "" {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.progress[userID]
+	if p == nil || p.State != st || p.Phase != phase {
+		p = &Progress{Since: m.cfg.Now()}
+		m.progress[userID] = p
+	}
+	p.State, p.Phase, p.QueuePosition, p.Error = st, phase, pos, errMsg
+}
+
+// Progress returns what the user's workspace is doing.
+func (m *Manager) Progress(userID string) Progress {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running[userID] != nil {
+		return Progress{State: StateRunning, Phase: "Your editor is running"}
+	}
+	if p := m.progress[userID]; p != nil {
+		return *p
+	}
+	return Progress{State: StateStopped, Phase: "Not started"}
+}
+
+func newID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "ws-" + hex.EncodeToString(b)
+}
+
+func newSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ensure makes the user's workspace run: the one they have, a warm one
+// claimed, or a new one. Only one ensure per user runs at a time.
+func (m *Manager) ensure(ctx context.Context, userID string) (*Workspace, error) {
+	w, err := m.store.ByUser(ctx, userID)
+	if errors.Is(err, ErrNotFound) {
+		if w, err = m.claimWarm(ctx, userID); err == nil {
+			return w, nil
+		}
+		w, err = m.create(ctx, userID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if w.State == StateRunning || w.State == StateStarting {
+		if m.healthy(ctx, w) {
+			return m.markRunning(ctx, w)
+		}
+		if w.State == StateStarting && w.Node != m.cfg.Node && m.cfg.Now().Sub(w.StartedAt) < m.cfg.ReadyTimeout {
+			// Another gateway is starting it: wait for that start.
+			return m.waitElsewhere(ctx, w)
+		}
+	}
+	if w.State == StateFailed && w.Restarts > 0 {
+		if wait := m.backoff(w.Restarts) - m.cfg.Now().Sub(w.StoppedAt); wait > 0 {
+			msg := fmt.Sprintf("Your editor stopped unexpectedly; trying again in %s", wait.Round(time.Second))
+			m.setProgress(userID, StateFailed, msg, 0, w.LastError)
+			return nil, fmt.Errorf("%w: %s", ErrStarting, msg)
+		}
+	}
+	return m.start(ctx, w, false)
+}
+
+func (m *Manager) backoff(restarts int) time.Duration {
+	d := m.cfg.BackoffMin
+	for i := 1; i < restarts && d < m.cfg.BackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, m.cfg.BackoffMax)
+}
+
+// create registers a new workspace for the user.
+func (m *Manager) create(ctx context.Context, userID string) (*Workspace, error) {
+	w := &Workspace{
+		ID: newID(), UserID: userID, State: StateQueued, Orchestrator: m.orch.Name(), Node: m.cfg.Node,
+		CreatedAt: m.cfg.Now(),
+	}
+	w.Home = m.homeOf(w.ID)
+	if err := m.store.Create(ctx, w); err != nil {
+		if errors.Is(err, ErrConflict) { // made by another gateway meanwhile
+			return m.store.ByUser(ctx, userID)
+		}
+		return nil, fmt.Errorf("register workspace: %w", err)
+	}
+	return w, nil
+}
+
+func (m *Manager) homeOf(id string) string {
+	if m.cfg.BasePath == "" {
+		return ""
+	}
+	return NewLayout(m.cfg.BasePath, id).Home
+}
+
+// claimWarm gives the user a warm workspace, if one is ready.
+func (m *Manager) claimWarm(ctx context.Context, userID string) (*Workspace, error) {
+	if m.cfg.WarmPool <= 0 {
+		return nil, ErrNotFound
+	}
+	start := m.cfg.Now()
+	w, err := m.store.Claim(ctx, m.orch.Name(), userID)
+	if err != nil {
+		return nil, err
+	}
+	name, err := m.cfg.Username(ctx, userID)
+	if err == nil {
+		err = m.orch.Assign(ctx, w, userID, name)
+	}
+	if err == nil && !m.healthy(ctx, w) {
+		err = errors.New("the warm workspace does not answer")
+	}
+	if err != nil {
+		// The warm workspace is unusable: give it up, start one afresh.
+		m.log.Warn("claimed warm workspace unusable; starting a new one", "workspace", w.ID, "error", err)
+		_ = m.orch.Stop(ctx, w)
+		_ = m.store.Delete(ctx, w.ID)
+		return nil, err
+	}
+	m.log.Info("warm workspace claimed", "workspace", w.ID, "user", userID, "claim", m.cfg.Now().Sub(start))
+	if m.cfg.OnStart != nil {
+		m.cfg.OnStart(m.cfg.Now().Sub(start), true, nil)
+	}
+	go m.refillPool(context.WithoutCancel(ctx))
+	return m.markRunning(ctx, w)
+}
+
+// start launches w through the start queue and waits until its IDE answers.
+func (m *Manager) start(ctx context.Context, w *Workspace, warm bool) (*Workspace, error) {
+	began := m.cfg.Now()
+	userID := w.UserID
+	w, err := m.store.Update(ctx, w.ID, func(x *Workspace) error {
+		x.State, x.Node, x.LastError = StateQueued, m.cfg.Node, ""
+		if x.Home == "" {
+			x.Home = m.homeOf(x.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue workspace: %w", err)
+	}
+	release, err := m.queue.acquire(ctx, func(pos int) {
+		m.setProgress(userID, StateQueued, fmt.Sprintf("Waiting for a free start slot: position %d in line", pos), pos, "")
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+
+	fail := func(err error) (*Workspace, error) {
+		m.log.Error("workspace start failed", "workspace", w.ID, "user", userID, "error", err)
+		_ = m.orch.Stop(context.WithoutCancel(ctx), w)
+		_, _ = m.store.Update(context.WithoutCancel(ctx), w.ID, func(x *Workspace) error {
+			x.State, x.LastError, x.StoppedAt, x.PID, x.Address = StateFailed, err.Error(), m.cfg.Now(), 0, ""
+			return nil
+		})
+		m.setProgress(userID, StateFailed, "Your editor could not start", 0, err.Error())
+		if m.cfg.OnStart != nil {
+			m.cfg.OnStart(m.cfg.Now().Sub(began), warm, err)
+		}
+		return nil, err
+	}
+
+	policy, err := m.cfg.PolicyFor(ctx, userID)
+	if err != nil {
+		return fail(fmt.Errorf("policy: %w", err))
+	}
+	username := ""
+	if userID != "" {
+		if username, err = m.cfg.Username(ctx, userID); err != nil {
+			return fail(fmt.Errorf("user: %w", err))
+		}
+	}
+	secret := newSecret()
+	w, err = m.store.Update(ctx, w.ID, func(x *Workspace) error {
+		x.State, x.Secret, x.StartedAt = StateStarting, secret, m.cfg.Now()
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	m.setProgress(userID, StateStarting, "Preparing your workspace", 0, "")
+	startCtx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
+	defer cancel()
+	launched, err := m.orch.Start(startCtx, Spec{Workspace: w.Clone(), Username: username, Policy: policy},
+		func(phase string) { m.setProgress(userID, StateStarting, phase, 0, "") })
+	if err != nil {
+		return fail(err)
+	}
+	m.mu.Lock()
+	m.startedBy[w.ID] = true
+	m.mu.Unlock()
+	w, err = m.store.Update(ctx, w.ID, func(x *Workspace) error {
+		x.Address, x.PID, x.ExternalID, x.Meta = launched.Address, launched.PID, launched.ExternalID, launched.Meta
+		if launched.Node != "" {
+			x.Node = launched.Node
+		}
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	m.setProgress(userID, StateStarting, "Starting your editor", 0, "")
+	if err := m.waitHealthy(startCtx, w); err != nil {
+		return fail(err)
+	}
+	if m.cfg.OnStart != nil {
+		m.cfg.OnStart(m.cfg.Now().Sub(began), warm, nil)
+	}
+	m.log.Info("workspace started", "workspace", w.ID, "user", username, "startup", m.cfg.Now().Sub(began).Round(time.Millisecond))
+	return m.markRunning(ctx, w)
+}
+
+func (m *Manager) markRunning(ctx context.Context, w *Workspace) (*Workspace, error) {
+	w, err := m.store.Update(ctx, w.ID, func(x *Workspace) error {
+		x.State, x.LastError = StateRunning, ""
+		if x.LastActivity.IsZero() {
+			x.LastActivity = m.cfg.Now()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if w.UserID != "" {
+		m.running[w.UserID] = w
+		delete(m.progress, w.UserID)
+	}
+	delete(m.failures, w.ID)
+	m.mu.Unlock()
+	return w, nil
+}
+
+// waitHealthy polls the agent until its IDE answers.
+func (m *Manager) waitHealthy(ctx context.Context, w *Workspace) error {
+	delay := 20 * time.Millisecond
+	for {
+		if m.healthy(ctx, w) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the editor did not start within %s", m.cfg.ReadyTimeout)
+		case <-time.After(delay):
+			delay = min(delay*2, 250*time.Millisecond)
+		}
+	}
+}
+
+// waitElsewhere waits for a start another gateway runs.
+func (m *Manager) waitElsewhere(ctx context.Context, w *Workspace) (*Workspace, error) {
+	m.setProgress(w.UserID, StateStarting, "Starting your editor", 0, "")
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
+	defer cancel()
+	for {
+		cur, err := m.store.Get(ctx, w.ID)
+		if err != nil {
+			return nil, err
+		}
+		if (cur.State == StateRunning || cur.State == StateStarting) && cur.Address != "" && m.healthy(ctx, cur) {
+			return m.markRunning(ctx, cur)
+		}
+		if cur.State == StateFailed || cur.State == StateStopped {
+			return nil, fmt.Errorf("the start on %s failed: %s", cur.Node, cur.LastError)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("the start on %s did not finish in time", cur.Node)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// agentGet asks a workspace's agent for one of its endpoints.
+func (m *Manager) agentGet(ctx context.Context, w *Workspace, path string, out any) error {
+	if w.Address == "" {
+		return errors.New("no agent address")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.Address+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set(agentapi.SecretHeader, w.Secret)
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("agent answered %s", resp.Status)
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
+}
+
+// healthy reports whether the workspace's IDE answers through its agent.
+func (m *Manager) healthy(ctx context.Context, w *Workspace) bool {
+	var h agentapi.Health
+	if err := m.agentGet(ctx, w, agentapi.PathHealth, &h); err != nil {
+		return false
+	}
+	return h.Status == "running"
+}
+
+// Usage returns the workspace's resource use, from its agent.
+func (m *Manager) Usage(ctx context.Context, w *Workspace) (agentapi.Usage, error) {
+	var u agentapi.Usage
+	err := m.agentGet(ctx, w, agentapi.PathUsage, &u)
+	return u, err
+}
+
+// Activity returns what the agent saw the user do.
+func (m *Manager) Activity(ctx context.Context, w *Workspace) (agentapi.Activity, error) {
+	var a agentapi.Activity
+	err := m.agentGet(ctx, w, agentapi.PathActivity, &a)
+	return a, err
+}
+
+// Stop stops a workspace (keeping its files) and records why.
+func (m *Manager) Stop(ctx context.Context, id, reason string) error {
+	w, err := m.store.Update(ctx, id, func(x *Workspace) error {
+		if x.State == StateStopped {
+			return nil
+		}
+		x.State = StateStopping
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	m.forget(w)
+	stopErr := m.orch.Stop(ctx, w)
+	w, err = m.store.Update(context.WithoutCancel(ctx), id, func(x *Workspace) error {
+		x.State, x.StoppedAt, x.PID, x.Address, x.Secret = StateStopped, m.cfg.Now(), 0, "", ""
+		x.LastError = ""
+		if stopErr != nil {
+			x.LastError = stopErr.Error()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	m.log.Info("workspace stopped", "workspace", id, "user", w.UserID, "reason", reason)
+	if w.UserID != "" {
+		m.setProgress(w.UserID, StateStopped, "Your editor was stopped: "+reason, 0, "")
+	}
+	if m.cfg.OnStopped != nil {
+		m.cfg.OnStopped(w, reason)
+	}
+	return stopErr
+}
+
+// StopUser stops the user's workspace, if it runs.
+func (m *Manager) StopUser(ctx context.Context, userID, reason string) error {
+	w, err := m.store.ByUser(ctx, userID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if w.State == StateStopped {
+		return nil
+	}
+	return m.Stop(ctx, w.ID, reason)
+}
+
+// Restart stops and starts the user's workspace.
+func (m *Manager) Restart(ctx context.Context, userID string) (*Workspace, error) {
+	if err := m.StopUser(ctx, userID, "restarted"); err != nil {
+		return nil, err
+	}
+	return m.Ensure(ctx, userID)
+}
+
+func (m *Manager) forget(w *Workspace) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w.UserID != "" {
+		delete(m.running, w.UserID)
+	}
+	delete(m.failures, w.ID)
+	delete(m.startedBy, w.ID)
+}
+
+// KeepAlive records that the user asked to keep their workspace running:
+// it counts as activity for the idle check.
+func (m *Manager) KeepAlive(userID string) {
+	m.mu.Lock()
+	m.keepAlive[userID] = m.cfg.Now()
+	m.mu.Unlock()
+}
+
+// IdleStatus says when an idle workspace will be stopped.
+type IdleStatus struct {
+	LastActive time.Time `json:"lastActive"`
+	// StopAt is when the workspace stops if nothing happens (zero: never).
+	StopAt time.Time `json:"stopAt,omitzero"`
+	// Warning is set within the warning window before StopAt.
+	Warning bool `json:"warning"`
+}
+
+// Idle computes the user's idle status from the agent's activity.
+func (m *Manager) Idle(ctx context.Context, userID string) (IdleStatus, error) {
+	w := m.cachedRunning(userID)
+	if w == nil {
+		return IdleStatus{}, ErrStopped
+	}
+	return m.idleStatus(ctx, w)
+}
+
+func (m *Manager) idleStatus(ctx context.Context, w *Workspace) (IdleStatus, error) {
+	act, err := m.Activity(ctx, w)
+	if err != nil {
+		return IdleStatus{}, err
+	}
+	last := act.LastActive
+	if w.StartedAt.After(last) {
+		last = w.StartedAt
+	}
+	m.mu.Lock()
+	if k := m.keepAlive[w.UserID]; k.After(last) {
+		last = k
+	}
+	m.mu.Unlock()
+	st := IdleStatus{LastActive: last}
+	policy, err := m.cfg.PolicyFor(ctx, w.UserID)
+	if err != nil || policy.IdleTimeout <= 0 {
+		return st, err
+	}
+	st.StopAt = last.Add(policy.IdleTimeout)
+	st.Warning = !m.cfg.Now().Before(st.StopAt.Add(-m.cfg.IdleWarning))
+	return st, nil
+}
+
+// Run re-attaches to the workspaces that survived a gateway restart, then
+// checks health and idleness and keeps the warm pool full until ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	m.reattach(ctx)
+	m.refillPool(ctx)
+	health := time.NewTicker(m.cfg.HealthInterval)
+	defer health.Stop()
+	idle := time.NewTicker(m.cfg.IdleInterval)
+	defer idle.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-health.C:
+			m.checkHealth(ctx)
+			m.refillPool(ctx)
+		case <-idle.C:
+			m.checkIdle(ctx)
+		}
+	}
+}
+
+// reattach takes over the workspaces this node was running: those whose
+// agent still answers are used as they are; the others are cleaned up.
+func (m *Manager) reattach(ctx context.Context) {
+	all, err := m.store.List(ctx)
+	if err != nil {
+		m.log.Error("read the workspace registry", "error", err)
+		return
+	}
+	for _, w := range all {
+		if w.Orchestrator != m.orch.Name() || w.Node != m.cfg.Node {
+			continue
+		}
+		switch w.State {
+		case StateRunning, StateStarting:
+			if m.healthy(ctx, w) {
+				if _, err := m.markRunning(ctx, w); err == nil {
+					m.log.Info("re-attached to a running workspace", "workspace", w.ID, "user", w.UserID, "pid", w.PID)
+				}
+				continue
+			}
+			m.log.Warn("workspace did not survive; cleaning up", "workspace", w.ID)
+			m.crashed(ctx, w, errors.New("the workspace was not running after a gateway restart"))
+		case StateQueued, StateStopping:
+			_ = m.Stop(ctx, w.ID, "interrupted by a gateway restart")
+		}
+	}
+}
+
+// checkHealth notices workspaces whose agent stopped answering.
+func (m *Manager) checkHealth(ctx context.Context) {
+	m.mu.Lock()
+	ws := make([]*Workspace, 0, len(m.running))
+	for _, w := range m.running {
+		ws = append(ws, w)
+	}
+	m.mu.Unlock()
+	for _, w := range ws {
+		if m.healthy(ctx, w) {
+			m.mu.Lock()
+			delete(m.failures, w.ID)
+			m.mu.Unlock()
+			continue
+		}
+		m.mu.Lock()
+		m.failures[w.ID]++
+		n := m.failures[w.ID]
+		m.mu.Unlock()
+		alive, _ := m.orch.Alive(ctx, w)
+		if alive && n < 3 {
+			continue // slow, not dead: give it a few checks
+		}
+		m.crashed(ctx, w, fmt.Errorf("the workspace stopped answering (agent alive: %v)", alive))
+	}
+}
+
+// crashed records an unexpected end and restarts the workspace after a
+// backoff that grows with each crash in a row.
+func (m *Manager) crashed(ctx context.Context, w *Workspace, cause error) {
+	m.forget(w)
+	_ = m.orch.Stop(ctx, w)
+	w, err := m.store.Update(ctx, w.ID, func(x *Workspace) error {
+		x.State, x.LastError, x.StoppedAt, x.PID, x.Address = StateFailed, cause.Error(), m.cfg.Now(), 0, ""
+		x.Restarts++
+		return nil
+	})
+	if err != nil {
+		m.log.Error("record a crashed workspace", "workspace", w.ID, "error", err)
+		return
+	}
+	if w.UserID == "" { // a warm workspace: just drop it, the pool refills
+		_ = m.store.Delete(ctx, w.ID)
+		return
+	}
+	wait := m.backoff(w.Restarts)
+	m.log.Warn("workspace crashed; restarting", "workspace", w.ID, "user", w.UserID, "cause", cause, "in", wait, "restarts", w.Restarts)
+	m.setProgress(w.UserID, StateFailed, "Your editor stopped unexpectedly and is restarting", 0, cause.Error())
+	userID := w.UserID
+	time.AfterFunc(wait, func() {
+		if ctx.Err() != nil {
+			return
+		}
+		if _, err := m.Ensure(ctx, userID); err != nil {
+			m.log.Warn("restart after a crash failed", "user", userID, "error", err)
+		}
+	})
+}
+
+// checkIdle stops workspaces idle for longer than their policy allows.
+func (m *Manager) checkIdle(ctx context.Context) {
+	m.mu.Lock()
+	ws := make([]*Workspace, 0, len(m.running))
+	for _, w := range m.running {
+		ws = append(ws, w)
+	}
+	m.mu.Unlock()
+	now := m.cfg.Now()
+	for _, w := range ws {
+		st, err := m.idleStatus(ctx, w)
+		if err != nil {
+			continue
+		}
+		if _, err := m.store.Update(ctx, w.ID, func(x *Workspace) error {
+			x.LastActivity = st.LastActive
+			return nil
+		}); err != nil {
+			m.log.Warn("record workspace activity", "workspace", w.ID, "error", err)
+		}
+		if !st.StopAt.IsZero() && !now.Before(st.StopAt) {
+			if err := m.Stop(ctx, w.ID, "idle since "+st.LastActive.UTC().Format(time.RFC3339)); err != nil {
+				m.log.Warn("stop idle workspace", "workspace", w.ID, "error", err)
+			}
+		}
+	}
+}
+
+// refillPool starts warm workspaces until the pool is full.
+func (m *Manager) refillPool(ctx context.Context) {
+	if m.cfg.WarmPool <= 0 {
+		return
+	}
+	all, err := m.store.List(ctx)
+	if err != nil {
+		return
+	}
+	ready, starting := 0, 0
+	for _, w := range all {
+		if w.UserID != "" || w.Orchestrator != m.orch.Name() {
+			continue
+		}
+		switch w.State {
+		case StateRunning:
+			ready++
+		case StateQueued, StateStarting:
+			starting++
+		case StateFailed, StateStopped:
+			_ = m.store.Delete(ctx, w.ID)
+		}
+	}
+	if m.cfg.OnPoolSize != nil {
+		m.cfg.OnPoolSize(ready)
+	}
+	for i := ready + starting; i < m.cfg.WarmPool; i++ {
+		w := &Workspace{ID: newID(), State: StateQueued, Orchestrator: m.orch.Name(), Node: m.cfg.Node, CreatedAt: m.cfg.Now()}
+		w.Home = m.homeOf(w.ID)
+		if err := m.store.Create(ctx, w); err != nil {
+			m.log.Warn("register a warm workspace", "error", err)
+			return
+		}
+		go func() {
+			if _, err := m.start(ctx, w, true); err != nil {
+				m.log.Warn("warm workspace failed to start", "workspace", w.ID, "error", err)
+			}
+			if m.cfg.OnPoolSize != nil {
+				m.refillPoolCount(ctx)
+			}
+		}()
+	}
+}
+
+func (m *Manager) refillPoolCount(ctx context.Context) {
+	all, err := m.store.List(ctx)
+	if err != nil {
+		return
+	}
+	n := 0
+	for _, w := range all {
+		if w.UserID == "" && w.State == StateRunning && w.Orchestrator == m.orch.Name() {
+			n++
+		}
+	}
+	m.cfg.OnPoolSize(n)
+}
+
+// List returns every workspace, with this gateway's view of which run.
+func (m *Manager) List(ctx context.Context) ([]*Workspace, error) {
+	ws, err := m.store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(ws, func(i, j int) bool { return ws[i].CreatedAt.Before(ws[j].CreatedAt) })
+	return ws, nil
+}
+
+// Of returns a user's workspace record, or ErrNotFound.
+func (m *Manager) Of(ctx context.Context, userID string) (*Workspace, error) {
+	return m.store.ByUser(ctx, userID)
+}

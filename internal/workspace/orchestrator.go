@@ -1,0 +1,79 @@
+package workspace
+
+import (
+	"context"
+	"time"
+)
+
+// Policy is what a workspace may use and when it is stopped. The embedded
+// default comes from the configuration's limits; isolation policies (HCL)
+// choose one per role or group.
+type Policy struct {
+	Name string `json:"name"`
+	// Driver is how a workspace is isolated: "process" or "directory"
+	// locally, "docker" or "exec" on Nomad.
+	Driver string `json:"driver"`
+	// Image is the container image (docker driver).
+	Image string `json:"image,omitempty"`
+	// MemoryMB is the memory a workspace is given; MemoryMaxMB what it may
+	// burst to (Nomad's memory_max; locally the hard limit is MemoryMaxMB
+	// when set, else MemoryMB).
+	MemoryMB    int `json:"memoryMB"`
+	MemoryMaxMB int `json:"memoryMaxMB,omitempty"`
+	// CPUPercent of one CPU (200: two CPUs).
+	CPUPercent int `json:"cpuPercent"`
+	// Pids bounds the number of processes.
+	Pids int `json:"pids"`
+	// StorageMB is the size of the user's home.
+	StorageMB int `json:"storageMB"`
+	// MaxSessions and MaxConnections per user.
+	MaxSessions    int `json:"maxSessions"`
+	MaxConnections int `json:"maxConnections"`
+	// IdleTimeout stops a workspace unused this long (0: never).
+	IdleTimeout time.Duration `json:"idleTimeout"`
+	// Datacenter is where the workspace runs (Nomad); empty: anywhere.
+	Datacenter string `json:"datacenter,omitempty"`
+}
+
+// HardMemoryMB is the memory limit the kernel enforces.
+func (p Policy) HardMemoryMB() int {
+	if p.MemoryMaxMB > p.MemoryMB {
+		return p.MemoryMaxMB
+	}
+	return p.MemoryMB
+}
+
+// Spec is everything an orchestrator needs to start one workspace.
+type Spec struct {
+	Workspace *Workspace
+	// Username is the owner's name, empty for a warm workspace.
+	Username string
+	Policy   Policy
+}
+
+// Launched says where a started workspace's agent listens.
+type Launched struct {
+	Address    string
+	PID        int
+	ExternalID string
+	Node       string
+	Meta       map[string]string
+}
+
+// Orchestrator runs workspaces: local processes, or Nomad jobs.
+type Orchestrator interface {
+	// Name identifies the orchestrator in the registry ("local", "nomad").
+	Name() string
+	// Start prepares the workspace's home and launches its agent, calling
+	// progress with short human phrases; it returns once the agent
+	// listens (the IDE may still be starting).
+	Start(ctx context.Context, spec Spec, progress func(string)) (Launched, error)
+	// Stop ends the workspace's processes and releases what it held,
+	// keeping the user's files. Stopping a stopped workspace is no error.
+	Stop(ctx context.Context, w *Workspace) error
+	// Alive reports whether the workspace's agent still exists, for
+	// re-attaching after a gateway restart.
+	Alive(ctx context.Context, w *Workspace) (bool, error)
+	// Assign makes a claimed warm workspace its new owner's.
+	Assign(ctx context.Context, w *Workspace, userID, username string) error
+}
