@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/config"
 	"github.com/codehub-dev/codehub/internal/identity"
 	"github.com/codehub-dev/codehub/internal/user"
 	"golang.org/x/term"
@@ -93,14 +94,20 @@ func runUser(ctx context.Context, args []string, getenv func(string) string, std
 	if *configFile == "" {
 		*configFile = firstNonEmpty(getenv("CODEHUB_CONFIG"), getenv("CODE_SERVER_CONFIG"))
 	}
+	// Check the mode before opening anything: single-user mode has no
+	// accounts, and opening it would generate its password.
+	cfg, err := config.Load(config.LoadOptions{File: *configFile, Getenv: getenv})
+	if err != nil {
+		return err
+	}
+	if cfg.DeploymentMode != config.ModeMulti {
+		return fmt.Errorf("user accounts exist in multi-user mode: set deployment-mode = \"multi\" in the configuration (or CODE_SERVER_DEPLOYMENT_MODE=multi)")
+	}
 	app, err := openApp(ctx, *configFile, getenv, nil, io.Discard, stderr)
 	if err != nil {
 		return err
 	}
 	defer app.Close()
-	if !app.id.MultiUser() {
-		return fmt.Errorf("user accounts exist in multi-user mode: set deployment-mode = \"multi\" in the configuration (or CODE_SERVER_DEPLOYMENT_MODE=multi)")
-	}
 	c := &userCmd{stdin: stdin, stdout: stdout, stderr: stderr}
 	id := app.id
 	find := func(name string) (*user.User, error) { return id.UserByName(ctx, name) }
@@ -128,6 +135,9 @@ func runUser(ctx context.Context, args []string, getenv func(string) string, std
 			return cliError(err)
 		}
 		if *asJSON {
+			if users == nil {
+				users = []*user.User{} // [], not null
+			}
 			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
 			return enc.Encode(users)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/codehub-dev/codehub/internal/web"
 	"github.com/gorilla/mux"
@@ -31,15 +32,17 @@ func (s *Server) routes() http.Handler {
 
 		api := r.PathPrefix("/api/v1").Subrouter()
 		api.Use(s.apiHeaders, s.csrf.Handler)
-		api.Handle("/auth/login", s.handleAPILogin()).Methods(http.MethodPost)
-		api.Handle("/auth/refresh", s.handleAPIRefresh()).Methods(http.MethodPost)
-		api.Handle("/auth/logout", s.authed(s.handleAPILogout())).Methods(http.MethodPost)
-		api.Handle("/auth/register", s.handleAPIRegister()).Methods(http.MethodPost)
-		api.Handle("/me", s.authed(s.handleMe())).Methods(http.MethodGet)
-		api.Handle("/me/sessions", s.authed(s.handleMySessions())).Methods(http.MethodGet)
-		api.Handle("/me/sessions", s.authed(s.handleRevokeMySessions())).Methods(http.MethodDelete)
-		api.Handle("/me/sessions/{id}", s.authed(s.handleRevokeMySession())).Methods(http.MethodDelete)
-		api.Handle("/me/password", s.authed(s.handleChangePassword())).Methods(http.MethodPost, http.MethodPut)
+		handleAPI(api, []apiRoute{
+			{"/auth/login", []string{http.MethodPost}, s.handleAPILogin()},
+			{"/auth/refresh", []string{http.MethodPost}, s.handleAPIRefresh()},
+			{"/auth/logout", []string{http.MethodPost}, s.authed(s.handleAPILogout())},
+			{"/auth/register", []string{http.MethodPost}, s.handleAPIRegister()},
+			{"/me", []string{http.MethodGet}, s.authed(s.handleMe())},
+			{"/me/sessions", []string{http.MethodGet}, s.authed(s.handleMySessions())},
+			{"/me/sessions", []string{http.MethodDelete}, s.authed(s.handleRevokeMySessions())},
+			{"/me/sessions/{id}", []string{http.MethodDelete}, s.authed(s.handleRevokeMySession())},
+			{"/me/password", []string{http.MethodPost, http.MethodPut}, s.authed(s.handleChangePassword())},
+		})
 		api.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			writeJSONError(w, http.StatusNotFound, "not_found", "no such API endpoint")
 		})
@@ -54,6 +57,35 @@ func (s *Server) routes() http.Handler {
 
 	r.PathPrefix("/").Handler(s.handleIDE())
 	return r
+}
+
+// apiRoute is one method set of one API path.
+type apiRoute struct {
+	path    string
+	methods []string
+	h       http.Handler
+}
+
+// handleAPI registers routes, and for each path a last route answering 405
+// with Allow for any other method. (gorilla/mux reports a method mismatch
+// only for the last path of a subrouter.)
+func handleAPI(r *mux.Router, routes []apiRoute) {
+	var paths []string
+	allowed := map[string][]string{}
+	for _, rt := range routes {
+		r.Handle(rt.path, rt.h).Methods(rt.methods...)
+		if _, seen := allowed[rt.path]; !seen {
+			paths = append(paths, rt.path)
+		}
+		allowed[rt.path] = append(allowed[rt.path], rt.methods...)
+	}
+	for _, p := range paths {
+		allow := strings.Join(allowed[p], ", ")
+		r.HandleFunc(p, func(w http.ResponseWriter, req *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeJSONError(w, http.StatusMethodNotAllowed, "method_not_allowed", req.Method+" is not allowed here; use "+allow)
+		})
+	}
 }
 
 // metricsHandler serves the gateway's own registry.

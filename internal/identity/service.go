@@ -9,8 +9,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/codehub-dev/codehub/internal/auth"
 	"github.com/codehub-dev/codehub/internal/revocation"
@@ -240,7 +242,7 @@ func (s *Service) Login(ctx context.Context, username, pw string, c Client) (*Lo
 	now := s.cfg.Now()
 	sess := &session.Session{
 		ID: id, UserID: u.ID, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL), LastActivity: now,
-		IPAddress: c.IP, UserAgent: truncate(c.UserAgent, 512),
+		IPAddress: truncate(c.IP, 64), UserAgent: truncate(c.UserAgent, 512),
 	}
 	if err := s.d.Sessions.Set(ctx, sess); err != nil {
 		return nil, errorf(CodeUnavailable, "sign-in is unavailable right now", err)
@@ -602,9 +604,20 @@ func (s *Service) CheckPassword(pw, username string) error {
 	return nil
 }
 
+// truncate makes client-supplied text storable: valid UTF-8, no control
+// characters, at most n bytes, cut between characters.
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/codehub-dev/codehub/internal/session"
+	"github.com/codehub-dev/codehub/internal/user"
 )
 
 // sessionStore is the "database" session.Store of a DB. Every expiry
@@ -62,6 +63,9 @@ func (st *sessionStore) Set(ctx context.Context, s *session.Session) error {
 
 // Get implements session.Store.
 func (st *sessionStore) Get(ctx context.Context, id string) (*session.Session, error) {
+	if !user.ValidText(id) {
+		return nil, session.ErrNotFound
+	}
 	s, err := scanSession(st.db.sql.QueryRowContext(ctx, st.db.q.GetSession, id, st.now()))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, session.ErrNotFound
@@ -77,6 +81,9 @@ func (st *sessionStore) Get(ctx context.Context, id string) (*session.Session, e
 // (SQLite): it must be quick and must not touch the store. fn cannot
 // change the session's ID or UserID.
 func (st *sessionStore) Update(ctx context.Context, id string, fn func(*session.Session) error) (*session.Session, error) {
+	if !user.ValidText(id) {
+		return nil, session.ErrNotFound
+	}
 	var out *session.Session
 	err := st.db.inTx(ctx, func(tx *sql.Tx) error {
 		cur, err := scanSession(tx.QueryRowContext(ctx, st.db.q.GetSessionForUpdate, id, st.now()))
@@ -113,6 +120,9 @@ func (st *sessionStore) Update(ctx context.Context, id string, fn func(*session.
 
 // Delete implements session.Store.
 func (st *sessionStore) Delete(ctx context.Context, id string) error {
+	if !user.ValidText(id) {
+		return nil
+	}
 	if _, err := st.db.sql.ExecContext(ctx, st.db.q.DeleteSession, id); err != nil {
 		return fmt.Errorf("sqlstore: delete session: %w", err)
 	}

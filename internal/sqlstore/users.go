@@ -90,6 +90,9 @@ func (s *userStore) Create(ctx context.Context, u *user.User) error {
 }
 
 func (s *userStore) getBy(ctx context.Context, query, key string) (*user.User, error) {
+	if !user.ValidText(key) {
+		return nil, user.ErrNotFound // nothing stored can match
+	}
 	u, err := scanUser(s.db.sql.QueryRowContext(ctx, query, key))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, user.ErrNotFound
@@ -127,6 +130,9 @@ func escapeLike(s string) string {
 
 // List implements user.Store. A Limit of 0 (or less) means no limit.
 func (s *userStore) List(ctx context.Context, opts user.ListOptions) ([]*user.User, int, error) {
+	if !user.ValidText(opts.Search) {
+		return []*user.User{}, 0, nil
+	}
 	pattern := "%" + escapeLike(strings.ToLower(opts.Search)) + "%"
 	limit, offset := max(opts.Limit, 0), max(opts.Offset, 0)
 	var (
@@ -307,6 +313,9 @@ func (s *userStore) CreateInvite(ctx context.Context, inv *user.Invite) error {
 // UseInvite implements user.Store, in one UPDATE: of concurrent callers
 // exactly one changes the row, the others find it used.
 func (s *userStore) UseInvite(ctx context.Context, tokenHash, userID string, now time.Time) (*user.Invite, error) {
+	if !user.ValidText(tokenHash) {
+		return nil, user.ErrNotFound
+	}
 	inv, err := scanInvite(s.db.sql.QueryRowContext(ctx, s.db.q.UseInvite, tokenHash, userID, s.db.dialect.timeArg(now)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, user.ErrNotFound

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/codehub-dev/codehub/internal/user"
 	"github.com/codehub-dev/codehub/internal/workspace"
 )
 
@@ -66,6 +67,9 @@ func (st *workspaceStore) Create(ctx context.Context, w *workspace.Workspace) er
 }
 
 func (st *workspaceStore) one(ctx context.Context, what, query string, arg string) (*workspace.Workspace, error) {
+	if !user.ValidText(arg) {
+		return nil, workspace.ErrNotFound
+	}
 	w, err := scanWorkspace(st.db.sql.QueryRowContext(ctx, query, arg))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, workspace.ErrNotFound

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Errors returned by a Store.
@@ -75,8 +76,13 @@ func (u *User) Clone() *User {
 
 var (
 	usernameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{1,38}[a-z0-9]$`)
-	emailRE    = regexp.MustCompile(`^[^@\s<>"']{1,64}@[^@\s<>"']+\.[^@\s<>"']{2,}$`)
+	emailRE    = regexp.MustCompile(`^[^@\s<>"'\x00-\x1f\x7f]{1,64}@[^@\s<>"'\x00-\x1f\x7f]+\.[^@\s<>"'\x00-\x1f\x7f]{2,}$`)
 )
+
+// ValidText reports whether s can be a stored text value: valid UTF-8
+// without NUL bytes (PostgreSQL refuses both). Lookups with other strings
+// find nothing.
+func ValidText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // NormalizeUsername lower-cases and trims a username.
 func NormalizeUsername(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
@@ -94,7 +100,7 @@ func ValidateUsername(s string) error {
 
 // ValidateEmail explains what is wrong with a (normalized) email address.
 func ValidateEmail(s string) error {
-	if len(s) > 254 || !emailRE.MatchString(s) {
+	if len(s) > 254 || !utf8.ValidString(s) || !emailRE.MatchString(s) {
 		return errors.New("not a valid email address")
 	}
 	return nil
