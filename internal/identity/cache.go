@@ -66,9 +66,14 @@ func (c *cache) putSession(s *session.Session) {
 		exp = s.ExpiresAt
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.sessions[s.ID]; ok && e.s == nil && !now.After(e.expires) {
+		// Ended (or never existed), and ids are never reused: a lookup
+		// that read the session before it ended must not bring it back.
+		return
+	}
 	c.gcLocked(now)
 	c.sessions[s.ID] = sessionEntry{s: s.Clone(), expires: exp}
-	c.mu.Unlock()
 }
 
 func (c *cache) putMissingSession(id string) {
@@ -79,11 +84,8 @@ func (c *cache) putMissingSession(id string) {
 	c.mu.Unlock()
 }
 
-func (c *cache) dropSession(id string) {
-	c.mu.Lock()
-	delete(c.sessions, id)
-	c.mu.Unlock()
-}
+// dropSession remembers that a session ended.
+func (c *cache) dropSession(id string) { c.putMissingSession(id) }
 
 func (c *cache) user(id string) (*user.User, bool) {
 	now := c.now()

@@ -168,15 +168,23 @@ func (s *Service) apply(ev revocation.Event) {
 	if ev.AllSessions && ev.UserID != "" {
 		// Sessions this gateway keeps in memory are not in any shared
 		// store the publisher could have cleared.
+		// Sessions created after the event are spared.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		gone, err := s.d.Sessions.DeleteUserSessions(ctx, ev.UserID)
-		cancel()
+		live, err := s.d.Sessions.UserSessions(ctx, ev.UserID)
 		if err != nil {
 			s.log.Warn("end sessions of a revoked user", "user", ev.UserID, "error", err)
 		}
-		for _, g := range gone {
-			ended = append(ended, g.ID)
+		for _, l := range live {
+			if !ev.At.IsZero() && l.CreatedAt.After(ev.At) {
+				continue
+			}
+			if err := s.d.Sessions.Delete(ctx, l.ID); err != nil {
+				s.log.Warn("end sessions of a revoked user", "user", ev.UserID, "error", err)
+				continue
+			}
+			ended = append(ended, l.ID)
 		}
+		cancel()
 	}
 	for _, id := range ended {
 		s.cache.dropSession(id)
@@ -263,6 +271,25 @@ func (s *Service) makeRoom(ctx context.Context, userID string) error {
 	if err != nil {
 		return errorf(CodeUnavailable, "sign-in is unavailable right now", err)
 	}
+	if s.cfg.IdleTimeout > 0 {
+		// Idle sessions cannot be used again: end them, do not count them.
+		now := s.cfg.Now()
+		var idle []string
+		kept := live[:0]
+		for _, l := range live {
+			if now.Sub(l.LastActivity) > s.cfg.IdleTimeout {
+				idle = append(idle, l.ID)
+			} else {
+				kept = append(kept, l)
+			}
+		}
+		live = kept
+		if len(idle) > 0 {
+			if err := s.endSessions(ctx, idle, "idle timeout"); err != nil {
+				return err
+			}
+		}
+	}
 	excess := len(live) - s.cfg.MaxSessionsPerUser + 1
 	if excess <= 0 {
 		return nil
@@ -311,7 +338,10 @@ func (s *Service) LoginAPI(ctx context.Context, username, pw string, c Client) (
 	return pair, res.Principal, nil
 }
 
-var errReplay = errors.New("refresh token replayed")
+var (
+	errReplay = errors.New("refresh token replayed")
+	errIdle   = errors.New("session idle")
+)
 
 // rotate issues the next refresh token of a session and a new access
 // token. gen and secretHash are those of the presented refresh token (gen
@@ -321,6 +351,9 @@ func (s *Service) rotate(ctx context.Context, sessionID string, gen int, secretH
 	var refresh string
 	sess, err := s.d.Sessions.Update(ctx, sessionID, func(x *session.Session) error {
 		if gen >= 0 {
+			if s.cfg.IdleTimeout > 0 && s.cfg.Now().Sub(x.LastActivity) > s.cfg.IdleTimeout {
+				return errIdle
+			}
 			switch {
 			case x.RefreshHash == "":
 				return errorf(CodeInvalidToken, "invalid refresh token", nil)
@@ -385,6 +418,9 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*TokenPair,
 		s.publish(ctx, revocation.Event{SessionIDs: []string{sid}})
 		s.log.Warn("refresh token replayed: session revoked", "session", sid)
 		return nil, errorf(CodeTokenReused, "this refresh token was already used; the session has been ended, sign in again", nil)
+	case errors.Is(err, errIdle):
+		_ = s.endSessions(ctx, []string{sid}, "idle timeout")
+		return nil, errorf(CodeInvalidToken, "the session ended after being unused; sign in again", err)
 	case errors.Is(err, session.ErrNotFound):
 		return nil, errorf(CodeInvalidToken, "invalid refresh token", err)
 	case err != nil:
@@ -450,7 +486,13 @@ func (s *Service) principal(ctx context.Context, sid string) (*Principal, error)
 	if !u.Active {
 		return nil, nil
 	}
-	if now.Sub(sess.LastActivity) > time.Minute {
+	// Record activity often enough that the idle timeout never ends a
+	// session in use.
+	every := time.Minute
+	if s.cfg.IdleTimeout > 0 {
+		every = min(every, s.cfg.IdleTimeout/2)
+	}
+	if now.Sub(sess.LastActivity) > every {
 		s.touch(ctx, sess.ID, now)
 	}
 	return &Principal{User: u, Session: sess}, nil
@@ -571,7 +613,7 @@ func (s *Service) RevokeUser(ctx context.Context, userID, keep string) (int, err
 			ended = append(ended, l.ID)
 		}
 	}
-	s.publish(ctx, revocation.Event{SessionIDs: ended, UserID: userID, AllSessions: keep == ""})
+	s.publish(ctx, revocation.Event{SessionIDs: ended, UserID: userID, AllSessions: keep == "", At: s.cfg.Now()})
 	return len(ended), nil
 }
 

@@ -32,6 +32,12 @@ func (s *Service) requireUsers() error {
 
 // CreateUser makes an account (admins, the CLI).
 func (s *Service) CreateUser(ctx context.Context, in NewUser) (*user.User, error) {
+	return s.createUser(ctx, in, uuid.NewString())
+}
+
+// createUser makes an account with a given id (registration claims an
+// invite for the id before the account exists).
+func (s *Service) createUser(ctx context.Context, in NewUser, id string) (*user.User, error) {
 	if err := s.requireUsers(); err != nil {
 		return nil, err
 	}
@@ -58,7 +64,7 @@ func (s *Service) CreateUser(ctx context.Context, in NewUser) (*user.User, error
 	}
 	now := s.cfg.Now()
 	u := &user.User{
-		ID: uuid.NewString(), Username: in.Username, Email: in.Email, PasswordHash: hash,
+		ID: id, Username: in.Username, Email: in.Email, PasswordHash: hash,
 		Roles: []string{in.Role}, CreatedAt: now, UpdatedAt: now, Active: true, Metadata: in.Metadata,
 	}
 	if err := s.d.Users.Create(ctx, u); err != nil {
@@ -110,7 +116,7 @@ func (s *Service) Register(ctx context.Context, in NewUser, inviteToken string) 
 		return nil, errorf(CodeInvalidInvite, "this invite is for another email address", nil)
 	}
 	in.Role = inv.Role
-	u, err := s.CreateUser(ctx, in)
+	u, err := s.createUser(ctx, in, id)
 	if err != nil {
 		if rerr := s.d.Users.ReleaseInvite(ctx, inv.TokenHash); rerr != nil {
 			s.log.Error("release invite after failed registration", "error", rerr)

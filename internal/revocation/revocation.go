@@ -8,6 +8,7 @@ package revocation
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Event is one change other gateways must act on.
@@ -21,6 +22,9 @@ type Event struct {
 	// gateway holds only in its memory (the "memory" session store, when
 	// the CLI revokes them).
 	AllSessions bool `json:"a,omitempty"`
+	// At is when the event was made; AllSessions ends the sessions created
+	// until then only (a sign-in right after must survive the echo).
+	At time.Time `json:"t,omitzero"`
 	// Resync is delivered by Subscribe itself (never published) each time
 	// the subscription is established or re-established: events may have
 	// been missed in between, so every cached session and user must be

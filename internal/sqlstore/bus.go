@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -36,7 +37,14 @@ func (b *Bus) Publish(ctx context.Context, ev revocation.Event) error {
 	if err != nil {
 		return err
 	}
-	if _, err := b.db.sql.ExecContext(ctx, b.db.q.PublishRevocation, string(payload), b.db.dialect.timeArg(b.db.now())); err != nil {
+	err = b.db.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, b.db.q.LockRevocations); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, b.db.q.PublishRevocation, string(payload), b.db.dialect.timeArg(b.db.now()))
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("sqlstore: publish revocation: %w", err)
 	}
 	return nil

@@ -38,6 +38,7 @@ type queries struct {
 	UnlockUser           string
 
 	// Revocation events.
+	LockRevocations   string
 	PublishRevocation string
 	LastRevocation    string
 	RevocationsAfter  string

@@ -232,3 +232,8 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: ClaimWorkspace
 UPDATE workspaces SET user_id = $2 WHERE id = $1 AND user_id IS NULL;
+
+-- name: LockRevocations
+-- Serialize publishers until commit, so that events commit in id order and
+-- a poller reading "id > last" never skips one committed late.
+SELECT pg_advisory_xact_lock(726973);

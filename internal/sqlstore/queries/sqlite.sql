@@ -232,3 +232,7 @@ ORDER BY created_at, id LIMIT 1;
 
 -- name: ClaimWorkspace
 UPDATE workspaces SET user_id = ?2 WHERE id = ?1 AND user_id IS NULL;
+
+-- name: LockRevocations
+-- Writes are serialized already: events commit in id order.
+SELECT 1;
