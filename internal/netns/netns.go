@@ -1,0 +1,412 @@
+// Package netns gives each workspace a network namespace of its own, so
+// that the servers a user starts (and that code-server's port forwarding,
+// /proxy/<port>/ → localhost:<port>, reaches) are visible to that user's
+// workspace only: every namespace has its own loopback, and 127.0.0.1:3000
+// in one is not 127.0.0.1:3000 in another, nor on the host.
+//
+// The gateway (on the host) reaches a workspace through a veth pair: the
+// host side has 10.200.X.Y+1/30, the namespace side ("eth0") 10.200.X.Y+2,
+// both derived from Config.Index, so 16384 workspaces fit in 10.200.0.0/16.
+// Without EnableNAT the namespace has no default route: it can reach its
+// own /30 only. IPv6 is not configured on the link.
+//
+// Note what this does not isolate: the namespace can connect to the host's
+// side of its link (NS.HostAddr), so host services listening on 0.0.0.0
+// are reachable from the workspace. Bind host services (databases, the
+// gateway's admin port…) to specific addresses, or filter INPUT from the
+// "chv+" interfaces.
+//
+// The work is done with ip(8) from iproute2 and, for EnableNAT only,
+// iptables(8); their stderr is wrapped into the errors returned.
+package netns
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Error is the type of the package's sentinel errors; they are constants so
+// that no caller can reassign them.
+type Error string
+
+// Error returns the message.
+func (e Error) Error() string { return string(e) }
+
+// Errors returned by this package; test with errors.Is.
+const (
+	// ErrNotFound: Open found no such namespace (or one not made by Create).
+	ErrNotFound Error = "no such network namespace"
+	// ErrExists: Create found the namespace, or its host interface, there.
+	ErrExists Error = "network namespace already exists"
+	// ErrInvalid: a bad name or index.
+	ErrInvalid Error = "invalid network namespace config"
+)
+
+const (
+	// MaxIndex is the largest Config.Index: 10.200.0.0/16 holds 16384 /30s.
+	MaxIndex = 1<<14 - 1
+	// RunDir is where ip-netns(8) keeps named namespaces.
+	RunDir = "/run/netns"
+	// hostVethPrefix names host-side interfaces "chv<index>" (at most 8 of
+	// the 15 characters Linux allows).
+	hostVethPrefix = "chv"
+	// nsVeth is the namespace side's name, inside the namespace.
+	nsVeth = "eth0"
+	// ruleTag marks this package's iptables rules (with the namespace
+	// name), so Delete finds them whatever uplink they used.
+	ruleTag = "codehub-netns:"
+)
+
+// subnetBase returns 10.200.0.0, the start of the workspaces' addresses.
+func subnetBase() netip.Addr { return netip.AddrFrom4([4]byte{10, 200, 0, 0}) }
+
+// Config says what namespace Create makes.
+type Config struct {
+	// Name is the namespace's name (a file under /run/netns):
+	// [A-Za-z0-9_-], at most 64 characters.
+	Name string
+	// Index, 0..MaxIndex, picks the link's addresses and the host-side
+	// interface name; it must be unique among live namespaces on the host.
+	Index int
+}
+
+func (c Config) validate() error {
+	if !validName(c.Name) {
+		return fmt.Errorf("%w: name %q", ErrInvalid, c.Name)
+	}
+	if c.Index < 0 || c.Index > MaxIndex {
+		return fmt.Errorf("%w: index %d outside 0..%d", ErrInvalid, c.Index, MaxIndex)
+	}
+	return nil
+}
+
+func validName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// NS is a workspace's network namespace.
+type NS struct {
+	name  string
+	index int
+}
+
+func newNS(name string, index int) *NS { return &NS{name: name, index: index} }
+
+// Name returns the namespace's name.
+func (n *NS) Name() string { return n.name }
+
+// Index returns the index its addresses derive from.
+func (n *NS) Index() int { return n.index }
+
+// Path returns the namespace's file, for setns(2) or nsenter --net=.
+func (n *NS) Path() string { return filepath.Join(RunDir, n.name) }
+
+// Addr returns the namespace side's address: where the gateway reaches
+// servers the workspace runs on 0.0.0.0 or on this address.
+func (n *NS) Addr() string { return n.addr(2).String() }
+
+// HostAddr returns the host side's address, the namespace's next hop.
+func (n *NS) HostAddr() string { return n.addr(1).String() }
+
+// HostInterface returns the name of the host side of the veth pair.
+func (n *NS) HostInterface() string { return hostVethPrefix + strconv.Itoa(n.index) }
+
+func (n *NS) subnet() netip.Prefix { return netip.PrefixFrom(n.addr(0), 30) }
+
+func (n *NS) addr(host int) netip.Addr {
+	b := subnetBase().As4()
+	off := n.index*4 + host
+	b[2], b[3] = byte(off>>8), byte(off)
+	return netip.AddrFrom4(b)
+}
+
+// ExecArgs returns the command prefix that runs a program inside the
+// namespace: append the program and its arguments. It needs root (or
+// CAP_SYS_ADMIN); to run the program as the workspace's user, drop
+// privileges after entering, e.g. nsenter's --setuid/--setgid or
+// `setpriv --reuid U --regid G --init-groups`, not with
+// SysProcAttr.Credential, which would drop them before nsenter runs.
+//
+// Unlike `ip netns exec`, nsenter makes no mount namespace and remounts
+// nothing: the program sees the host's /sys and /etc.
+func (n *NS) ExecArgs() []string {
+	return []string{"nsenter", "--net=" + n.Path(), "--"}
+}
+
+// Create makes the namespace cfg.Name, with loopback up and a veth link to
+// the host. Returns ErrExists if the namespace or the host interface for
+// cfg.Index exists. On failure it removes what it made.
+func Create(ctx context.Context, cfg Config) (_ *NS, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	n := newNS(cfg.Name, cfg.Index)
+	if _, err := os.Stat(n.Path()); err == nil {
+		return nil, fmt.Errorf("create netns %s: %w", n.name, ErrExists)
+	}
+	if _, err := net.InterfaceByName(n.HostInterface()); err == nil {
+		return nil, fmt.Errorf("create netns %s: interface %s: %w", n.name, n.HostInterface(), ErrExists)
+	}
+	if err := run(ctx, "ip", "netns", "add", n.name); err != nil {
+		return nil, fmt.Errorf("create netns %s: %w", n.name, err)
+	}
+	host, ns := n.HostInterface(), []string{"-n", n.name}
+	vethMade := false
+	defer func() {
+		// Undo only what this call made: a host interface of the same
+		// index may belong to a namespace another Create just made.
+		if err == nil {
+			return
+		}
+		uctx := context.WithoutCancel(ctx)
+		if vethMade {
+			err = errors.Join(err, run(uctx, "ip", "link", "del", host))
+		}
+		err = errors.Join(err, run(uctx, "ip", "netns", "del", n.name))
+	}()
+	steps := [][]string{
+		{"link", "add", host, "type", "veth", "peer", "name", nsVeth, "netns", n.name},
+		// No IPv6 link-local addresses: nothing should speak IPv6 here.
+		{"link", "set", host, "addrgenmode", "none"},
+		append(ns, "link", "set", nsVeth, "addrgenmode", "none"),
+		{"addr", "add", n.HostAddr() + "/30", "dev", host},
+		append(ns, "addr", "add", n.Addr()+"/30", "dev", nsVeth),
+		append(ns, "link", "set", "lo", "up"),
+		append(ns, "link", "set", nsVeth, "up"),
+		{"link", "set", host, "up"},
+	}
+	for i, args := range steps {
+		if err := run(ctx, "ip", args...); err != nil {
+			return nil, fmt.Errorf("create netns %s: %w", n.name, err)
+		}
+		vethMade = vethMade || i == 0
+	}
+	return n, nil
+}
+
+// Open re-attaches to the namespace name made by Create, for instance
+// after a gateway restart, recovering its index from its address.
+// Returns ErrNotFound if there is no such namespace or it has no link
+// made by Create.
+func Open(ctx context.Context, name string) (*NS, error) {
+	if !validName(name) {
+		return nil, fmt.Errorf("%w: name %q", ErrInvalid, name)
+	}
+	if _, err := os.Stat(filepath.Join(RunDir, name)); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open netns %s: %w", name, ErrNotFound)
+	} else if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", name, err)
+	}
+	out, err := output(ctx, "ip", "-n", name, "-o", "-4", "addr", "show", "dev", nsVeth)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w: %w", name, ErrNotFound, err)
+	}
+	// "2: eth0    inet 10.200.0.6/30 scope global eth0\ …"
+	f := strings.Fields(string(out))
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] != "inet" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f[i+1])
+		if err != nil {
+			continue
+		}
+		if idx, ok := indexOf(p); ok {
+			return newNS(name, idx), nil
+		}
+	}
+	return nil, fmt.Errorf("open netns %s: no 10.200.0.0/16 address on %s: %w", name, nsVeth, ErrNotFound)
+}
+
+// indexOf returns the index whose namespace-side address is p.
+func indexOf(p netip.Prefix) (int, bool) {
+	if p.Bits() != 30 || !netip.PrefixFrom(subnetBase(), 16).Contains(p.Addr()) {
+		return 0, false
+	}
+	b := p.Addr().As4()
+	off := int(b[2])<<8 | int(b[3])
+	if off%4 != 2 {
+		return 0, false
+	}
+	return off / 4, true
+}
+
+// Delete removes the namespace, its link and any NAT rules EnableNAT
+// added. Processes still inside keep the namespace alive, cut off from
+// the host, until they exit: kill them (their cgroup) first. Deleting
+// what is already gone succeeds.
+func (n *NS) Delete(ctx context.Context) error {
+	var errs []error
+	if err := n.deleteRules(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := net.InterfaceByName(n.HostInterface()); err == nil {
+		// Deleting one end of a veth pair deletes both.
+		if err := run(ctx, "ip", "link", "del", n.HostInterface()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := os.Stat(n.Path()); err == nil {
+		if err := run(ctx, "ip", "netns", "del", n.name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("delete netns %s: %w", n.name, err)
+	}
+	return nil
+}
+
+// EnableNAT lets the namespace open connections to the outside world
+// through the host's uplink interface, masqueraded behind the uplink's
+// address. It is off by default, and it CHANGES HOST STATE:
+//
+//   - it turns on IPv4 forwarding for the whole host
+//     (net.ipv4.ip_forward=1), and leaves it on after Delete;
+//   - it adds iptables rules, tagged "codehub-netns:<name>", that Delete
+//     removes: a MASQUERADE rule in nat/POSTROUTING and, at the top of
+//     filter/FORWARD, rules that let the namespace reach the uplink (and
+//     the replies back) and reject any other forwarding to or from it, so
+//     that a namespace still cannot reach another one.
+//
+// Calling it again is harmless.
+func (n *NS) EnableNAT(ctx context.Context, uplink string) error {
+	if _, err := net.InterfaceByName(uplink); err != nil {
+		return fmt.Errorf("enable NAT for %s: uplink %q: %w", n.name, uplink, err)
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
+		return fmt.Errorf("enable NAT for %s: %w", n.name, err)
+	}
+	if err := run(ctx, "ip", "-n", n.name, "route", "replace", "default", "via", n.HostAddr(), "dev", nsVeth); err != nil {
+		return fmt.Errorf("enable NAT for %s: %w", n.name, err)
+	}
+	tag := []string{"-m", "comment", "--comment", ruleTag + n.name}
+	host, src := n.HostInterface(), n.subnet().String()
+	reject := []string{"-j", "REJECT", "--reject-with", "icmp-admin-prohibited"}
+	type rule struct {
+		table, chain string
+		spec         []string
+	}
+	rules := []rule{
+		{"nat", "POSTROUTING", join([]string{"-s", src, "-o", uplink}, tag, []string{"-j", "MASQUERADE"})},
+		// Inserted at the top in reverse, so they end up in this order.
+		{"filter", "FORWARD", join([]string{"-o", host}, tag, reject)},
+		{"filter", "FORWARD", join([]string{"-i", host}, tag, reject)},
+		{"filter", "FORWARD", join([]string{"-i", uplink, "-o", host, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"}, tag, []string{"-j", "ACCEPT"})},
+		{"filter", "FORWARD", join([]string{"-i", host, "-o", uplink, "-s", src}, tag, []string{"-j", "ACCEPT"})},
+	}
+	for _, r := range rules {
+		check := join([]string{"-w", "-t", r.table, "-C", r.chain}, r.spec)
+		if run(ctx, "iptables", check...) == nil {
+			continue // already there
+		}
+		add := join([]string{"-w", "-t", r.table, "-I", r.chain, "1"}, r.spec)
+		if err := run(ctx, "iptables", add...); err != nil {
+			return fmt.Errorf("enable NAT for %s: %w", n.name, err)
+		}
+	}
+	return nil
+}
+
+// deleteRules removes the namespace's iptables rules, found by their tag.
+func (n *NS) deleteRules(ctx context.Context) error {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		return nil // no iptables, so no rules of ours
+	}
+	marker := `"` + ruleTag + n.name + `"`
+	var errs []error
+	for _, tc := range [][2]string{{"nat", "POSTROUTING"}, {"filter", "FORWARD"}} {
+		out, err := output(ctx, "iptables", "-w", "-t", tc[0], "-S", tc[1])
+		if err != nil {
+			// No usable netfilter here (a container without it, say):
+			// EnableNAT cannot have added rules either. Failing would
+			// block tearing down every workspace for a feature not used.
+			continue
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 3 || f[0] != "-A" || !matchesTag(f, ruleTag+n.name, marker) {
+				continue
+			}
+			f[0] = "-D"
+			if err := run(ctx, "iptables", append([]string{"-w", "-t", tc[0]}, f...)...); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// matchesTag reports whether an `iptables -S` rule carries exactly our
+// comment (iptables may print it with or without quotes).
+func matchesTag(fields []string, tag, quoted string) bool {
+	for i := 0; i+1 < len(fields); i++ {
+		if fields[i] == "--comment" && (fields[i+1] == tag || fields[i+1] == quoted) {
+			if fields[i+1] == quoted {
+				fields[i+1] = tag // pass it unquoted to -D
+			}
+			return true
+		}
+	}
+	return false
+}
+
+func join(parts ...[]string) []string {
+	var out []string
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// cmdError is a failed command with its stderr.
+type cmdError struct {
+	cmd    string
+	stderr string
+	err    error
+}
+
+func (e *cmdError) Error() string {
+	if e.stderr == "" {
+		return fmt.Sprintf("%s: %v", e.cmd, e.err)
+	}
+	return fmt.Sprintf("%s: %v: %s", e.cmd, e.err, e.stderr)
+}
+
+func (e *cmdError) Unwrap() error { return e.err }
+
+func run(ctx context.Context, name string, args ...string) error {
+	_, err := output(ctx, name, args...)
+	return err
+}
+
+// output runs a command and returns its stdout; a failure is a *cmdError
+// carrying its stderr.
+func output(ctx context.Context, name string, args ...string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+	if err := cmd.Run(); err != nil {
+		return nil, &cmdError{cmd: name + " " + strings.Join(args, " "), stderr: strings.TrimSpace(stderr.String()), err: err}
+	}
+	return stdout.Bytes(), nil
+}

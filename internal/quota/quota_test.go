@@ -1,0 +1,341 @@
+package quota_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/codehub-dev/codehub/internal/quota"
+	"github.com/codehub-dev/codehub/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// testUID owns the test file systems; it needs no account.
+const testUID, testGID = 64123, 64123
+
+func TestRejectsBadArguments(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := quota.Create(ctx, "relative.img", 32<<20, quota.CreateOptions{}); !errors.Is(err, quota.ErrInvalid) {
+		t.Errorf("Create(relative) = %v, want ErrInvalid", err)
+	}
+	if err := quota.Create(ctx, filepath.Join(dir, "tiny.img"), 4096, quota.CreateOptions{}); !errors.Is(err, quota.ErrInvalid) {
+		t.Errorf("Create(tiny) = %v, want ErrInvalid", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tiny.img")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused Create left a file (%v)", err)
+	}
+	if err := quota.Mount(ctx, filepath.Join(dir, "a.img"), "mnt", quota.MountOptions{}); !errors.Is(err, quota.ErrInvalid) {
+		t.Errorf("Mount(relative dir) = %v, want ErrInvalid", err)
+	}
+	if mounted, err := quota.IsMounted(filepath.Join(dir, "missing")); err != nil || mounted {
+		t.Errorf("IsMounted(missing) = %v, %v", mounted, err)
+	}
+	if mounted, err := quota.IsMounted(dir); err != nil || mounted {
+		t.Errorf("IsMounted(plain dir) = %v, %v", mounted, err)
+	}
+	if mounted, err := quota.IsMounted("/proc"); err != nil || !mounted {
+		t.Errorf("IsMounted(/proc) = %v, %v", mounted, err)
+	}
+}
+
+// needLoop skips or fails t unless it can make and loop-mount ext4 images.
+func needLoop(t *testing.T) {
+	t.Helper()
+	testenv.SkipShort(t)
+	if os.Geteuid() != 0 {
+		testenv.Need(t, "root (mounts file systems)")
+	}
+	for _, tool := range []string{"mkfs.ext4", "resize2fs", "e2fsck", "mount", "umount", "losetup", "dd"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.Need(t, tool+" (apt-get install e2fsprogs mount coreutils)")
+		}
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		testenv.Need(t, "loop devices (/dev/loop-control)")
+	}
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // guards a hang only
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// mountImage mounts image on dir and unmounts it when t ends.
+func mountImage(t *testing.T, ctx context.Context, image, dir string) {
+	t.Helper()
+	if err := quota.Mount(ctx, image, dir, quota.MountOptions{NoSuid: true, NoDev: true}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := quota.Unmount(ctx, dir); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+}
+
+// asUser runs argv as testUID and returns its stderr.
+func asUser(ctx context.Context, argv ...string) (string, error) {
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: testUID, Gid: testGID}}
+	err := cmd.Run()
+	return stderr.String(), err
+}
+
+func sum(t *testing.T, path string, n int64) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n >= 0 {
+		if int64(len(b)) < n {
+			t.Fatalf("%s has %d bytes, want at least %d", path, len(b), n)
+		}
+		b = b[:n]
+	}
+	return sha256.Sum256(b)
+}
+
+func TestQuota(t *testing.T) {
+	needLoop(t)
+	ctx := testCtx(t)
+	tmp := t.TempDir()
+	// testUID must be able to reach the mount point and read the source.
+	for _, d := range []string{filepath.Dir(tmp), tmp} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	image := filepath.Join(tmp, "alice.img")
+	home := filepath.Join(tmp, "home")
+
+	const size = 32 << 20
+	if err := quota.Create(ctx, image, size, quota.CreateOptions{UID: testUID, GID: testGID}); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(image, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != size || st.Blocks*512 >= size/2 {
+		t.Errorf("image: %d bytes, %d allocated; want %d bytes, sparse", st.Size, st.Blocks*512, size)
+	}
+	if err := quota.Create(ctx, image, size, quota.CreateOptions{}); !errors.Is(err, quota.ErrExists) {
+		t.Fatalf("Create over an image = %v, want ErrExists", err)
+	}
+
+	if mounted, err := quota.IsMounted(home); err != nil || mounted {
+		t.Fatalf("IsMounted before Mount = %v, %v", mounted, err)
+	}
+	mountImage(t, ctx, image, home)
+	if mounted, err := quota.IsMounted(home); err != nil || !mounted {
+		t.Fatalf("IsMounted after Mount = %v, %v", mounted, err)
+	}
+	// Mounting again is a no-op, not a second mount.
+	if err := quota.Mount(ctx, image, home, quota.MountOptions{NoSuid: true, NoDev: true}); err != nil {
+		t.Fatalf("second Mount: %v", err)
+	}
+	if n := countMounts(t, home); n != 1 {
+		t.Errorf("%d mounts on %s, want 1", n, home)
+	}
+	if opts := mountOptions(t, home); !strings.Contains(opts, "nosuid") || !strings.Contains(opts, "nodev") {
+		t.Errorf("mount options %q, want nosuid and nodev", opts)
+	}
+	// Another image on the same directory is refused.
+	other := filepath.Join(tmp, "bob.img")
+	if err := quota.Create(ctx, other, 16<<20, quota.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := quota.Mount(ctx, other, home, quota.MountOptions{}); !errors.Is(err, quota.ErrBusy) {
+		t.Errorf("Mount of another image on %s = %v, want ErrBusy", home, err)
+	}
+
+	if err := syscall.Stat(home, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != testUID || st.Gid != testGID {
+		t.Fatalf("home root owned by %d:%d, want %d:%d", st.Uid, st.Gid, testUID, testGID)
+	}
+	if err := os.Chmod(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	used, total, err := quota.Usage(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("fresh: used %d of %d", used, total)
+	if total > size || total < size/2 || used >= total {
+		t.Errorf("Usage = %d of %d for a %d image", used, total, size)
+	}
+
+	// Random source data, so that a corrupted copy cannot pass.
+	src := filepath.Join(tmp, "src")
+	data := make([]byte, 64<<20)
+	rand.Read(data)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keep := filepath.Join(home, "keep")
+	if out, err := asUser(ctx, "dd", "if="+src, "of="+keep, "bs=1M", "count=1", "conv=fsync"); err != nil {
+		t.Fatalf("dd keep: %v: %s", err, out)
+	}
+	keepSum := sha256.Sum256(data[:1<<20])
+	if sum(t, keep, -1) != keepSum {
+		t.Fatal("keep differs from what was written")
+	}
+
+	// Fill the home: the write fails with ENOSPC, for this user, and what
+	// was written stays.
+	fill := filepath.Join(home, "fill")
+	out, err := asUser(ctx, "dd", "if="+src, "of="+fill, "bs=64K", "conv=fsync")
+	if err == nil {
+		t.Fatalf("dd of %d bytes into a %d home succeeded: %s", len(data), size, out)
+	}
+	if !strings.Contains(out, "No space left on device") {
+		t.Fatalf("dd failed with %v: %q, want No space left on device", err, out)
+	}
+	fi, err := os.Stat(fill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filled := fi.Size()
+	t.Logf("filled %d bytes before ENOSPC", filled)
+	if filled == 0 || filled >= size {
+		t.Fatalf("fill has %d bytes", filled)
+	}
+	fillSum := sha256.Sum256(data[:filled])
+	if sum(t, fill, -1) != fillSum {
+		t.Error("fill differs from the bytes written before ENOSPC")
+	}
+	if sum(t, keep, -1) != keepSum {
+		t.Error("keep changed after ENOSPC")
+	}
+
+	// Grow online, then there is room again.
+	if err := quota.Grow(ctx, image, home, size/2); !errors.Is(err, quota.ErrShrink) {
+		t.Errorf("Grow smaller = %v, want ErrShrink", err)
+	}
+	_, before, err := quota.Usage(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	more := filepath.Join(home, "more")
+	writeMore := func() {
+		t.Helper()
+		if out, err := asUser(ctx, "dd", "if="+src, "of="+more, "bs=1M", "count=16", "conv=fsync"); err != nil {
+			t.Fatalf("dd after Grow: %v: %s", err, out)
+		}
+	}
+	err = quota.Grow(ctx, image, home, 2*size)
+	after := before
+	if !hasCapSysResource(t) {
+		// The kernel refuses online resizing without the capability: Grow
+		// must say so and lose nothing; the offline Grow below finishes.
+		t.Logf("no CAP_SYS_RESOURCE here, online Grow: %v", err)
+		if err == nil || !strings.Contains(err.Error(), "CAP_SYS_RESOURCE") {
+			t.Fatalf("online Grow without CAP_SYS_RESOURCE = %v, want an error naming it", err)
+		}
+		if sum(t, fill, -1) != fillSum || sum(t, keep, -1) != keepSum {
+			t.Fatal("data changed after a failed Grow")
+		}
+	} else {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, after, err = quota.Usage(home); err != nil {
+			t.Fatal(err)
+		}
+		if after <= before+size/2 {
+			t.Fatalf("total %d after growing online, %d before", after, before)
+		}
+		writeMore()
+		// Growing to the same size again is harmless.
+		if err := quota.Grow(ctx, image, home, 2*size); err != nil {
+			t.Fatalf("Grow to the current size: %v", err)
+		}
+	}
+
+	// Unmount and remount: everything is still there, read from disk.
+	if err := quota.Unmount(ctx, home); err != nil {
+		t.Fatal(err)
+	}
+	if mounted, err := quota.IsMounted(home); err != nil || mounted {
+		t.Fatalf("IsMounted after Unmount = %v, %v", mounted, err)
+	}
+	if err := quota.Unmount(ctx, home); err != nil {
+		t.Errorf("second Unmount: %v", err)
+	}
+	// Offline growth, while unmounted.
+	if err := quota.Grow(ctx, image, home, 3*size); err != nil {
+		t.Fatal(err)
+	}
+	mountImage(t, ctx, image, home)
+	if _, total, err := quota.Usage(home); err != nil || total <= after+size/2 {
+		t.Errorf("total %d after growing offline, %d before (%v)", total, after, err)
+	}
+	if _, err := os.Stat(more); errors.Is(err, os.ErrNotExist) {
+		writeMore()
+	}
+	if sum(t, keep, -1) != keepSum {
+		t.Error("keep changed across remount")
+	}
+	if sum(t, fill, -1) != fillSum {
+		t.Error("fill changed across remount")
+	}
+	if sum(t, more, -1) != sha256.Sum256(data[:16<<20]) {
+		t.Error("more changed across remount")
+	}
+}
+
+// hasCapSysResource reports whether this process may resize a mounted
+// ext4 file system.
+func hasCapSysResource(t *testing.T) bool {
+	t.Helper()
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		t.Fatal(err)
+	}
+	return data[unix.CAP_SYS_RESOURCE/32].Effective&(1<<(unix.CAP_SYS_RESOURCE%32)) != 0
+}
+
+func mountLines(t *testing.T, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 5 && f[4] == dir {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+func countMounts(t *testing.T, dir string) int { return len(mountLines(t, dir)) }
+
+func mountOptions(t *testing.T, dir string) string {
+	lines := mountLines(t, dir)
+	if len(lines) == 0 {
+		t.Fatalf("%s not mounted", dir)
+	}
+	return strings.Fields(lines[len(lines)-1])[5]
+}
