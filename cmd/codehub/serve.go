@@ -24,6 +24,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/proxy"
 	"github.com/codehub-dev/codehub/internal/throttle"
 	"github.com/codehub-dev/codehub/internal/web"
+	"github.com/codehub-dev/codehub/internal/workspace"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -144,6 +145,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		health    func() gateway.Health
 		sup       *codeserver.Supervisor
 		runDir    string
+		wsMgr     *workspace.Manager
+		wsAPI     *workspaces
 	)
 	switch {
 	case cfg.Upstream != "":
@@ -159,7 +162,15 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			return gateway.Health{Ready: true, Workspace: map[string]string{"upstream": cfg.Upstream}}
 		}
 	case cfg.DeploymentMode == config.ModeMulti:
-		return fmt.Errorf("multi-user mode needs per-user workspaces, which this build cannot start yet: set upstream to try the sign-in")
+		ws, err := a.openWorkspaces(ctx, getenv)
+		if err != nil {
+			return err
+		}
+		wsMgr, wsAPI = ws.mgr, ws
+		upstreams = ws
+		health = func() gateway.Health {
+			return gateway.Health{Ready: true, Workspace: map[string]string{"workspaces": ws.summary}}
+		}
 	default:
 		bin, err := findCodeServer(cfg, getenv)
 		if err != nil {
@@ -215,7 +226,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 			conns.CloseOwner(id, proxy.CloseRevoked, "signed out")
 		}
 	}
-	srv, err := gateway.New(gateway.Options{
+	opts := gateway.Options{
 		Config:    cfg,
 		Logger:    log.Named("gateway"),
 		Metrics:   m,
@@ -229,9 +240,24 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Templates: templates,
 		Health:    health,
 		Version:   buildinfo.Version(),
-	})
+	}
+	if wsAPI != nil {
+		opts.Workspaces = wsAPI
+		opts.MaxConnections = cfg.MultiUser.Limits.MaxGatewayConnections
+		opts.InjectHTML = `<script src="` + web.StaticPrefix + `idle.js" defer></script>`
+	}
+	srv, err := gateway.New(opts)
 	if err != nil {
 		return err
+	}
+	if wsMgr != nil {
+		mgrCtx, stopMgr := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopMgr()
+		go func() {
+			if err := wsMgr.Run(mgrCtx); err != nil {
+				log.Error("workspace manager stopped", "error", err)
+			}
+		}()
 	}
 	if a.id != nil {
 		idCtx, stopID := context.WithCancel(context.WithoutCancel(ctx))

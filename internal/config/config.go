@@ -239,7 +239,13 @@ type Isolation struct {
 	// (Nomad) or "auto": process when running as root, else directory.
 	Strategy string `config:"strategy"`
 	// BasePath holds one directory per user.
-	BasePath  string    `config:"base-path"`
+	BasePath string `config:"base-path"`
+	// UIDMin and UIDMax bound the workspace accounts (process strategy).
+	UIDMin int `config:"uid-min"`
+	UIDMax int `config:"uid-max"`
+	// Network gives each workspace its own network namespace (process
+	// strategy), so that its ports are its own.
+	Network   bool      `config:"network"`
 	Container Container `config:"container"`
 }
 
@@ -270,11 +276,16 @@ type Volume struct {
 
 // Limits are per-user quotas.
 type Limits struct {
-	MaxSessionsPerUser       int `config:"max-sessions-per-user"`
+	MaxSessionsPerUser int `config:"max-sessions-per-user"`
+	// MaxConcurrentConnections is per user; MaxGatewayConnections for
+	// the whole gateway.
 	MaxConcurrentConnections int `config:"max-concurrent-connections"`
+	MaxGatewayConnections    int `config:"max-gateway-connections"`
 	StorageQuotaMB           int `config:"storage-quota-mb"`
 	MemoryLimitMB            int `config:"memory-limit-mb"`
 	CPULimitPercent          int `config:"cpu-limit-percent"`
+	// MaxProcesses bounds the processes (and threads) of a workspace.
+	MaxProcesses int `config:"max-processes"`
 }
 
 // Features switch optional parts on and off.
@@ -289,14 +300,19 @@ type Features struct {
 type Scaling struct {
 	ContainerPool ContainerPool `config:"container-pool"`
 	AutoCleanup   AutoCleanup   `config:"auto-cleanup"`
+	// StartConcurrency bounds simultaneous workspace starts; more wait in
+	// line.
+	StartConcurrency int `config:"start-concurrency"`
 }
 
 // ContainerPool is the warm pool of workspaces started before anyone signs
 // in.
 type ContainerPool struct {
-	Enabled        bool `config:"enabled"`
-	WarmPoolSize   int  `config:"warm-pool-size"`
-	MaxIdleMinutes int  `config:"max-idle-minutes"`
+	Enabled      bool `config:"enabled"`
+	WarmPoolSize int  `config:"warm-pool-size"`
+	// MaxIdleMinutes stops a workspace without real activity for this
+	// long (0: never); the user is warned before.
+	MaxIdleMinutes int `config:"max-idle-minutes"`
 }
 
 // AutoCleanup stops idle workspaces and removes expired sessions.
@@ -304,6 +320,9 @@ type AutoCleanup struct {
 	Enabled                       bool     `config:"enabled"`
 	IdleSessionMinutes            int      `config:"idle-session-minutes"`
 	ExpiredSessionCleanupInterval Duration `config:"expired-session-cleanup-interval"`
+	// StopWhenSignedOut stops a workspace when its user's last session
+	// ends.
+	StopWhenSignedOut bool `config:"stop-when-signed-out"`
 }
 
 // Default returns the configuration used when nothing else is given.
@@ -367,14 +386,18 @@ func Default(getenv func(string) string) *Config {
 					RotateEvery: Duration(30 * 24 * time.Hour),
 				},
 			},
-			Isolation: Isolation{Strategy: "auto", BasePath: filepath.Join(dataHome, "codehub", "users")},
+			Isolation: Isolation{
+				Strategy: "auto", BasePath: filepath.Join(dataHome, "codehub", "users"),
+				UIDMin: 200000, UIDMax: 209999, Network: true,
+			},
 			Limits: Limits{
-				MaxSessionsPerUser: 5, MaxConcurrentConnections: 100, StorageQuotaMB: 10240,
-				MemoryLimitMB: 4096, CPULimitPercent: 100,
+				MaxSessionsPerUser: 5, MaxConcurrentConnections: 100, MaxGatewayConnections: 10000,
+				StorageQuotaMB: 10240, MemoryLimitMB: 4096, CPULimitPercent: 100, MaxProcesses: 2048,
 			},
 			Features: Features{AuditLogging: true, AdminDashboard: true, MetricsExport: "prometheus"},
 			Scaling: Scaling{
-				ContainerPool: ContainerPool{Enabled: true, WarmPoolSize: 1, MaxIdleMinutes: 30},
+				StartConcurrency: 4,
+				ContainerPool:    ContainerPool{Enabled: true, WarmPoolSize: 1, MaxIdleMinutes: 30},
 				AutoCleanup: AutoCleanup{Enabled: true, IdleSessionMinutes: 60,
 					ExpiredSessionCleanupInterval: Duration(5 * time.Minute)},
 			},

@@ -174,10 +174,18 @@ func (v *validator) multiUser(m *MultiUser) {
 	if m.Isolation.BasePath == "" {
 		v.fail("multi-user.isolation.base-path", "must name a directory")
 	}
+	if m.Isolation.UIDMin < 1000 || m.Isolation.UIDMax < m.Isolation.UIDMin {
+		v.fail("multi-user.isolation.uid-min", "the workspace uid range %d-%d must be above 999 and not empty", m.Isolation.UIDMin, m.Isolation.UIDMax)
+	}
+	if m.Scaling.StartConcurrency < 1 {
+		v.fail("multi-user.scaling.start-concurrency", "must be at least 1")
+	}
 	l := &m.Limits
 	for path, n := range map[string]int{
 		"multi-user.limits.max-sessions-per-user":      l.MaxSessionsPerUser,
 		"multi-user.limits.max-concurrent-connections": l.MaxConcurrentConnections,
+		"multi-user.limits.max-gateway-connections":    l.MaxGatewayConnections,
+		"multi-user.limits.max-processes":              l.MaxProcesses,
 		"multi-user.limits.storage-quota-mb":           l.StorageQuotaMB,
 		"multi-user.limits.memory-limit-mb":            l.MemoryLimitMB,
 		"multi-user.limits.cpu-limit-percent":          l.CPULimitPercent,

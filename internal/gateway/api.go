@@ -174,6 +174,7 @@ func (s *Server) handleAPILogout() http.Handler {
 		if p.Via == "cookie" {
 			s.clearSessionCookie(w, r)
 		}
+		s.signedOut(r, p.User.ID)
 		w.WriteHeader(http.StatusNoContent)
 	})
 }

@@ -24,9 +24,33 @@ var ErrStarting = errors.New("the workspace is starting")
 
 // Upstreams finds the IDE a signed-in person's requests go to.
 type Upstreams interface {
-	// Target returns p's own workspace, or ErrStarting while it is not
-	// ready yet.
-	Target(ctx context.Context, p *identity.Principal) (*proxy.Target, error)
+	// Target returns p's own workspace for request r, ErrStarting while
+	// it is on its way, or ErrStopped when it is stopped and r is not a
+	// person opening the editor.
+	Target(r *http.Request, p *identity.Principal) (*proxy.Target, error)
+}
+
+// ErrStopped is returned by Upstreams for a stopped workspace that r does
+// not start by itself (an editor tab reconnecting).
+var ErrStopped = errors.New("the workspace is stopped")
+
+// Workspaces is what the gateway shows and lets people do with their own
+// workspace (multi-user mode).
+type Workspaces interface {
+	// Status is the user's workspace as the API shows it: state, start
+	// progress, idle warning, use against the policy's limits.
+	Status(ctx context.Context, userID string) (any, error)
+	// Progress is the phrase and queue position shown while it starts.
+	Progress(userID string) (phase string, queuePosition int, failure string)
+	// KeepAlive counts as activity ("keep working" on the idle warning).
+	KeepAlive(userID string)
+	// Stop and Restart the user's workspace.
+	Stop(ctx context.Context, userID string) error
+	Restart(ctx context.Context, userID string) error
+	// SignedOut is called when a user's last session ended.
+	SignedOut(ctx context.Context, userID string)
+	// ConnectionLimit is the user's limit of open connections (0: none).
+	ConnectionLimit(ctx context.Context, userID string) int
 }
 
 // Health reports on the parts behind the gateway.
@@ -45,6 +69,13 @@ type Options struct {
 	// Identity signs people in; nil when auth is "none".
 	Identity  *identity.Service
 	Upstreams Upstreams
+	// Workspaces, when set, exposes the user's own workspace (multi-user).
+	Workspaces Workspaces
+	// MaxConnections bounds the open proxied connections of the whole
+	// gateway (0: none).
+	MaxConnections int
+	// InjectHTML is inserted into the workbench page (the idle warning).
+	InjectHTML string
 	// Conns tracks proxied WebSockets, so logout and shutdown can close them.
 	Conns     *proxy.Registry
 	Throttle  *throttle.Limiter
@@ -66,6 +97,7 @@ type Server struct {
 	origins map[string]bool
 	csrf    *http.CrossOriginProtection
 	handler http.Handler
+	limits  *connLimits
 }
 
 // New builds the gateway's handler.
@@ -109,7 +141,9 @@ func New(opts Options) (*Server, error) {
 		SecureResponse: s.secureProxied,
 		ErrorHandler:   s.upstreamFailed,
 		Conns:          opts.Conns,
+		InjectHTML:     opts.InjectHTML,
 	})
+	s.limits = newConnLimits(opts.MaxConnections)
 	s.handler = s.routes()
 	return s, nil
 }

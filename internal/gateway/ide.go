@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"time"
@@ -39,9 +40,29 @@ func (s *Server) handleIDE() http.Handler {
 				return
 			}
 		}
-		target, err := s.opts.Upstreams.Target(r.Context(), p)
+		if s.opts.Workspaces != nil {
+			release, ok := s.limits.acquire(p.User.ID, s.opts.Workspaces.ConnectionLimit(r.Context(), p.User.ID))
+			if !ok {
+				w.Header().Set("Retry-After", "5")
+				s.fail(w, r, http.StatusTooManyRequests, "too_many_connections",
+					"too many open connections for your account; close some editor tabs and try again")
+				return
+			}
+			defer release()
+		} else if release, ok := s.limits.acquire("", 0); ok {
+			defer release()
+		} else {
+			s.fail(w, r, http.StatusServiceUnavailable, "too_many_connections", "the gateway is at its connection limit")
+			return
+		}
+		target, err := s.opts.Upstreams.Target(r, p)
 		if errors.Is(err, ErrStarting) {
-			s.starting(w, r)
+			s.starting(w, r, p)
+			return
+		}
+		if errors.Is(err, ErrStopped) {
+			s.fail(w, r, http.StatusServiceUnavailable, "workspace_stopped",
+				"your workspace is stopped; reload the page to start it")
 			return
 		}
 		if err != nil {
@@ -65,18 +86,33 @@ func (s *Server) unauthenticated(w http.ResponseWriter, r *http.Request) {
 	writeJSONError(w, http.StatusUnauthorized, "unauthorized", "sign in first")
 }
 
-// starting tells the user the workspace is on its way.
-func (s *Server) starting(w http.ResponseWriter, r *http.Request) {
+// starting tells the user the workspace is on its way, with what it is
+// doing and their place in the start queue.
+func (s *Server) starting(w http.ResponseWriter, r *http.Request, p *identity.Principal) {
 	retryAfter(w, 2*time.Second)
+	phase, pos, failure := "Your editor is starting.", 0, ""
+	if s.opts.Workspaces != nil && p != nil {
+		phase, pos, failure = s.opts.Workspaces.Progress(p.User.ID)
+	}
 	if wantsHTML(r) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", pageCSP)
 		h.Set("X-Content-Type-Options", "nosniff")
+		detail := "This page reloads by itself."
+		if pos > 0 {
+			detail = fmt.Sprintf("You are number %d in line. This page reloads by itself.", pos)
+		}
+		if failure != "" {
+			detail = "The last attempt failed: " + failure
+		}
 		s.render(w, http.StatusServiceUnavailable, "message.html", web.Page{
-			Title: "Starting your workspace", RefreshSeconds: 2,
-			Data: message{Message: "Your editor is starting. This page reloads by itself.", Progress: true},
+			Title: "Starting your workspace", RefreshSeconds: 1,
+			Data: message{Message: phase, Detail: detail, Progress: true},
 		})
 		return
 	}
-	writeJSONError(w, http.StatusServiceUnavailable, "workspace_starting", "the workspace is starting; retry shortly")
+	writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]any{
+		"code": "workspace_starting", "message": "the workspace is starting; retry shortly",
+		"phase": phase, "queuePosition": pos,
+	}})
 }

@@ -238,6 +238,7 @@ func (s *Server) handleLogout() http.Handler {
 				return
 			}
 			s.log.Info("logout", "user", p.User.Username)
+			s.signedOut(r, p.User.ID)
 		}
 		s.clearSessionCookie(w, r)
 		http.Redirect(w, r, "/login", http.StatusSeeOther)

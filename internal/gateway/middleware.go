@@ -289,7 +289,8 @@ func retryAfter(w http.ResponseWriter, d time.Duration) {
 // upstreamFailed answers a request whose workspace could not be reached.
 func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err error) {
 	if wantsHTML(r) {
-		s.starting(w, r)
+		p, _ := s.principal(r)
+		s.starting(w, r, p)
 		return
 	}
 	s.fail(w, r, http.StatusBadGateway, "workspace_unavailable", "your workspace is not reachable right now")

@@ -43,6 +43,14 @@ func (s *Server) routes() http.Handler {
 			{"/me/sessions/{id}", []string{http.MethodDelete}, s.authed(s.handleRevokeMySession())},
 			{"/me/password", []string{http.MethodPost, http.MethodPut}, s.authed(s.handleChangePassword())},
 		})
+		if s.opts.Workspaces != nil {
+			handleAPI(api, []apiRoute{
+				{"/me/workspace", []string{http.MethodGet}, s.authed(s.handleMyWorkspace())},
+				{"/me/workspace/keepalive", []string{http.MethodPost}, s.authed(s.handleKeepAlive())},
+				{"/me/workspace/stop", []string{http.MethodPost}, s.authed(s.handleStopMyWorkspace())},
+				{"/me/workspace/restart", []string{http.MethodPost}, s.authed(s.handleRestartMyWorkspace())},
+			})
+		}
 		api.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			writeJSONError(w, http.StatusNotFound, "not_found", "no such API endpoint")
 		})

@@ -1,7 +1,7 @@
 package gateway
 
 import (
-	"context"
+	"net/http"
 	"time"
 
 	"github.com/codehub-dev/codehub/internal/identity"
@@ -21,7 +21,8 @@ type FixedUpstream struct {
 var _ Upstreams = FixedUpstream{}
 
 // Target implements Upstreams.
-func (f FixedUpstream) Target(ctx context.Context, _ *identity.Principal) (*proxy.Target, error) {
+func (f FixedUpstream) Target(r *http.Request, _ *identity.Principal) (*proxy.Target, error) {
+	ctx := r.Context()
 	if f.Ready == nil {
 		return f.T, nil
 	}

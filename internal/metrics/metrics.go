@@ -21,6 +21,11 @@ type Metrics struct {
 	WebSocketsOpen  prometheus.Gauge
 	WorkspaceUp     *prometheus.GaugeVec   // state
 	WorkspaceStarts *prometheus.CounterVec // result: success, failure
+
+	ContainerStartup *prometheus.HistogramVec // source: cold, warm
+	ActiveContainers *prometheus.GaugeVec     // status
+	StartQueue       prometheus.Gauge
+	WarmPool         prometheus.Gauge
 }
 
 // New creates the collectors and registers them, with the Go runtime and
@@ -59,6 +64,23 @@ func New() *Metrics {
 			Help: "Workspace (code-server) starts, by result.",
 		}, []string{"result"}),
 	}
+	m.ContainerStartup = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "code_server_container_startup_seconds",
+		Help:    "Workspace startup duration in seconds, from the request to the IDE answering, by source (cold, warm).",
+		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2, 3, 5, 10, 20, 30, 60, 120},
+	}, []string{"source"})
+	m.ActiveContainers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "code_server_active_containers",
+		Help: "Current workspaces, by status (queued, starting, running, stopping, stopped, failed).",
+	}, []string{"status"})
+	m.StartQueue = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "codehub_workspace_start_queue",
+		Help: "Workspace starts waiting for a free start slot.",
+	})
+	m.WarmPool = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "codehub_warm_pool_size",
+		Help: "Warm workspaces ready to be claimed.",
+	})
 	for _, status := range []string{"success", "failure", "throttled"} {
 		m.LoginAttempts.WithLabelValues(status)
 	}
@@ -67,6 +89,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.LoginAttempts, m.SessionsCreated, m.ActiveSessions, m.RequestDuration,
 		m.WebSocketsOpen, m.WorkspaceUp, m.WorkspaceStarts,
+		m.ContainerStartup, m.ActiveContainers, m.StartQueue, m.WarmPool,
 	)
 	return m
 }

@@ -6,12 +6,15 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -62,6 +65,9 @@ type Config struct {
 	Conns *Registry
 	// DialTimeout bounds connecting to an upstream (default 10s).
 	DialTimeout time.Duration
+	// InjectHTML, when set, is inserted before </head> of the HTML pages
+	// browsers navigate to (the IDE's workbench), e.g. a <script src>.
+	InjectHTML string
 }
 
 // Proxy forwards requests to targets. Safe for concurrent use.
@@ -132,6 +138,49 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	for k, vs := range t.Header {
 		pr.Out.Header[k] = vs
 	}
+	if p.cfg.InjectHTML != "" && isNavigation(pr.In) {
+		// An uncompressed page can be edited on its way through.
+		pr.Out.Header.Del("Accept-Encoding")
+	}
+}
+
+// isNavigation tells a browser loading a page from its sub-requests.
+func isNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	if mode := r.Header.Get("Sec-Fetch-Mode"); mode != "" {
+		return mode == "navigate"
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+// maxInjectBytes bounds the pages InjectHTML edits; bigger ones pass as
+// they are.
+const maxInjectBytes = 4 << 20
+
+// inject inserts cfg.InjectHTML into an HTML page before </head>.
+func (p *Proxy) inject(resp *http.Response) error {
+	if p.cfg.InjectHTML == "" || resp.StatusCode != http.StatusOK || resp.Request == nil || !isNavigation(resp.Request) ||
+		!strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || resp.Header.Get("Content-Encoding") != "" ||
+		resp.ContentLength > maxInjectBytes {
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxInjectBytes+1))
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if len(body) <= maxInjectBytes {
+		if i := bytes.Index(bytes.ToLower(body), []byte("</head>")); i >= 0 {
+			body = append(body[:i:i], append([]byte(p.cfg.InjectHTML), body[i:]...)...)
+		}
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	resp.Header.Del("Transfer-Encoding")
+	return nil
 }
 
 func setForwarded(h http.Header, in *http.Request, c Client) {
@@ -179,7 +228,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if p.cfg.SecureResponse != nil {
 		p.cfg.SecureResponse(resp.Header)
 	}
-	return nil
+	return p.inject(resp)
 }
 
 func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {

@@ -464,3 +464,48 @@ func TestCloseAllWaits(t *testing.T) {
 		t.Fatalf("%d sockets left after CloseAll", n)
 	}
 }
+
+func TestInjectHTML(t *testing.T) {
+	var sawEncoding string
+	target, _ := tcpTarget(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sawEncoding = r.Header.Get("Accept-Encoding")
+		switch r.URL.Path {
+		case "/":
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			io.WriteString(w, "<html><HEAD><title>IDE</title></HEAD><body>x</body></html>")
+		default:
+			w.Header().Set("Content-Type", "application/javascript")
+			io.WriteString(w, "console.log('</head>')")
+		}
+	}))
+	f := newFixture(t, target, func(c *Config, _ *RegistryConfig) {
+		c.InjectHTML = `<script src="/_codehub/static/idle.js" defer></script>`
+	})
+	get := func(path string, hdr map[string]string) (*http.Response, string) {
+		req, _ := http.NewRequest("GET", f.front.URL+path, nil)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	resp, body := get("/", map[string]string{"Sec-Fetch-Mode": "navigate", "Accept-Encoding": "gzip"})
+	want := `<html><HEAD><title>IDE</title><script src="/_codehub/static/idle.js" defer></script></HEAD><body>x</body></html>`
+	if body != want || resp.ContentLength != int64(len(want)) {
+		t.Fatalf("navigation page:\n got %q (length %d)\nwant %q", body, resp.ContentLength, want)
+	}
+	if sawEncoding != "" {
+		t.Errorf("Accept-Encoding %q reached the IDE for a page to edit", sawEncoding)
+	}
+	if _, body := get("/app.js", map[string]string{"Sec-Fetch-Mode": "no-cors"}); body != "console.log('</head>')" {
+		t.Errorf("a script was edited: %q", body)
+	}
+	if _, body := get("/", map[string]string{"Sec-Fetch-Mode": "cors"}); strings.Contains(body, "idle.js") {
+		t.Errorf("a fetch (not a navigation) was edited")
+	}
+}

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/codehub-dev/codehub/internal/codeserver"
+	"github.com/codehub-dev/codehub/internal/config"
+	"github.com/codehub-dev/codehub/internal/gateway"
+	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/orchestrator/local"
+	"github.com/codehub-dev/codehub/internal/proxy"
+	"github.com/codehub-dev/codehub/internal/workspace"
+	"github.com/hashicorp/go-hclog"
+)
+
+// rootBasePath is where workspaces live when codehub runs as root and the
+// base path was left at its default: a place every workspace account can
+// reach (the default under root's home is not).
+const rootBasePath = "/var/lib/codehub/users"
+
+// workspaces wires the per-user workspaces of multi-user mode: the
+// orchestrator, the manager, and the gateway's view of them.
+type workspaces struct {
+	mgr               *workspace.Manager
+	id                *identity.Service
+	log               hclog.Logger
+	policy            workspace.Policy
+	stopWhenSignedOut bool
+	// onStop, if set, is called when a user's workspace stopped.
+	onStop  func(userID string)
+	summary string
+}
+
+var (
+	_ gateway.Upstreams  = (*workspaces)(nil)
+	_ gateway.Workspaces = (*workspaces)(nil)
+)
+
+// strategy resolves isolation.strategy "auto".
+func strategy(cfg *config.Config) (string, error) {
+	switch s := cfg.MultiUser.Isolation.Strategy; s {
+	case "auto":
+		if os.Geteuid() == 0 {
+			for _, tool := range []string{"useradd", "setpriv", "mkfs.ext4", "nsenter", "ip"} {
+				if _, err := exec.LookPath(tool); err != nil {
+					return local.StrategyDirectory, nil
+				}
+			}
+			return local.StrategyProcess, nil
+		}
+		return local.StrategyDirectory, nil
+	case "container":
+		return "", fmt.Errorf("isolation strategy %q runs workspaces on Nomad, which is not configured", s)
+	default:
+		return s, nil
+	}
+}
+
+// defaultPolicy is the embedded default policy, from the configuration.
+func defaultPolicy(cfg *config.Config, driver string) workspace.Policy {
+	l, pool := &cfg.MultiUser.Limits, &cfg.MultiUser.Scaling.ContainerPool
+	return workspace.Policy{
+		Name: "default", Driver: driver,
+		MemoryMB: l.MemoryLimitMB, CPUPercent: l.CPULimitPercent, Pids: l.MaxProcesses,
+		StorageMB: l.StorageQuotaMB, MaxSessions: l.MaxSessionsPerUser, MaxConnections: l.MaxConcurrentConnections,
+		IdleTimeout: time.Duration(pool.MaxIdleMinutes) * time.Minute,
+	}
+}
+
+func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*workspaces, error) {
+	cfg := a.cfg
+	strat, err := strategy(cfg)
+	if err != nil {
+		return nil, err
+	}
+	base := cfg.MultiUser.Isolation.BasePath
+	if os.Geteuid() == 0 && cfg.SourceOf("multi-user.isolation.base-path").String() == "default" {
+		base = rootBasePath
+	}
+	runtimeDir := filepath.Join(cfg.DataDir, "run")
+	if os.Geteuid() == 0 {
+		runtimeDir = "/run/codehub"
+	}
+	agentBin, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cs, err := codeserver.Find(cfg.CodeServer.Path, config.CodeServerVersion, getenv)
+	if err != nil {
+		return nil, err
+	}
+	if strat == local.StrategyProcess {
+		agentBin, cs, err = local.PrepareRuntime(ctx, filepath.Join(filepath.Dir(base), "runtime"), agentBin, cs)
+		if err != nil {
+			return nil, fmt.Errorf("workspace runtime: %w", err)
+		}
+	}
+	var env []string
+	for _, k := range []string{"LANG", "LC_ALL", "TZ", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"} {
+		if v := getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	orch, err := local.New(local.Config{
+		Strategy: strat, BasePath: base, RuntimeDir: runtimeDir, Agent: agentBin, CodeServer: cs,
+		UIDMin: cfg.MultiUser.Isolation.UIDMin, UIDMax: cfg.MultiUser.Isolation.UIDMax,
+		Network: cfg.MultiUser.Isolation.Network, ExtraArgs: cfg.CodeServer.Args, Env: env,
+	}, a.log.Named("local"))
+	if err != nil {
+		return nil, err
+	}
+	if strat == local.StrategyDirectory {
+		a.log.Warn("isolation strategy \"directory\": " + orch.Describe())
+	} else {
+		a.log.Info("isolation strategy \"process\": " + orch.Describe())
+	}
+
+	m := a.metrics
+	ws := &workspaces{id: a.id, log: a.log.Named("workspaces"), policy: defaultPolicy(cfg, strat),
+		stopWhenSignedOut: cfg.MultiUser.Scaling.AutoCleanup.StopWhenSignedOut}
+	ws.summary = fmt.Sprintf("%s isolation, homes in %s", strat, base)
+	pool := cfg.MultiUser.Scaling.ContainerPool
+	warm := 0
+	if pool.Enabled {
+		warm = pool.WarmPoolSize
+	}
+	ws.mgr = workspace.NewManager(workspace.Config{
+		Orchestrator:     orch,
+		Store:            a.db.Workspaces(),
+		BasePath:         base,
+		PolicyFor:        func(context.Context, string) (workspace.Policy, error) { return ws.policy, nil },
+		Username: func(ctx context.Context, id string) (string, error) {
+			u, err := a.id.User(ctx, id)
+			if err != nil {
+				return "", err
+			}
+			return u.Username, nil
+		},
+		StartConcurrency: cfg.MultiUser.Scaling.StartConcurrency,
+		WarmPool:         warm,
+		OnStart: func(d time.Duration, warm bool, err error) {
+			source := "cold"
+			if warm {
+				source = "warm"
+			}
+			result := "success"
+			if err != nil {
+				result = "failure"
+			} else {
+				m.ContainerStartup.WithLabelValues(source).Observe(d.Seconds())
+			}
+			m.WorkspaceStarts.WithLabelValues(result).Inc()
+		},
+		OnStopped: func(w *workspace.Workspace, _ string) {
+			if ws.onStop != nil && w.UserID != "" {
+				ws.onStop(w.UserID)
+			}
+		},
+		OnQueue:    func(n int) { m.StartQueue.Set(float64(n)) },
+		OnPoolSize: func(n int) { m.WarmPool.Set(float64(n)) },
+	}, a.log.Named("workspaces"))
+	return ws, nil
+}
+
+// Target implements gateway.Upstreams: the user's own workspace, started
+// when a person opens the editor.
+func (ws *workspaces) Target(r *http.Request, p *identity.Principal) (*proxy.Target, error) {
+	t, err := ws.mgr.Target(r.Context(), p.User.ID, isNavigation(r))
+	switch {
+	case errors.Is(err, workspace.ErrStarting):
+		return nil, gateway.ErrStarting
+	case errors.Is(err, workspace.ErrStopped):
+		return nil, gateway.ErrStopped
+	}
+	return t, err
+}
+
+// isNavigation tells a person opening a page from the editor's own
+// background requests (which must not restart a stopped workspace).
+func isNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	if mode := r.Header.Get("Sec-Fetch-Mode"); mode != "" {
+		return mode == "navigate"
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+// workspaceStatus is GET /api/v1/me/workspace.
+type workspaceStatus struct {
+	State     workspace.State     `json:"state"`
+	Progress  *workspace.Progress `json:"progress,omitempty"`
+	Workspace *workspaceView      `json:"workspace,omitempty"`
+	Idle      *idleView           `json:"idle,omitempty"`
+	Usage     *usageView          `json:"usage,omitempty"`
+	Policy    workspace.Policy    `json:"policy"`
+}
+
+type workspaceView struct {
+	ID        string    `json:"id"`
+	Node      string    `json:"node"`
+	StartedAt time.Time `json:"startedAt,omitzero"`
+	StoppedAt time.Time `json:"stoppedAt,omitzero"`
+	Restarts  int       `json:"restarts"`
+}
+
+type idleView struct {
+	workspace.IdleStatus
+	SecondsLeft int `json:"secondsLeft,omitempty"`
+}
+
+// usageView is the seed's ResourceUsage shape for one workspace.
+type usageView struct {
+	Storage struct {
+		Used  int64 `json:"used"`
+		Limit int64 `json:"limit"`
+	} `json:"storage"`
+	Memory struct {
+		MB    float64 `json:"mb"`
+		Limit int     `json:"limit"`
+	} `json:"memory"`
+	CPU struct {
+		Seconds float64 `json:"seconds"`
+		Limit   int     `json:"limit"`
+	} `json:"cpu"`
+}
+
+// Status implements gateway.Workspaces.
+func (ws *workspaces) Status(ctx context.Context, userID string) (any, error) {
+	st := workspaceStatus{Policy: ws.policy}
+	w, err := ws.mgr.Of(ctx, userID)
+	if errors.Is(err, workspace.ErrNotFound) {
+		st.State = workspace.StateStopped
+		return st, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	st.State = w.State
+	st.Workspace = &workspaceView{ID: w.ID, Node: w.Node, StartedAt: w.StartedAt, StoppedAt: w.StoppedAt, Restarts: w.Restarts}
+	if w.State != workspace.StateRunning {
+		p := ws.mgr.Progress(userID)
+		st.Progress = &p
+		return st, nil
+	}
+	if idle, err := ws.mgr.Idle(ctx, userID); err == nil {
+		v := &idleView{IdleStatus: idle}
+		if !idle.StopAt.IsZero() {
+			v.SecondsLeft = max(0, int(time.Until(idle.StopAt).Seconds()))
+		}
+		st.Idle = v
+	}
+	if u, err := ws.mgr.Usage(ctx, w); err == nil {
+		v := &usageView{}
+		v.Storage.Used, v.Storage.Limit = u.StorageBytes, u.StorageLimitBytes
+		v.Memory.MB, v.Memory.Limit = float64(u.MemoryBytes)/(1<<20), ws.policy.HardMemoryMB()
+		v.CPU.Seconds, v.CPU.Limit = u.CPUSeconds, ws.policy.CPUPercent
+		st.Usage = v
+	}
+	return st, nil
+}
+
+// Progress implements gateway.Workspaces.
+func (ws *workspaces) Progress(userID string) (string, int, string) {
+	p := ws.mgr.Progress(userID)
+	phase := p.Phase
+	if phase == "" || p.State == workspace.StateStopped {
+		phase = "Starting your editor"
+	}
+	return phase, p.QueuePosition, p.Error
+}
+
+// KeepAlive implements gateway.Workspaces.
+func (ws *workspaces) KeepAlive(userID string) { ws.mgr.KeepAlive(userID) }
+
+// Stop implements gateway.Workspaces.
+func (ws *workspaces) Stop(ctx context.Context, userID string) error {
+	return ws.mgr.StopUser(ctx, userID, "stopped by its user")
+}
+
+// Restart implements gateway.Workspaces.
+func (ws *workspaces) Restart(ctx context.Context, userID string) error {
+	_, err := ws.mgr.Restart(ctx, userID)
+	return err
+}
+
+// SignedOut implements gateway.Workspaces.
+func (ws *workspaces) SignedOut(ctx context.Context, userID string) {
+	if ws.stopWhenSignedOut {
+		if err := ws.mgr.StopUser(ctx, userID, "its user signed out"); err != nil {
+			ws.log.Warn("stop workspace after sign-out", "error", err)
+		}
+	}
+}
+
+// ConnectionLimit implements gateway.Workspaces.
+func (ws *workspaces) ConnectionLimit(context.Context, string) int { return ws.policy.MaxConnections }
