@@ -55,6 +55,14 @@ type queries struct {
 	FindPoolWorkspace     string
 	ClaimWorkspace        string
 
+	// Audit log.
+	LockAudit   string
+	LastAudit   string
+	InsertAudit string
+	QueryAudit  string
+	CountAudit  string
+	AuditAfter  string
+
 	// Invites.
 	CreateInvite  string
 	UseInvite     string

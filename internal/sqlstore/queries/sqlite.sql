@@ -236,3 +236,34 @@ UPDATE workspaces SET user_id = ?2 WHERE id = ?1 AND user_id IS NULL;
 -- name: LockRevocations
 -- Writes are serialized already: events commit in id order.
 SELECT 1;
+
+-- ---------------------------------------------------------------------
+-- Audit log
+
+-- name: LockAudit
+-- Writes are serialized already (immediate transactions).
+SELECT 1;
+
+-- name: LastAudit
+SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1;
+
+-- name: InsertAudit
+INSERT INTO audit_log (seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11);
+
+-- name: QueryAudit
+-- Empty filters match everything; ?5 and ?6 page newest first.
+SELECT seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash
+FROM audit_log
+WHERE (?1 = '' OR user_id = ?1) AND (?2 = '' OR event_type = ?2)
+  AND (?3 IS NULL OR timestamp >= ?3) AND (?4 IS NULL OR timestamp < ?4)
+ORDER BY seq DESC LIMIT ?5 OFFSET ?6;
+
+-- name: CountAudit
+SELECT count(*) FROM audit_log
+WHERE (?1 = '' OR user_id = ?1) AND (?2 = '' OR event_type = ?2)
+  AND (?3 IS NULL OR timestamp >= ?3) AND (?4 IS NULL OR timestamp < ?4);
+
+-- name: AuditAfter
+SELECT seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash
+FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2;
