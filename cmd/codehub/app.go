@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/auth"
 	"github.com/codehub-dev/codehub/internal/config"
 	"github.com/codehub-dev/codehub/internal/identity"
@@ -46,6 +47,8 @@ type app struct {
 	// onRevoke is called with sessions that ended, on every gateway; the
 	// gateway sets it to close their WebSockets.
 	onRevoke func([]string)
+	// audit records security events (a no-op when audit logging is off).
+	audit audit.Recorder
 
 	generatedPassword, passwordFile string // single-user mode
 	closers                         []func() error
@@ -66,7 +69,7 @@ func openApp(ctx context.Context, file string, getenv func(string) string, flags
 	if err != nil {
 		return nil, err
 	}
-	a := &app{cfg: cfg, log: newLogger(cfg, stderr), metrics: metrics.New()}
+	a := &app{cfg: cfg, log: newLogger(cfg, stderr), metrics: metrics.New(), audit: audit.Nop{}}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -98,8 +101,11 @@ func (a *app) openSingle() error {
 		return err
 	}
 	a.generatedPassword, a.passwordFile = generated, file
+	if err := a.openAudit(nil); err != nil {
+		return err
+	}
 	a.id = identity.New(identity.Config{SessionTTL: cfg.Session.TTL.D()}, identity.Deps{
-		Authn: authn, Sessions: memory.New(nil), OnRevoke: a.revoked,
+		Authn: authn, Sessions: memory.New(nil), OnRevoke: a.revoked, Audit: a.audit,
 	}, a.log.Named("identity"))
 	return nil
 }
@@ -219,6 +225,11 @@ func (a *app) openMulti(ctx context.Context) error {
 	lock := user.LockPolicy{MaxFailures: mu.Lockout.MaxFailures, BaseLock: mu.Lockout.Duration.D(), MaxLock: mu.Lockout.MaxDuration.D()}
 	authn := auth.NewDatabase(db.Users(), hasher, lock, nil, log.Named("auth"))
 
+	if cfg.MultiUser.Features.AuditLogging {
+		if err := a.openAudit(db.AuditLog()); err != nil {
+			return err
+		}
+	}
 	limits := &cfg.MultiUser.Limits
 	a.id = identity.New(identity.Config{
 		SessionTTL: mu.Session.TTL.D(), IdleTimeout: mu.Session.IdleTimeout.D(),
@@ -227,8 +238,36 @@ func (a *app) openMulti(ctx context.Context) error {
 		CleanupInterval: mu.Session.CleanupInterval.D(),
 	}, identity.Deps{
 		Authn: authn, Users: db.Users(), Sessions: sessions, Tokens: tokens, Bus: bus, Hasher: hasher,
-		OnRevoke: a.revoked,
+		OnRevoke: a.revoked, Audit: a.audit,
 	}, log.Named("identity"))
+	return nil
+}
+
+// openAudit starts the audit log with its configured sinks, plus the
+// database's when db is set.
+func (a *app) openAudit(db audit.Sink) error {
+	cfg := a.cfg.Audit
+	var sinks []audit.Sink
+	if db != nil {
+		sinks = append(sinks, db)
+	}
+	if cfg.File != "" {
+		f, err := audit.OpenFile(audit.FileConfig{Path: cfg.File, MaxBytes: int64(cfg.MaxFileMB) << 20, MaxBackups: cfg.MaxBackups})
+		if err != nil {
+			return fmt.Errorf("%s: audit.file: %w", a.cfg.SourceOf("audit.file"), err)
+		}
+		sinks = append(sinks, f)
+	}
+	if cfg.Stdout {
+		sinks = append(sinks, audit.NewWriterSink(os.Stdout))
+	}
+	if len(sinks) == 0 {
+		return nil
+	}
+	l := audit.NewLogger(a.log.Named("audit"), nil, sinks...)
+	a.audit = l
+	// Closed first (closers run last to first): the database is still open.
+	a.closers = append(a.closers, l.Close)
 	return nil
 }
 

@@ -27,6 +27,11 @@ Usage:
   codehub config validate FILE      check a configuration file
   codehub user COMMAND              manage accounts (multi-user mode): create, list, delete,
                                     set-password, set-role, lock, unlock, invite
+  codehub migrate-data --from-single-user --to-user NAME
+                                    copy a single-user installation's IDE data
+                                    into NAME's home (multi-user mode)
+  codehub agent --secret-file FILE  run one user's workspace (started by the gateway)
+  codehub audit verify [FILE]       check the audit log's hash chain
   codehub version                   print the version
 
 Flags:
@@ -38,10 +43,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		switch args[1] {
 		case "hash-password":
 			return runHashPassword(args[2:], stdin, stdout, stderr)
+		case "agent":
+			return runAgent(ctx, args[2:], getenv, stdin, stdout, stderr)
 		case "config":
 			return runConfig(args[2:], getenv, stdout, stderr)
 		case "user":
 			return runUser(ctx, args[2:], getenv, stdin, stdout, stderr)
+		case "migrate-data":
+			return runMigrateData(ctx, args[2:], getenv, stdin, stdout, stderr)
+		case "audit":
+			return runAudit(ctx, args[2:], getenv, stdout, stderr)
 		case "version":
 			printVersion(stdout)
 			return nil

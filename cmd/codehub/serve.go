@@ -124,6 +124,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	defer a.Close()
 	cfg, log, m := a.cfg, a.log, a.metrics
+	a.recordConfigChange(file)
 
 	templates, err := web.Parse()
 	if err != nil {
@@ -227,6 +228,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}
 	opts := gateway.Options{
+		Audit:     a.audit,
 		Config:    cfg,
 		Logger:    log.Named("gateway"),
 		Metrics:   m,

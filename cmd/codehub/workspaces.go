@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/codeserver"
 	"github.com/codehub-dev/codehub/internal/config"
 	"github.com/codehub-dev/codehub/internal/gateway"
@@ -133,10 +134,10 @@ func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*
 		warm = pool.WarmPoolSize
 	}
 	ws.mgr = workspace.NewManager(workspace.Config{
-		Orchestrator:     orch,
-		Store:            a.db.Workspaces(),
-		BasePath:         base,
-		PolicyFor:        func(context.Context, string) (workspace.Policy, error) { return ws.policy, nil },
+		Orchestrator: orch,
+		Store:        a.db.Workspaces(),
+		BasePath:     base,
+		PolicyFor:    func(context.Context, string) (workspace.Policy, error) { return ws.policy, nil },
 		Username: func(ctx context.Context, id string) (string, error) {
 			u, err := a.id.User(ctx, id)
 			if err != nil {
@@ -146,20 +147,31 @@ func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*
 		},
 		StartConcurrency: cfg.MultiUser.Scaling.StartConcurrency,
 		WarmPool:         warm,
-		OnStart: func(d time.Duration, warm bool, err error) {
+		OnStart: func(w *workspace.Workspace, d time.Duration, warm bool, err error) {
 			source := "cold"
 			if warm {
 				source = "warm"
 			}
 			result := "success"
+			e := audit.Event{EventType: audit.WorkspaceStarted, UserID: w.UserID,
+				Metadata: map[string]any{"workspaceId": w.ID, "source": source, "seconds": d.Seconds(), "node": w.Node}}
 			if err != nil {
 				result = "failure"
+				e.EventType, e.Status = audit.WorkspaceFailed, audit.StatusFailure
+				e.Metadata["error"] = err.Error()
 			} else {
 				m.ContainerStartup.WithLabelValues(source).Observe(d.Seconds())
 			}
 			m.WorkspaceStarts.WithLabelValues(result).Inc()
+			if w.UserID != "" { // warm workspaces belong to nobody yet
+				a.audit.Record(e)
+			}
 		},
-		OnStopped: func(w *workspace.Workspace, _ string) {
+		OnStopped: func(w *workspace.Workspace, reason string) {
+			if w.UserID != "" {
+				a.audit.Record(audit.Event{EventType: audit.WorkspaceStopped, UserID: w.UserID,
+					Metadata: map[string]any{"workspaceId": w.ID, "reason": reason}})
+			}
 			if ws.onStop != nil && w.UserID != "" {
 				ws.onStop(w.UserID)
 			}

@@ -172,3 +172,33 @@ func TestLoggerOrdersAndDrains(t *testing.T) {
 	}
 	l.Record(Event{EventType: SessionCreated}) // after Close: dropped with a warning, no panic
 }
+
+// TestTwoWritersShareAFile: a gateway and the admin CLI append to one file;
+// the chain stays whole.
+func TestTwoWritersShareAFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	a, err := OpenFile(FileConfig{Path: path, MaxBytes: 4000, MaxBackups: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenFile(FileConfig{Path: path, MaxBytes: 4000, MaxBackups: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 30; i++ {
+		s := a
+		if i%3 == 0 {
+			s = b
+		}
+		if err := s.Append(context.Background(), events(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Close()
+	b.Close()
+	files, _ := LogFiles(path)
+	n, first, err := VerifyFiles(files)
+	if err != nil || n != 30 || first != 1 {
+		t.Fatalf("VerifyFiles = %d, %d, %v", n, first, err)
+	}
+}

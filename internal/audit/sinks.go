@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -74,6 +75,7 @@ type FileSink struct {
 
 	mu   sync.Mutex
 	f    *os.File
+	lock *os.File
 	size int64
 	c    chain
 }
@@ -105,10 +107,16 @@ func OpenFile(cfg FileConfig) (*FileSink, error) {
 		return nil, err
 	}
 	s := &FileSink{path: cfg.Path, maxBytes: cfg.MaxBytes, maxBackups: cfg.MaxBackups, now: cfg.Now}
+	lock, err := os.OpenFile(cfg.Path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	s.lock = lock
 	// The chain resumes from the newest entry of the file, or of the newest
 	// rotated file if the file is empty.
 	files, err := LogFiles(cfg.Path)
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	for i := len(files) - 1; i >= 0; i-- {
@@ -141,10 +149,21 @@ func (s *FileSink) open() error {
 	return nil
 }
 
-// Append implements Sink.
+// Append implements Sink. Several processes may append to one file (a
+// gateway and the admin CLI): each takes an exclusive lock on the file,
+// and picks the chain up from its last line when another wrote since.
 func (s *FileSink) Append(_ context.Context, events []Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The lock is on a file of its own: the log file itself is renamed by
+	// rotations.
+	if err := syscall.Flock(int(s.lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock audit file: %w", err)
+	}
+	defer syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN)
+	if err := s.resync(); err != nil {
+		return err
+	}
 	for i := range events {
 		if s.size >= s.maxBytes {
 			if err := s.rotate(); err != nil {
@@ -167,6 +186,46 @@ func (s *FileSink) Append(_ context.Context, events []Event) error {
 		}
 	}
 	return s.f.Sync()
+}
+
+// resync follows what other processes did to the log since this one last
+// wrote: a rotation (the path names another file) or appended entries.
+func (s *FileSink) resync() error {
+	cur, err := os.Stat(s.path)
+	mine, ferr := s.f.Stat()
+	if ferr != nil {
+		return ferr
+	}
+	rotated := err != nil || !os.SameFile(cur, mine)
+	if rotated {
+		// Rotated by another process: continue in the new file.
+		s.f.Close()
+		if err := s.open(); err != nil {
+			return err
+		}
+		if mine, err = s.f.Stat(); err != nil {
+			return err
+		}
+	}
+	if !rotated && mine.Size() == s.size && s.c.seq > 0 {
+		return nil
+	}
+	files, err := LogFiles(s.path)
+	if err != nil {
+		return err
+	}
+	for i := len(files) - 1; i >= 0; i-- {
+		last, ok, err := lastEvent(files[i])
+		if err != nil {
+			return fmt.Errorf("resume audit chain: %w", err)
+		}
+		if ok {
+			s.c = chain{seq: last.Seq, prev: last.Hash}
+			break
+		}
+	}
+	s.size = mine.Size()
+	return nil
 }
 
 // rotate moves the file aside and starts a new one.
@@ -193,7 +252,7 @@ func (s *FileSink) rotate() error {
 func (s *FileSink) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.f.Close()
+	return errors.Join(s.f.Close(), s.lock.Close())
 }
 
 // LogFiles returns the rotated files of the log at path, oldest first,

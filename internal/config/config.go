@@ -77,6 +77,7 @@ type Config struct {
 	Session       Session       `config:"session"`
 	LoginThrottle LoginThrottle `config:"login-throttle"`
 	Metrics       Metrics       `config:"metrics"`
+	Audit         Audit         `config:"audit"`
 	MultiUser     MultiUser     `config:"multi-user"`
 
 	sources map[string]Source
@@ -124,6 +125,19 @@ type Metrics struct {
 	// BindAddr, when set, serves /metrics on its own listener (for a private
 	// network) instead of the gateway's.
 	BindAddr string `config:"bind-addr"`
+}
+
+// Audit configures the audit log's sinks (in multi-user mode, when
+// multi-user.features.audit-logging is on, also the database).
+type Audit struct {
+	// File is the rotating audit log file; "" turns the file sink off.
+	File string `config:"file"`
+	// MaxFileMB rotates the file past this size; MaxBackups rotated files
+	// are kept.
+	MaxFileMB  int `config:"max-file-mb"`
+	MaxBackups int `config:"max-backups"`
+	// Stdout also writes every entry to standard output.
+	Stdout bool `config:"stdout"`
 }
 
 // MultiUser is the multi-user mode's configuration: the design's
@@ -353,6 +367,7 @@ func Default(getenv func(string) string) *Config {
 			GlobalInterval:     Duration(2 * time.Second),
 		},
 		Metrics: Metrics{Enabled: true},
+		Audit:   Audit{File: filepath.Join(dataHome, "codehub", "audit.log"), MaxFileMB: 100, MaxBackups: 10},
 		MultiUser: MultiUser{
 			Auth: MultiUserAuth{
 				Provider: "database",

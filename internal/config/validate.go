@@ -60,6 +60,12 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if c.Audit.MaxFileMB < 1 {
+		v.fail("audit.max-file-mb", "must be at least 1")
+	}
+	if c.Audit.MaxBackups < 0 {
+		v.fail("audit.max-backups", "must not be negative")
+	}
 	if c.DataDir == "" {
 		v.fail("data-dir", "must name a directory")
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/identity"
 	"github.com/codehub-dev/codehub/internal/session"
 	"github.com/codehub-dev/codehub/internal/user"
@@ -46,7 +47,10 @@ func (s *Server) authed(next http.Handler) http.Handler {
 			writeJSONError(w, http.StatusUnauthorized, "unauthorized", "sign in first")
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		ctx := context.WithValue(r.Context(), principalKey{}, p)
+		actor := audit.ActorFrom(ctx)
+		actor.UserID, actor.Username = p.User.ID, p.User.Username
+		next.ServeHTTP(w, r.WithContext(audit.WithActor(ctx, actor)))
 	})
 }
 

@@ -5,7 +5,9 @@ package gateway
 
 import (
 	"context"
+
 	"errors"
+	"github.com/codehub-dev/codehub/internal/audit"
 	"net/http"
 	"net/netip"
 	"time"
@@ -76,6 +78,8 @@ type Options struct {
 	MaxConnections int
 	// InjectHTML is inserted into the workbench page (the idle warning).
 	InjectHTML string
+	// Audit records security events; nil records nothing.
+	Audit audit.Recorder
 	// Conns tracks proxied WebSockets, so logout and shutdown can close them.
 	Conns     *proxy.Registry
 	Throttle  *throttle.Limiter
@@ -105,6 +109,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Audit == nil {
+		opts.Audit = audit.Nop{}
+	}
 	s := &Server{
 		opts:    opts,
 		cfg:     opts.Config,
@@ -132,12 +139,21 @@ func New(opts Options) (*Server, error) {
 	}
 	s.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("refused cross-origin request", "method", r.Method, "path", r.URL.Path, "origin", r.Header.Get("Origin"))
+		s.record(r, audit.Event{EventType: audit.Suspicious, Status: audit.StatusFailure,
+			Metadata: map[string]any{"reason": "cross_origin_request", "origin": r.Header.Get("Origin"), "path": r.URL.Path}})
 		s.fail(w, r, http.StatusForbidden, "cross_origin", "cross-origin request refused")
 	}))
 	s.proxy = proxy.New(proxy.Config{
-		Logger:         opts.Logger.Named("proxy"),
-		StripCookies:   []string{opts.Config.Session.CookieName, csrfCookie},
-		CheckOrigin:    s.originAllowed,
+		Logger:       opts.Logger.Named("proxy"),
+		StripCookies: []string{opts.Config.Session.CookieName, csrfCookie},
+		CheckOrigin: func(r *http.Request) bool {
+			ok := s.originAllowed(r)
+			if !ok {
+				s.record(r, audit.Event{EventType: audit.Suspicious, Status: audit.StatusFailure,
+					Metadata: map[string]any{"reason": "cross_site_websocket", "origin": r.Header.Get("Origin")}})
+			}
+			return ok
+		},
 		SecureResponse: s.secureProxied,
 		ErrorHandler:   s.upstreamFailed,
 		Conns:          opts.Conns,

@@ -4,6 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+
+	"github.com/codehub-dev/codehub/internal/audit"
+	"github.com/gorilla/websocket"
 	"net/url"
 	"time"
 
@@ -41,8 +45,11 @@ func (s *Server) handleIDE() http.Handler {
 			}
 		}
 		if s.opts.Workspaces != nil {
-			release, ok := s.limits.acquire(p.User.ID, s.opts.Workspaces.ConnectionLimit(r.Context(), p.User.ID))
+			limit := s.opts.Workspaces.ConnectionLimit(r.Context(), p.User.ID)
+			release, ok := s.limits.acquire(p.User.ID, limit)
 			if !ok {
+				s.record(r, audit.Event{EventType: audit.QuotaExceeded, UserID: p.User.ID, Username: p.User.Username,
+					Status: audit.StatusFailure, Metadata: map[string]any{"resource": "connections", "limit": limit}})
 				w.Header().Set("Retry-After", "5")
 				s.fail(w, r, http.StatusTooManyRequests, "too_many_connections",
 					"too many open connections for your account; close some editor tabs and try again")
@@ -70,6 +77,7 @@ func (s *Server) handleIDE() http.Handler {
 			s.fail(w, r, http.StatusBadGateway, "workspace_unavailable", "your workspace is not reachable right now")
 			return
 		}
+		s.auditAccess(r, p)
 		addr, fwd, proto := s.clientInfo(r)
 		s.proxy.Serve(w, r, target, proxy.Client{Owner: p.Session.ID, Addr: addr.String(), ForwardedFor: fwd, Proto: proto})
 	})
@@ -115,4 +123,21 @@ func (s *Server) starting(w http.ResponseWriter, r *http.Request, p *identity.Pr
 		"code": "workspace_starting", "message": "the workspace is starting; retry shortly",
 		"phase": phase, "queuePosition": pos,
 	}})
+}
+
+// auditAccess records what the gateway can see of a person's work: editor
+// connections (the remote and terminal channels are WebSockets) and files
+// read through code-server's resource route.
+func (s *Server) auditAccess(r *http.Request, p *identity.Principal) {
+	if s.opts.Identity == nil || !s.opts.Identity.MultiUser() {
+		return
+	}
+	switch {
+	case websocket.IsWebSocketUpgrade(r):
+		s.record(r, audit.Event{EventType: audit.WorkspaceConnect, UserID: p.User.ID, Username: p.User.Username,
+			Metadata: map[string]any{"path": r.URL.Path, "sessionId": p.Session.ID}})
+	case strings.HasSuffix(r.URL.Path, "/vscode-remote-resource"):
+		s.record(r, audit.Event{EventType: audit.FileAccess, UserID: p.User.ID, Username: p.User.Username,
+			Metadata: map[string]any{"path": truncate(r.URL.Query().Get("path"), 1024), "method": r.Method}})
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/identity"
 	"github.com/codehub-dev/codehub/internal/web"
 )
@@ -137,6 +138,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, username, pw stri
 	if attempt == nil {
 		s.opts.Metrics.LoginAttempts.WithLabelValues("throttled").Inc()
 		s.log.Warn("login throttled", "client", addr, "retry_after", wait)
+		s.record(r, audit.Event{EventType: audit.Suspicious, Username: truncate(username, 128), Status: audit.StatusFailure,
+			Metadata: map[string]any{"reason": "login_throttled", "retryAfterSeconds": int(wait.Seconds())}})
 		retryAfter(w, wait)
 		return nil, &identity.Error{Code: codeThrottled, RetryAfter: wait,
 			Message: "too many failed sign-in attempts from your address: try again in " + wait.String()}

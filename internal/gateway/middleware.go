@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/web"
 	"github.com/gorilla/mux"
 )
@@ -89,6 +90,28 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		s.opts.Metrics.RequestDuration.WithLabelValues(r.Method, route, strconv.Itoa(status)).
 			Observe(time.Since(start).Seconds())
 	})
+}
+
+// withClient puts the client's address into the request context, for the
+// audit events recorded while serving it.
+func (s *Server) withClient(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		addr, _, _ := s.clientInfo(r)
+		ctx := audit.WithActor(r.Context(), audit.Actor{IPAddress: addr.String(), UserAgent: truncate(r.UserAgent(), 512)})
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// record records an audit event about request r.
+func (s *Server) record(r *http.Request, e audit.Event) {
+	s.opts.Audit.Record(audit.FromContext(r.Context(), e))
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	return strings.ToValidUTF8(s, "")
 }
 
 // recoverPanics turns a panic into a logged 500 instead of a dropped

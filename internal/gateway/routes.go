@@ -16,7 +16,7 @@ func (s *Server) routes() http.Handler {
 	// Proxied paths must reach the IDE exactly as the browser sent them.
 	r.SkipClean(true)
 	r.UseEncodedPath()
-	r.Use(s.recoverPanics, s.observe)
+	r.Use(s.recoverPanics, s.observe, s.withClient)
 
 	r.Handle("/healthz", s.handleHealth()).Methods(http.MethodGet, http.MethodHead)
 	if s.cfg.Metrics.Enabled && s.cfg.Metrics.BindAddr == "" {

@@ -14,6 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/auth"
 	"github.com/codehub-dev/codehub/internal/revocation"
 	"github.com/codehub-dev/codehub/internal/session"
@@ -64,6 +65,8 @@ type Deps struct {
 	OnRevoke func(sessionIDs []string)
 	// OnSessionCreated, if set, is called after each sign-in.
 	OnSessionCreated func(*session.Session)
+	// Audit records what happens; nil records nothing.
+	Audit audit.Recorder
 }
 
 // PasswordHasher hashes new passwords.
@@ -111,6 +114,9 @@ func New(cfg Config, d Deps, log hclog.Logger) *Service {
 	if d.Bus == nil {
 		d.Bus = revocation.NewLocal()
 	}
+	if d.Audit == nil {
+		d.Audit = audit.Nop{}
+	}
 	s := &Service{cfg: cfg, d: d, log: log, cache: newCache(cfg.CacheTTL, cfg.Now)}
 	if d.Users == nil {
 		s.owner = &user.User{ID: auth.SingleUserID, Username: auth.SingleUserID, Roles: []string{user.RoleAdmin}, Active: true}
@@ -151,11 +157,17 @@ func (s *Service) Run(ctx context.Context) error {
 					s.log.Warn("delete expired sessions", "error", err)
 				} else if n > 0 {
 					s.log.Debug("deleted expired sessions", "count", n)
+					s.record(ctx, audit.Event{EventType: audit.SessionExpired, Metadata: map[string]any{"count": n, "reason": "expired"}})
 				}
 			}
 		}
 	}()
 	return s.d.Bus.Subscribe(ctx, s.apply)
+}
+
+// record records an audit event, with the client of ctx.
+func (s *Service) record(ctx context.Context, e audit.Event) {
+	s.d.Audit.Record(audit.FromContext(ctx, e))
 }
 
 // apply acts on a revocation event, from this gateway or another.
@@ -223,17 +235,28 @@ func (s *Service) Login(ctx context.Context, username, pw string, c Client) (*Lo
 	}
 	userID, err := s.d.Authn.Authenticate(ctx, username, pw)
 	if err != nil {
+		fail := func(reason string) {
+			s.record(ctx, audit.Event{EventType: audit.LoginFailure, Username: truncate(username, 128),
+				IPAddress: c.IP, UserAgent: truncate(c.UserAgent, 512), Status: audit.StatusFailure,
+				Metadata: map[string]any{"reason": reason}})
+		}
 		var locked *auth.LockedError
 		switch {
 		case errors.Is(err, auth.ErrBadCredentials):
+			fail("invalid_credentials")
 			return nil, errorf(CodeInvalidCredentials, "wrong username or password", nil)
 		case errors.As(err, &locked):
+			fail("account_locked")
+			s.record(ctx, audit.Event{EventType: audit.AccountLocked, Username: truncate(username, 128), IPAddress: c.IP,
+				Status: audit.StatusFailure, Metadata: map[string]any{"until": locked.Until.UTC().Format(time.RFC3339)}})
 			wait := locked.Until.Sub(s.cfg.Now()).Round(time.Second)
 			return nil, &Error{Code: CodeAccountLocked, RetryAfter: wait,
 				Message: fmt.Sprintf("too many failed sign-ins: this account is locked for %s", wait)}
 		case errors.Is(err, auth.ErrDisabled):
+			fail("account_disabled")
 			return nil, errorf(CodeAccountDisabled, "this account is disabled; ask an administrator", nil)
 		}
+		fail("unavailable")
 		return nil, errorf(CodeUnavailable, "sign-in is unavailable right now", err)
 	}
 	u, err := s.userByID(ctx, userID)
@@ -259,6 +282,10 @@ func (s *Service) Login(ctx context.Context, username, pw string, c Client) (*Lo
 	if s.d.OnSessionCreated != nil {
 		s.d.OnSessionCreated(sess)
 	}
+	s.record(ctx, audit.Event{EventType: audit.LoginSuccess, UserID: u.ID, Username: u.Username, IPAddress: c.IP,
+		UserAgent: sess.UserAgent, Metadata: map[string]any{"sessionId": sess.ID, "mfa": false}})
+	s.record(ctx, audit.Event{EventType: audit.SessionCreated, UserID: u.ID, Username: u.Username, IPAddress: c.IP,
+		UserAgent: sess.UserAgent, Metadata: map[string]any{"sessionId": sess.ID, "expiresAt": sess.ExpiresAt.UTC().Format(time.RFC3339)}})
 	return &LoginResult{Principal: &Principal{User: u, Session: sess, Via: "cookie"}, CookieToken: tok}, nil
 }
 
@@ -295,6 +322,8 @@ func (s *Service) makeRoom(ctx context.Context, userID string) error {
 		return nil
 	}
 	if s.cfg.OnLimit != "evict-oldest" {
+		s.record(ctx, audit.Event{EventType: audit.QuotaExceeded, UserID: userID, Status: audit.StatusFailure,
+			Metadata: map[string]any{"resource": "sessions", "current": len(live), "limit": s.cfg.MaxSessionsPerUser}})
 		return errorf(CodeTooManySessions, fmt.Sprintf(
 			"you are signed in %d times already, the most allowed: sign out of another browser or device first", len(live)), nil)
 	}
@@ -304,6 +333,8 @@ func (s *Service) makeRoom(ctx context.Context, userID string) error {
 			return errorf(CodeUnavailable, "sign-in is unavailable right now", err)
 		}
 		ended = append(ended, old.ID)
+		s.record(ctx, audit.Event{EventType: audit.SessionRevoked, UserID: userID,
+			Metadata: map[string]any{"sessionId": old.ID, "reason": "max sessions per user: oldest ended"}})
 	}
 	s.log.Info("signed out the oldest sessions to make room", "user", userID, "count", len(ended))
 	s.publish(ctx, revocation.Event{SessionIDs: ended})
@@ -409,6 +440,9 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*TokenPair,
 	var pair *TokenPair
 	if err == nil {
 		pair, err = s.rotate(ctx, sid, gen, hash)
+		if err == nil {
+			s.record(ctx, audit.Event{EventType: audit.TokenRefreshed, UserID: sess.UserID, Metadata: map[string]any{"sessionId": sid}})
+		}
 	}
 	switch {
 	case errors.Is(err, errReplay):
@@ -417,6 +451,9 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*TokenPair,
 		}
 		s.publish(ctx, revocation.Event{SessionIDs: []string{sid}})
 		s.log.Warn("refresh token replayed: session revoked", "session", sid)
+		s.record(ctx, audit.Event{EventType: audit.Suspicious, Status: audit.StatusFailure,
+			Metadata: map[string]any{"reason": "refresh_token_reused", "sessionId": sid}})
+		s.record(ctx, audit.Event{EventType: audit.SessionRevoked, Metadata: map[string]any{"sessionId": sid, "reason": "refresh token replayed"}})
 		return nil, errorf(CodeTokenReused, "this refresh token was already used; the session has been ended, sign in again", nil)
 	case errors.Is(err, errIdle):
 		_ = s.endSessions(ctx, []string{sid}, "idle timeout")
@@ -558,6 +595,14 @@ func (s *Service) endSessions(ctx context.Context, ids []string, why string) err
 		if err := s.d.Sessions.Delete(ctx, id); err != nil {
 			return errorf(CodeUnavailable, "sessions are unavailable right now", err)
 		}
+		typ := audit.SessionRevoked
+		switch why {
+		case "idle timeout":
+			typ = audit.SessionExpired
+		case "logout":
+			typ = audit.Logout
+		}
+		s.record(ctx, audit.Event{EventType: typ, Metadata: map[string]any{"sessionId": id, "reason": why}})
 	}
 	s.log.Debug("sessions ended", "count", len(ids), "reason", why)
 	s.publish(ctx, revocation.Event{SessionIDs: ids})
@@ -598,6 +643,10 @@ func (s *Service) RevokeUser(ctx context.Context, userID, keep string) (int, err
 		for _, g := range gone {
 			ended = append(ended, g.ID)
 		}
+		if len(ended) > 0 {
+			s.record(ctx, audit.Event{EventType: audit.SessionRevoked, UserID: userID,
+				Metadata: map[string]any{"sessions": len(ended), "reason": "all sessions of the user"}})
+		}
 	} else {
 		live, err := s.d.Sessions.UserSessions(ctx, userID)
 		if err != nil {
@@ -611,6 +660,8 @@ func (s *Service) RevokeUser(ctx context.Context, userID, keep string) (int, err
 				return 0, errorf(CodeUnavailable, "sessions are unavailable right now", err)
 			}
 			ended = append(ended, l.ID)
+			s.record(ctx, audit.Event{EventType: audit.SessionRevoked, UserID: userID,
+				Metadata: map[string]any{"sessionId": l.ID, "reason": "other sessions of the user"}})
 		}
 	}
 	s.publish(ctx, revocation.Event{SessionIDs: ended, UserID: userID, AllSessions: keep == "", At: s.cfg.Now()})

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/auth"
 	"github.com/codehub-dev/codehub/internal/revocation"
 	"github.com/codehub-dev/codehub/internal/user"
@@ -73,6 +74,8 @@ func (s *Service) createUser(ctx context.Context, in NewUser, id string) (*user.
 		}
 		return nil, errorf(CodeUnavailable, "accounts cannot be created right now", err)
 	}
+	s.record(ctx, audit.Event{EventType: audit.UserCreated, UserID: u.ID, Username: u.Username,
+		Metadata: map[string]any{"role": in.Role, "email": u.Email}})
 	return u, nil
 }
 
@@ -87,7 +90,11 @@ func (s *Service) Register(ctx context.Context, in NewUser, inviteToken string) 
 	switch s.cfg.Registration {
 	case RegisterOpen:
 		if inviteToken == "" {
-			return s.CreateUser(ctx, in)
+			u, err := s.CreateUser(ctx, in)
+			if err == nil {
+				s.record(ctx, audit.Event{EventType: audit.UserRegistered, UserID: u.ID, Username: u.Username})
+			}
+			return u, err
 		}
 	case RegisterInvite:
 		if inviteToken == "" {
@@ -123,6 +130,8 @@ func (s *Service) Register(ctx context.Context, in NewUser, inviteToken string) 
 		}
 		return nil, err
 	}
+	s.record(ctx, audit.Event{EventType: audit.UserRegistered, UserID: u.ID, Username: u.Username,
+		Metadata: map[string]any{"invitedBy": inv.CreatedBy, "role": inv.Role}})
 	return u, nil
 }
 
@@ -173,6 +182,8 @@ func (s *Service) CreateInvite(ctx context.Context, by, email, role string, ttl 
 	if err := s.d.Users.CreateInvite(ctx, inv); err != nil {
 		return "", nil, errorf(CodeUnavailable, "invites cannot be created right now", err)
 	}
+	s.record(ctx, audit.Event{EventType: audit.InviteCreated, Metadata: map[string]any{"email": email, "role": role,
+		"expiresAt": inv.ExpiresAt.UTC().Format(time.RFC3339), "createdBy": by}})
 	return tok, inv, nil
 }
 
@@ -229,8 +240,9 @@ func (s *Service) CountUsers(ctx context.Context) (int, error) {
 	return s.d.Users.Count(ctx)
 }
 
-// modify loads a user, applies fn, stores it, and tells every gateway.
-func (s *Service) modify(ctx context.Context, id string, fn func(*user.User) error) (*user.User, error) {
+// modify loads a user, applies fn, stores it, records event typ, and tells
+// every gateway.
+func (s *Service) modify(ctx context.Context, id, typ string, fn func(*user.User) error) (*user.User, error) {
 	if err := s.requireUsers(); err != nil {
 		return nil, err
 	}
@@ -252,13 +264,15 @@ func (s *Service) modify(ctx context.Context, id string, fn func(*user.User) err
 		return nil, errorf(CodeUnavailable, "users are unavailable right now", err)
 	}
 	s.publish(ctx, revocation.Event{UserID: id})
+	s.record(ctx, audit.Event{EventType: typ, UserID: u.ID, Username: u.Username,
+		Metadata: map[string]any{"roles": u.Roles, "active": u.Active}})
 	return u, nil
 }
 
 // SetPassword replaces a password (an admin's action, or the CLI) and ends
 // every session of the user but keep.
 func (s *Service) SetPassword(ctx context.Context, id, pw, keep string) error {
-	_, err := s.modify(ctx, id, func(u *user.User) error {
+	_, err := s.modify(ctx, id, audit.PasswordChanged, func(u *user.User) error {
 		if err := s.CheckPassword(pw, u.Username); err != nil {
 			return err
 		}
@@ -297,7 +311,7 @@ func (s *Service) SetRole(ctx context.Context, id, role string) (*user.User, err
 	if !user.ValidRole(role) {
 		return nil, errorf(CodeInvalidInput, fmt.Sprintf("unknown role %q: use user, admin or auditor", role), nil)
 	}
-	return s.modify(ctx, id, func(u *user.User) error {
+	return s.modify(ctx, id, audit.RoleChanged, func(u *user.User) error {
 		u.Roles = []string{role}
 		return nil
 	})
@@ -305,7 +319,11 @@ func (s *Service) SetRole(ctx context.Context, id, role string) (*user.User, err
 
 // SetActive enables or disables an account; disabling ends its sessions.
 func (s *Service) SetActive(ctx context.Context, id string, active bool) (*user.User, error) {
-	u, err := s.modify(ctx, id, func(u *user.User) error {
+	typ := audit.UserDisabled
+	if active {
+		typ = audit.UserEnabled
+	}
+	u, err := s.modify(ctx, id, typ, func(u *user.User) error {
 		u.Active = active
 		return nil
 	})
@@ -327,6 +345,8 @@ func (s *Service) Lock(ctx context.Context, id string, until time.Time) error {
 		}
 		return errorf(CodeUnavailable, "users are unavailable right now", err)
 	}
+	s.record(ctx, audit.Event{EventType: audit.AccountLocked, UserID: id,
+		Metadata: map[string]any{"until": until.UTC().Format(time.RFC3339), "by": "administrator"}})
 	_, err := s.RevokeUser(ctx, id, "")
 	return err
 }
@@ -342,6 +362,7 @@ func (s *Service) Unlock(ctx context.Context, id string) error {
 		}
 		return errorf(CodeUnavailable, "users are unavailable right now", err)
 	}
+	s.record(ctx, audit.Event{EventType: audit.AccountUnlocked, UserID: id})
 	s.publish(ctx, revocation.Event{UserID: id})
 	return nil
 }
@@ -360,6 +381,7 @@ func (s *Service) DeleteUser(ctx context.Context, id string) error {
 		}
 		return errorf(CodeUnavailable, "users are unavailable right now", err)
 	}
+	s.record(ctx, audit.Event{EventType: audit.UserDeleted, UserID: id})
 	s.publish(ctx, revocation.Event{UserID: id})
 	return nil
 }

@@ -129,21 +129,41 @@ func (rl *relay) run() {
 // pump copies messages from src to dst until src ends, then passes the
 // close on to dst.
 func (rl *relay) pump(src, dst *websocket.Conn, fromClient bool) error {
+	var head []byte // the start of a browser's message, for OnClientMessage
+	if fromClient && rl.reg.onClientMessage != nil {
+		head = make([]byte, ClientMessageHeadSize)
+	}
 	for {
 		mt, r, err := src.NextReader()
 		if err != nil {
 			forwardClose(dst, err)
 			return err
 		}
+		var prefix []byte
 		if fromClient {
 			src.SetReadDeadline(time.Now().Add(rl.reg.pongWait))
 			if rl.reg.onActivity != nil {
 				rl.reg.onActivity(rl.owner)
 			}
+			if head != nil {
+				n, err := io.ReadFull(r, head)
+				if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+					forwardClose(dst, err)
+					return err
+				}
+				prefix = head[:n]
+				rl.reg.onClientMessage(rl.owner, mt, prefix)
+			}
 		}
 		w, err := dst.NextWriter(mt)
 		if err != nil {
 			return err
+		}
+		if len(prefix) > 0 {
+			if _, err := w.Write(prefix); err != nil {
+				w.Close()
+				return err
+			}
 		}
 		if _, err := io.Copy(w, r); err != nil {
 			w.Close()
@@ -197,6 +217,7 @@ func (rl *relay) Close(code int, reason string) {
 type Registry struct {
 	pingInterval, pongWait time.Duration
 	onActivity             func(owner string)
+	onClientMessage        func(owner string, messageType int, head []byte)
 	onCount                func(n int)
 
 	mu      sync.Mutex
@@ -204,6 +225,11 @@ type Registry struct {
 	n       int
 	stop    chan struct{}
 }
+
+// ClientMessageHeadSize is how much of a browser's message
+// RegistryConfig.OnClientMessage sees: enough for a few of VS Code's 13-byte
+// protocol headers.
+const ClientMessageHeadSize = 256
 
 // RegistryConfig configures a Registry.
 type RegistryConfig struct {
@@ -213,6 +239,13 @@ type RegistryConfig struct {
 	PingInterval, PongWait time.Duration
 	// OnActivity, if set, is called for each message from a browser.
 	OnActivity func(owner string)
+	// OnClientMessage, if set, is called for each message from a browser,
+	// before it is relayed, with its type (websocket.TextMessage or
+	// BinaryMessage) and its first ClientMessageHeadSize bytes (fewer if
+	// the message is shorter), so that a workspace can tell real input
+	// from an editor's keep-alive traffic. head is reused afterwards: copy
+	// what must be kept.
+	OnClientMessage func(owner string, messageType int, head []byte)
 	// OnCount, if set, is called with the number of open WebSockets.
 	OnCount func(n int)
 }
@@ -227,7 +260,7 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 	}
 	r := &Registry{
 		pingInterval: cfg.PingInterval, pongWait: cfg.PongWait,
-		onActivity: cfg.OnActivity, onCount: cfg.OnCount,
+		onActivity: cfg.OnActivity, onClientMessage: cfg.OnClientMessage, onCount: cfg.OnCount,
 		byOwner: map[string]map[*relay]struct{}{}, stop: make(chan struct{}),
 	}
 	go r.pingLoop()

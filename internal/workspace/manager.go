@@ -63,7 +63,7 @@ type Config struct {
 	// Now is the clock.
 	Now func() time.Time
 	// Hooks, all optional.
-	OnStart    func(d time.Duration, warm bool, err error)
+	OnStart    func(w *Workspace, d time.Duration, warm bool, err error)
 	OnStopped  func(w *Workspace, reason string)
 	OnQueue    func(n int)
 	OnPoolSize func(n int)
@@ -349,7 +349,7 @@ func (m *Manager) claimWarm(ctx context.Context, userID string) (*Workspace, err
 	}
 	m.log.Info("warm workspace claimed", "workspace", w.ID, "user", userID, "claim", m.cfg.Now().Sub(start))
 	if m.cfg.OnStart != nil {
-		m.cfg.OnStart(m.cfg.Now().Sub(start), true, nil)
+		m.cfg.OnStart(w, m.cfg.Now().Sub(start), true, nil)
 	}
 	go m.refillPool(context.WithoutCancel(ctx))
 	return m.markRunning(ctx, w)
@@ -386,7 +386,7 @@ func (m *Manager) start(ctx context.Context, w *Workspace, warm bool) (*Workspac
 		})
 		m.setProgress(userID, StateFailed, "Your editor could not start", 0, err.Error())
 		if m.cfg.OnStart != nil {
-			m.cfg.OnStart(m.cfg.Now().Sub(began), warm, err)
+			m.cfg.OnStart(w, m.cfg.Now().Sub(began), warm, err)
 		}
 		return nil, err
 	}
@@ -435,7 +435,7 @@ func (m *Manager) start(ctx context.Context, w *Workspace, warm bool) (*Workspac
 		return fail(err)
 	}
 	if m.cfg.OnStart != nil {
-		m.cfg.OnStart(m.cfg.Now().Sub(began), warm, nil)
+		m.cfg.OnStart(w, m.cfg.Now().Sub(began), warm, nil)
 	}
 	m.log.Info("workspace started", "workspace", w.ID, "user", username, "startup", m.cfg.Now().Sub(began).Round(time.Millisecond))
 	return m.markRunning(ctx, w)

@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/codehub-dev/codehub/internal/agentapi"
+	"github.com/hashicorp/go-hclog"
+)
+
+// busyShare is the share of one CPU above which the IDE's processes count
+// as working: an idle code-server with an open workbench stays well below.
+const busyShare = 0.02
+
+// activity records what the user did and what the IDE's processes use.
+type activity struct {
+	now func() time.Time
+
+	mu         sync.Mutex
+	lastInput  time.Time
+	lastCPU    time.Time
+	cpuSeconds float64
+	rssBytes   int64
+}
+
+// input records a message from the browser that was real input.
+func (a *activity) input() {
+	t := a.now()
+	a.mu.Lock()
+	if t.After(a.lastInput) {
+		a.lastInput = t
+	}
+	a.mu.Unlock()
+}
+
+// measured records one sample of the IDE's process tree taken at t, elapsed
+// after the previous one.
+func (a *activity) measured(s treeSample, t time.Time, elapsed time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.cpuSeconds, a.rssBytes = s.CPUSeconds, s.RSSBytes
+	if s.Comparable && elapsed > 0 && s.Used > busyShare*elapsed.Seconds() {
+		a.lastCPU = t
+	}
+}
+
+// snapshot returns the activity, Connections aside.
+func (a *activity) snapshot() agentapi.Activity {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	act := agentapi.Activity{LastInput: a.lastInput, LastCPU: a.lastCPU, CPUSeconds: a.cpuSeconds}
+	act.LastActive = act.LastInput
+	if act.LastCPU.After(act.LastActive) {
+		act.LastActive = act.LastCPU
+	}
+	return act
+}
+
+// usage returns the memory and CPU time of the IDE's processes.
+func (a *activity) usage() (rss int64, cpuSeconds float64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.rssBytes, a.cpuSeconds
+}
+
+// sampleCPU measures the process tree of pid() every interval until ctx
+// ends. pid returns 0 while there is no process.
+func (a *activity) sampleCPU(ctx context.Context, s *treeSampler, pid func() int, interval time.Duration, log hclog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var last time.Time
+	for {
+		if root := pid(); root == 0 {
+			s.reset()
+		} else if smp, err := s.sample(root); err != nil {
+			log.Debug("sample the IDE's processes", "pid", root, "error", err)
+		} else {
+			now := a.now()
+			a.measured(smp, now, now.Sub(last))
+			log.Trace("IDE processes", "pid", root, "procs", smp.Procs, "cpu_used", smp.Used, "rss", smp.RSSBytes)
+			last = now
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
