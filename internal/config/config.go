@@ -79,6 +79,9 @@ type Config struct {
 	Metrics       Metrics       `config:"metrics"`
 	Audit         Audit         `config:"audit"`
 	MultiUser     MultiUser     `config:"multi-user"`
+	Nomad         Nomad         `config:"nomad"`
+	Consul        Consul        `config:"consul"`
+	Vault         Vault         `config:"vault"`
 
 	sources map[string]Source
 }
@@ -138,6 +141,94 @@ type Audit struct {
 	MaxBackups int `config:"max-backups"`
 	// Stdout also writes every entry to standard output.
 	Stdout bool `config:"stdout"`
+}
+
+// TLS is a client's TLS settings for a HashiCorp agent.
+type TLS struct {
+	CAFile     string `config:"ca-file"`
+	CertFile   string `config:"cert-file"`
+	KeyFile    string `config:"key-file"`
+	ServerName string `config:"server-name"`
+	Insecure   bool   `config:"insecure"`
+}
+
+// Nomad configures the Nomad orchestrator (isolation strategy
+// "container"): workspaces are dispatched instances of a parameterized job.
+type Nomad struct {
+	// Address of the Nomad API (default: NOMAD_ADDR, then
+	// http://127.0.0.1:4646); Token an ACL token (default: NOMAD_TOKEN).
+	Address   string `config:"address"`
+	Token     string `config:"token"`
+	Region    string `config:"region"`
+	Namespace string `config:"namespace"`
+	// Job is the parameterized workspace job (jobs/workspace.nomad.hcl).
+	Job string `config:"job"`
+	// WarmPoolJob is the parameterized job of warm workspaces
+	// (jobs/warm-pool.nomad.hcl).
+	WarmPoolJob string `config:"warm-pool-job"`
+	TLS         TLS    `config:"tls"`
+}
+
+// Consul configures service discovery.
+type Consul struct {
+	// Address of the Consul HTTP API (default: CONSUL_HTTP_ADDR, then
+	// 127.0.0.1:8500); Token an ACL token (default: CONSUL_HTTP_TOKEN).
+	Address string `config:"address"`
+	Token   string `config:"token"`
+	Scheme  string `config:"scheme"`
+	// Datacenter is this gateway's (default: the agent's).
+	Datacenter string `config:"datacenter"`
+	// Service is the workspaces' service name; GatewayService the
+	// gateways' own, registered when RegisterGateway is set.
+	Service         string `config:"service"`
+	GatewayService  string `config:"gateway-service"`
+	RegisterGateway bool   `config:"register-gateway"`
+	// AdvertiseAddr is the address other machines reach this gateway at
+	// (default: the bind address).
+	AdvertiseAddr string `config:"advertise-addr"`
+	TLS           TLS    `config:"tls"`
+}
+
+// Vault configures where signing keys and database credentials come from.
+type Vault struct {
+	// Address of Vault (default: VAULT_ADDR); empty disables Vault.
+	Address string    `config:"address"`
+	Auth    VaultAuth `config:"auth"`
+	// Transit signs access tokens with a Vault transit key (Ed25519),
+	// instead of the key file.
+	Transit VaultTransit `config:"transit"`
+	// Database takes PostgreSQL credentials from Vault's database secrets
+	// engine, renewed and rotated without failing requests.
+	Database VaultDatabase `config:"database"`
+	TLS      TLS           `config:"tls"`
+}
+
+// VaultAuth says how the gateway logs in to Vault.
+type VaultAuth struct {
+	// Method is "token" (Token, or VAULT_TOKEN), "approle" (RoleID and
+	// SecretIDFile) or "jwt" (Nomad workload identity: the JWT in JWTFile,
+	// Role at Mount).
+	Method       string `config:"method"`
+	Token        string `config:"token"`
+	RoleID       string `config:"role-id"`
+	SecretIDFile string `config:"secret-id-file"`
+	Role         string `config:"role"`
+	JWTFile      string `config:"jwt-file"`
+	Mount        string `config:"mount"`
+}
+
+// VaultTransit names the transit key that signs access tokens.
+type VaultTransit struct {
+	Enabled bool   `config:"enabled"`
+	Mount   string `config:"mount"`
+	Key     string `config:"key"`
+}
+
+// VaultDatabase names the database secrets engine role.
+type VaultDatabase struct {
+	Enabled bool   `config:"enabled"`
+	Mount   string `config:"mount"`
+	Role    string `config:"role"`
 }
 
 // MultiUser is the multi-user mode's configuration: the design's
@@ -252,6 +343,9 @@ type Isolation struct {
 	// root), "directory" (one OS account, a directory per user), "container"
 	// (Nomad) or "auto": process when running as root, else directory.
 	Strategy string `config:"strategy"`
+	// Policies is a directory of isolation policies (*.hcl): limits chosen
+	// by role or group. Empty: one policy from the limits below.
+	Policies string `config:"policies"`
 	// BasePath holds one directory per user.
 	BasePath string `config:"base-path"`
 	// UIDMin and UIDMax bound the workspace accounts (process strategy).
@@ -368,6 +462,14 @@ func Default(getenv func(string) string) *Config {
 		},
 		Metrics: Metrics{Enabled: true},
 		Audit:   Audit{File: filepath.Join(dataHome, "codehub", "audit.log"), MaxFileMB: 100, MaxBackups: 10},
+		Nomad:   Nomad{Job: "codehub-workspace", WarmPoolJob: "codehub-warm-pool", Namespace: "default"},
+		Consul: Consul{Service: "codehub-workspace", GatewayService: "codehub-gateway", RegisterGateway: true,
+			Scheme: "http"},
+		Vault: Vault{
+			Auth:     VaultAuth{Method: "token", Mount: "jwt-nomad"},
+			Transit:  VaultTransit{Mount: "transit", Key: "codehub-jwt"},
+			Database: VaultDatabase{Mount: "database", Role: "codehub"},
+		},
 		MultiUser: MultiUser{
 			Auth: MultiUserAuth{
 				Provider: "database",

@@ -60,6 +60,21 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	v.oneOf("vault.auth.method", c.Vault.Auth.Method, "token", "approle", "jwt")
+	v.oneOf("consul.scheme", c.Consul.Scheme, "http", "https")
+	for path, addr := range map[string]string{"nomad.address": c.Nomad.Address, "vault.address": c.Vault.Address} {
+		if addr != "" {
+			if u, err := url.Parse(addr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				v.fail(path, "expected an http:// or https:// URL, got %q", addr)
+			}
+		}
+	}
+	if c.Vault.Transit.Enabled && c.Vault.Transit.Key == "" {
+		v.fail("vault.transit.key", "name the transit key that signs tokens")
+	}
+	if c.Vault.Database.Enabled && c.Vault.Database.Role == "" {
+		v.fail("vault.database.role", "name the database secrets engine role")
+	}
 	if c.Audit.MaxFileMB < 1 {
 		v.fail("audit.max-file-mb", "must be at least 1")
 	}
