@@ -165,6 +165,17 @@ func target(w *Workspace) *proxy.Target {
 // by itself) a stopped workspace stays stopped: ErrStopped.
 func (m *Manager) Target(ctx context.Context, userID string, autostart bool) (*proxy.Target, error) {
 	if w := m.cachedRunning(userID); w != nil {
+		if r, ok := m.orch.(Resolver); ok {
+			addr, healthy := r.Resolve(ctx, w)
+			if !healthy {
+				return nil, ErrStarting // unhealthy: no traffic until it recovers or restarts
+			}
+			if addr != w.Address {
+				c := w.Clone()
+				c.Address = addr
+				return target(c), nil
+			}
+		}
 		return target(w), nil
 	}
 	if !autostart {

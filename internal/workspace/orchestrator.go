@@ -77,3 +77,13 @@ type Orchestrator interface {
 	// Assign makes a claimed warm workspace its new owner's.
 	Assign(ctx context.Context, w *Workspace, userID, username string) error
 }
+
+// Resolver is implemented by orchestrators whose workspaces are found
+// through service discovery (Nomad with Consul): the address of a running
+// workspace comes from the discovery's view of healthy instances, so that
+// a workspace that fails its health check stops receiving traffic.
+type Resolver interface {
+	// Resolve returns the healthy address of w's agent, or ok false when
+	// no healthy instance is known.
+	Resolve(ctx context.Context, w *Workspace) (addr string, ok bool)
+}
