@@ -3,8 +3,10 @@
 GO        ?= go
 CACHE     ?= $(HOME)/.cache/codehub
 BIN       := bin/codehub
-# Where `make run` listens, and the folder its IDE opens.
+# Where `make run` listens, and its mode: multi (user accounts, a workspace
+# each) or single (one password, the IDE opening WORKSPACE).
 BIND      ?= 127.0.0.1:8080
+MODE      ?= multi
 WORKSPACE ?= $(CURDIR)
 # Version stamped into the binary.
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -26,9 +28,13 @@ setup:
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/codehub
 
-## run: build and start single-user mode on $(WORKSPACE), printing the URL and password
+## run: build and start the gateway (multi-user on SQLite and local workspaces), printing the URL and how to sign in
 run: setup build
+ifeq ($(MODE),single)
 	$(BIN) --bind-addr $(BIND) $(WORKSPACE)
+else
+	$(BIN) --deployment-mode multi --bind-addr $(BIND)
+endif
 
 ## test: every test, including the real code-server and headless Chromium ones
 test: setup
