@@ -1,0 +1,16 @@
+memory = "2GiB"
+
+polcy "default" {
+}
+
+rules {
+}
+
+policy {
+}
+
+policy "Large X" {
+}
+
+policy "a" "b" {
+}

@@ -1,0 +1,3 @@
+policy "default" {
+  cpu = 100
+}

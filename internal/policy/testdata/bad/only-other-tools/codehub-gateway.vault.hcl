@@ -1,0 +1,3 @@
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
