@@ -235,7 +235,7 @@ func (a *app) openMulti(ctx context.Context) error {
 		SessionTTL: mu.Session.TTL.D(), IdleTimeout: mu.Session.IdleTimeout.D(),
 		MaxSessionsPerUser: limits.MaxSessionsPerUser, OnLimit: mu.Session.OnLimit,
 		Registration: mu.Registration, MinPasswordLength: pw.MinLength, RequireMixed: pw.RequireMixed,
-		CleanupInterval: mu.Session.CleanupInterval.D(),
+		CleanupInterval: sessionCleanupInterval(cfg),
 	}, identity.Deps{
 		Authn: authn, Users: db.Users(), Sessions: sessions, Tokens: tokens, Bus: bus, Hasher: hasher,
 		OnRevoke: a.revoked, Audit: a.audit,
@@ -340,4 +340,16 @@ func (a *app) ensureFirstAdmin(ctx context.Context) (username, pw string, err er
 	}
 	a.log.Info("created the first administrator", "username", u.Username)
 	return u.Username, pw, nil
+}
+
+// sessionCleanupInterval is how often expired sessions are deleted:
+// session.cleanup-interval, or the design's
+// scaling.auto-cleanup.expired-session-cleanup-interval when only that one
+// is set.
+func sessionCleanupInterval(cfg *config.Config) time.Duration {
+	if cfg.SourceOf("multi-user.auth.session.cleanup-interval").String() == "default" &&
+		cfg.SourceOf("multi-user.scaling.auto-cleanup.expired-session-cleanup-interval").String() != "default" {
+		return cfg.MultiUser.Scaling.AutoCleanup.ExpiredSessionCleanupInterval.D()
+	}
+	return cfg.MultiUser.Auth.Session.CleanupInterval.D()
 }

@@ -32,6 +32,7 @@ Usage:
                                     into NAME's home (multi-user mode)
   codehub agent --secret-file FILE  run one user's workspace (started by the gateway)
   codehub audit verify [FILE]       check the audit log's hash chain
+  codehub policy validate DIR       check a directory of isolation policies
   codehub version                   print the version
 
 Flags:
@@ -51,6 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return runUser(ctx, args[2:], getenv, stdin, stdout, stderr)
 		case "migrate-data":
 			return runMigrateData(ctx, args[2:], getenv, stdin, stdout, stderr)
+		case "policy":
+			return runPolicy(args[2:], stdout, stderr)
 		case "audit":
 			return runAudit(ctx, args[2:], getenv, stdout, stderr)
 		case "version":

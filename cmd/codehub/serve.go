@@ -22,6 +22,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/config"
 	"github.com/codehub-dev/codehub/internal/gateway"
 	"github.com/codehub-dev/codehub/internal/proxy"
+	"github.com/codehub-dev/codehub/internal/resources"
 	"github.com/codehub-dev/codehub/internal/throttle"
 	"github.com/codehub-dev/codehub/internal/web"
 	"github.com/codehub-dev/codehub/internal/workspace"
@@ -248,9 +249,21 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		opts.MaxConnections = cfg.MultiUser.Limits.MaxGatewayConnections
 		opts.InjectHTML = `<script src="` + web.StaticPrefix + `idle.js" defer></script>`
 	}
-	srv, err := gateway.New(opts)
+	var (
+		srv *gateway.Server
+		res *resources.Manager
+	)
+	if a.id != nil && a.id.MultiUser() {
+		res = a.wireAdmin(&opts, wsAPI, func(userID string) int { return srv.OpenConnections(userID) })
+	}
+	srv, err = gateway.New(opts)
 	if err != nil {
 		return err
+	}
+	if res != nil {
+		resCtx, stopRes := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopRes()
+		a.runResources(resCtx, res)
 	}
 	if wsMgr != nil {
 		mgrCtx, stopMgr := context.WithCancel(context.WithoutCancel(ctx))

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/codehub-dev/codehub/internal/audit"
@@ -33,11 +34,14 @@ type workspaces struct {
 	mgr               *workspace.Manager
 	id                *identity.Service
 	log               hclog.Logger
-	policy            workspace.Policy
+	policy            workspace.Policy // the default
 	stopWhenSignedOut bool
 	// onStop, if set, is called when a user's workspace stopped.
 	onStop  func(userID string)
 	summary string
+
+	// policyFor is each user's policy (the manager's PolicyFor).
+	policyFor func(ctx context.Context, userID string) (workspace.Policy, error)
 }
 
 var (
@@ -127,6 +131,14 @@ func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*
 	m := a.metrics
 	ws := &workspaces{id: a.id, log: a.log.Named("workspaces"), policy: defaultPolicy(cfg, strat),
 		stopWhenSignedOut: cfg.MultiUser.Scaling.AutoCleanup.StopWhenSignedOut}
+	set, err := loadPolicies(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPolicyDrivers(set, strat); err != nil {
+		return nil, err
+	}
+	ws.policyFor = cachedPolicies(policyFor(set, ws.policy, a.id), 30*time.Second)
 	ws.summary = fmt.Sprintf("%s isolation, homes in %s", strat, base)
 	pool := cfg.MultiUser.Scaling.ContainerPool
 	warm := 0
@@ -137,7 +149,7 @@ func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*
 		Orchestrator: orch,
 		Store:        a.db.Workspaces(),
 		BasePath:     base,
-		PolicyFor:    func(context.Context, string) (workspace.Policy, error) { return ws.policy, nil },
+		PolicyFor:    ws.policyFor,
 		Username: func(ctx context.Context, id string) (string, error) {
 			u, err := a.id.User(ctx, id)
 			if err != nil {
@@ -248,7 +260,11 @@ type usageView struct {
 
 // Status implements gateway.Workspaces.
 func (ws *workspaces) Status(ctx context.Context, userID string) (any, error) {
-	st := workspaceStatus{Policy: ws.policy}
+	pol, err := ws.policyFor(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	st := workspaceStatus{Policy: pol}
 	w, err := ws.mgr.Of(ctx, userID)
 	if errors.Is(err, workspace.ErrNotFound) {
 		st.State = workspace.StateStopped
@@ -274,8 +290,8 @@ func (ws *workspaces) Status(ctx context.Context, userID string) (any, error) {
 	if u, err := ws.mgr.Usage(ctx, w); err == nil {
 		v := &usageView{}
 		v.Storage.Used, v.Storage.Limit = u.StorageBytes, u.StorageLimitBytes
-		v.Memory.MB, v.Memory.Limit = float64(u.MemoryBytes)/(1<<20), ws.policy.HardMemoryMB()
-		v.CPU.Seconds, v.CPU.Limit = u.CPUSeconds, ws.policy.CPUPercent
+		v.Memory.MB, v.Memory.Limit = float64(u.MemoryBytes)/(1<<20), pol.HardMemoryMB()
+		v.CPU.Seconds, v.CPU.Limit = u.CPUSeconds, pol.CPUPercent
 		st.Usage = v
 	}
 	return st, nil
@@ -315,4 +331,40 @@ func (ws *workspaces) SignedOut(ctx context.Context, userID string) {
 }
 
 // ConnectionLimit implements gateway.Workspaces.
-func (ws *workspaces) ConnectionLimit(context.Context, string) int { return ws.policy.MaxConnections }
+func (ws *workspaces) ConnectionLimit(ctx context.Context, userID string) int {
+	p, err := ws.policyFor(ctx, userID)
+	if err != nil {
+		return ws.policy.MaxConnections
+	}
+	return p.MaxConnections
+}
+
+// cachedPolicies remembers each user's policy for ttl: it is asked on every
+// proxied request.
+func cachedPolicies(f func(context.Context, string) (workspace.Policy, error), ttl time.Duration) func(context.Context, string) (workspace.Policy, error) {
+	type entry struct {
+		p   workspace.Policy
+		exp time.Time
+	}
+	var mu sync.Mutex
+	cache := map[string]entry{}
+	return func(ctx context.Context, userID string) (workspace.Policy, error) {
+		mu.Lock()
+		e, ok := cache[userID]
+		mu.Unlock()
+		if ok && time.Now().Before(e.exp) {
+			return e.p, nil
+		}
+		p, err := f(ctx, userID)
+		if err != nil {
+			return p, err
+		}
+		mu.Lock()
+		if len(cache) > 100000 {
+			cache = map[string]entry{}
+		}
+		cache[userID] = entry{p, time.Now().Add(ttl)}
+		mu.Unlock()
+		return p, nil
+	}
+}

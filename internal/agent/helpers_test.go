@@ -42,7 +42,23 @@ type running struct {
 // waits for its ready line. mutate may change the configuration first.
 func startAgent(t *testing.T, mutate ...func(*Config)) *running {
 	t.Helper()
-	bin := testenv.CodeServer(t)
+	return launch(t, testenv.CodeServer(t), mutate...)
+}
+
+// startFakeAgent runs an agent whose IDE is fakeIDE (this test binary),
+// ready after delay.
+func startFakeAgent(t *testing.T, delay time.Duration, mutate ...func(*Config)) *running {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), fakeIDEEnv+"="+delay.String())
+	return launch(t, self, append([]func(*Config){func(c *Config) { c.Env = env }}, mutate...)...)
+}
+
+func launch(t *testing.T, bin string, mutate ...func(*Config)) *running {
+	t.Helper()
 	home := t.TempDir()
 	folder := filepath.Join(home, "workspaces", "project")
 	for _, d := range []string{filepath.Join(home, "state"), filepath.Join(home, "extensions"), folder} {
@@ -92,6 +108,11 @@ func startAgent(t *testing.T, mutate ...func(*Config)) *running {
 	line, err := bufio.NewReader(pr).ReadString('\n')
 	go io.Copy(io.Discard, pr)
 	if err != nil {
+		select {
+		case err := <-r.done:
+			t.Fatalf("agent exited before its ready line: %v", err)
+		default:
+		}
 		t.Fatalf("no ready line: %v", err)
 	}
 	addr, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), agentapi.ReadyPrefix)
@@ -107,6 +128,9 @@ func (r *running) do(t *testing.T, method, path string) *http.Response {
 	t.Helper()
 	req, _ := http.NewRequest(method, r.URL+path, nil)
 	req.Header.Set(agentapi.SecretHeader, r.Secret)
+	if strings.HasPrefix(path, "/_agent/") { // the gateway's own calls
+		req.Header.Set(agentapi.ControlHeader, r.Secret)
+	}
 	resp, err := r.client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)

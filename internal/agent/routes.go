@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -39,9 +40,19 @@ func routes(d routeDeps) http.Handler {
 	activity := handleJSON(func() any { return d.activity() })
 	usage := handleJSON(func() any { return d.usage() })
 	stop := handleStop(d.stop, d.log)
+	want := sha256.Sum256(d.secret)
 	return requireSecret(d.secret, d.log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasPrefix(r.URL.Path, agentPrefix) {
+		if !isAgentPath(r) {
+			r.Header.Del(agentapi.ControlHeader)
 			d.ide.ServeHTTP(w, r)
+			return
+		}
+		// The control endpoints answer the gateway's own calls only, which
+		// carry the secret in ControlHeader too; proxied browser traffic
+		// never does.
+		got := sha256.Sum256([]byte(r.Header.Get(agentapi.ControlHeader)))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			writeJSONError(w, http.StatusNotFound, "not_found", "not found")
 			return
 		}
 		switch r.URL.Path {
@@ -57,6 +68,21 @@ func routes(d routeDeps) http.Handler {
 			writeJSONError(w, http.StatusNotFound, "not_found", "no such agent endpoint")
 		}
 	}))
+}
+
+// isAgentPath reports whether r is for the agent's own endpoints, however
+// its path is spelled (escaped, with dot segments, in another case).
+func isAgentPath(r *http.Request) bool {
+	for _, p := range []string{r.URL.Path, r.URL.EscapedPath()} {
+		if u, err := url.PathUnescape(p); err == nil {
+			p = u
+		}
+		p = strings.ToLower(path.Clean("/" + p))
+		if p == strings.TrimSuffix(agentPrefix, "/") || strings.HasPrefix(p, agentPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // requireSecret refuses, with 401, every request whose SecretHeader is not

@@ -10,6 +10,12 @@ import "time"
 // one reaches a workspace except through the gateway.
 const SecretHeader = "X-Codehub-Workspace-Secret"
 
+// ControlHeader carries the same secret on the gateway's own calls to the
+// agent's endpoints (PathHealth...). The proxy never sends it, and strips it
+// from what browsers send: a person's traffic, which carries SecretHeader
+// only, can never reach the agent's control endpoints.
+const ControlHeader = "X-Codehub-Agent-Control"
+
 // Paths of the agent's own endpoints; everything else is the IDE.
 const (
 	PathHealth   = "/_agent/health"   // GET: Health

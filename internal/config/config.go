@@ -239,6 +239,17 @@ type MultiUser struct {
 	Limits    Limits        `config:"limits"`
 	Features  Features      `config:"features"`
 	Scaling   Scaling       `config:"scaling"`
+	Usage     Usage         `config:"usage"`
+}
+
+// Usage configures the usage sampler behind quotas, the admin charts and
+// the per-user metrics.
+type Usage struct {
+	// SampleInterval is how often usage is measured (and stored, with
+	// features.usage-analytics).
+	SampleInterval Duration `config:"sample-interval"`
+	// Retention is how long stored samples are kept.
+	Retention Duration `config:"retention"`
 }
 
 // MultiUserAuth says where users and sessions live and how people sign in.
@@ -394,6 +405,15 @@ type Limits struct {
 	CPULimitPercent          int `config:"cpu-limit-percent"`
 	// MaxProcesses bounds the processes (and threads) of a workspace.
 	MaxProcesses int `config:"max-processes"`
+	// APIRequestsPerMinute limits each signed-in user's /api/v1 requests
+	// (0: no limit), with APIBurst allowed at once.
+	APIRequestsPerMinute int `config:"api-requests-per-minute"`
+	APIBurst             int `config:"api-burst"`
+	// AnonymousAPIRequestsPerMinute limits /api/v1 requests without a
+	// session, per client address (0: no limit), with AnonymousAPIBurst
+	// allowed at once.
+	AnonymousAPIRequestsPerMinute int `config:"anonymous-api-requests-per-minute"`
+	AnonymousAPIBurst             int `config:"anonymous-api-burst"`
 }
 
 // Features switch optional parts on and off.
@@ -510,8 +530,11 @@ func Default(getenv func(string) string) *Config {
 			Limits: Limits{
 				MaxSessionsPerUser: 5, MaxConcurrentConnections: 100, MaxGatewayConnections: 10000,
 				StorageQuotaMB: 10240, MemoryLimitMB: 4096, CPULimitPercent: 100, MaxProcesses: 2048,
+				APIRequestsPerMinute: 600, APIBurst: 200,
+				AnonymousAPIRequestsPerMinute: 300, AnonymousAPIBurst: 100,
 			},
-			Features: Features{AuditLogging: true, AdminDashboard: true, MetricsExport: "prometheus"},
+			Features: Features{AuditLogging: true, UsageAnalytics: true, AdminDashboard: true, MetricsExport: "prometheus"},
+			Usage:    Usage{SampleInterval: Duration(time.Minute), Retention: Duration(8 * 24 * time.Hour)},
 			Scaling: Scaling{
 				StartConcurrency: 4,
 				ContainerPool:    ContainerPool{Enabled: true, WarmPoolSize: 1, MaxIdleMinutes: 30},

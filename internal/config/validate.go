@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/codehub-dev/codehub/internal/password"
 )
@@ -214,6 +215,28 @@ func (v *validator) multiUser(m *MultiUser) {
 		if n < 1 {
 			v.fail(path, "must be at least 1, got %d", n)
 		}
+	}
+	for path, n := range map[string]int{
+		"multi-user.limits.api-requests-per-minute":           l.APIRequestsPerMinute,
+		"multi-user.limits.api-burst":                         l.APIBurst,
+		"multi-user.limits.anonymous-api-requests-per-minute": l.AnonymousAPIRequestsPerMinute,
+		"multi-user.limits.anonymous-api-burst":               l.AnonymousAPIBurst,
+	} {
+		if n < 0 {
+			v.fail(path, "must not be negative, got %d (0 turns the limit off)", n)
+		}
+	}
+	if l.APIRequestsPerMinute > 0 && l.APIBurst < 1 {
+		v.fail("multi-user.limits.api-burst", "must be at least 1 when api-requests-per-minute is set")
+	}
+	if l.AnonymousAPIRequestsPerMinute > 0 && l.AnonymousAPIBurst < 1 {
+		v.fail("multi-user.limits.anonymous-api-burst", "must be at least 1 when anonymous-api-requests-per-minute is set")
+	}
+	if m.Usage.SampleInterval < Duration(time.Second) {
+		v.fail("multi-user.usage.sample-interval", "must be at least 1s, got %s", m.Usage.SampleInterval)
+	}
+	if m.Usage.Retention < m.Usage.SampleInterval {
+		v.fail("multi-user.usage.retention", "must be at least the sample interval (%s), got %s", m.Usage.SampleInterval, m.Usage.Retention)
 	}
 	if m.Features.MetricsExport != "" {
 		v.oneOf("multi-user.features.metrics-export", m.Features.MetricsExport, "prometheus", "none")

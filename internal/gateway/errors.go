@@ -10,6 +10,9 @@ import (
 // codeThrottled is the code of a sign-in refused by the address throttle.
 const codeThrottled = "too_many_attempts"
 
+// codeRateLimited is the code of an API request refused by the rate limit.
+const codeRateLimited = "rate_limited"
+
 // statuses maps every error code to its HTTP status, in one place.
 var statuses = map[string]int{
 	identity.CodeInvalidInput:       http.StatusBadRequest,
@@ -26,6 +29,7 @@ var statuses = map[string]int{
 	identity.CodeTooManySessions:    http.StatusConflict,
 	identity.CodeAccountLocked:      http.StatusLocked,
 	codeThrottled:                   http.StatusTooManyRequests,
+	codeRateLimited:                 http.StatusTooManyRequests,
 	identity.CodeUnavailable:        http.StatusServiceUnavailable,
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 
 	"errors"
+	"github.com/codehub-dev/codehub/internal/agentapi"
 	"github.com/codehub-dev/codehub/internal/audit"
 	"net/http"
 	"net/netip"
@@ -73,6 +74,16 @@ type Options struct {
 	Upstreams Upstreams
 	// Workspaces, when set, exposes the user's own workspace (multi-user).
 	Workspaces Workspaces
+	// AdminWorkspaces, Resources and AuditLog, when set, add their parts
+	// of the admin API (multi-user).
+	AdminWorkspaces AdminWorkspaces
+	Resources       Resources
+	AuditLog        AuditLog
+	// Policies, if set, are the isolation policies an administrator may
+	// give a user.
+	Policies []string
+	// APILimits, when set, rate-limits /api/v1.
+	APILimits *APILimits
 	// MaxConnections bounds the open proxied connections of the whole
 	// gateway (0: none).
 	MaxConnections int
@@ -146,6 +157,7 @@ func New(opts Options) (*Server, error) {
 	s.proxy = proxy.New(proxy.Config{
 		Logger:       opts.Logger.Named("proxy"),
 		StripCookies: []string{opts.Config.Session.CookieName, csrfCookie},
+		StripHeaders: []string{agentapi.SecretHeader, agentapi.ControlHeader},
 		CheckOrigin: func(r *http.Request) bool {
 			ok := s.originAllowed(r)
 			if !ok {

@@ -596,3 +596,37 @@ func TestStartingPage(t *testing.T) {
 		t.Fatalf("starting, API: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestAgentPathsNeverProxied: a person's traffic never reaches the
+// workspace agent's own endpoints, however the path is spelled.
+func TestAgentPathsNeverProxied(t *testing.T) {
+	e := newEnv(t)
+	c := e.client()
+	e.login(c, testPassword).Body.Close()
+	for _, p := range []string{"/_agent/stop", "/_agent/health", "/%5Fagent/stop", "/_AGENT/health", "/x/../_agent/stop", "/_agent", "/%5f%61gent/usage"} {
+		req, _ := http.NewRequest("POST", e.front.URL+p, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: status %d, want 404", p, resp.StatusCode)
+		}
+	}
+	if r := e.upstream.last(); r != nil {
+		t.Fatalf("an agent path reached the workspace: %s", r.URL.Path)
+	}
+	// Headers a client sets to imitate the gateway are stripped.
+	req, _ := http.NewRequest("GET", e.front.URL+"/x", nil)
+	req.Header.Set("X-Codehub-Agent-Control", "guess")
+	req.Header.Set("X-Codehub-Workspace-Secret", "guess")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if up := e.upstream.last(); up.Header.Get("X-Codehub-Agent-Control") != "" || up.Header.Get("X-Codehub-Workspace-Secret") != "" {
+		t.Fatalf("client-supplied agent headers reached the workspace: %v", up.Header)
+	}
+}

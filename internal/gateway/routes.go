@@ -31,7 +31,7 @@ func (s *Server) routes() http.Handler {
 		r.Handle("/logout", s.pageHeaders(s.csrf.Handler(s.handleLogout()))).Methods(http.MethodPost)
 
 		api := r.PathPrefix("/api/v1").Subrouter()
-		api.Use(s.apiHeaders, s.csrf.Handler)
+		api.Use(s.apiHeaders, s.rateLimitAPI, s.csrf.Handler)
 		handleAPI(api, []apiRoute{
 			{"/auth/login", []string{http.MethodPost}, s.handleAPILogin()},
 			{"/auth/refresh", []string{http.MethodPost}, s.handleAPIRefresh()},
@@ -50,6 +50,9 @@ func (s *Server) routes() http.Handler {
 				{"/me/workspace/stop", []string{http.MethodPost}, s.authed(s.handleStopMyWorkspace())},
 				{"/me/workspace/restart", []string{http.MethodPost}, s.authed(s.handleRestartMyWorkspace())},
 			})
+		}
+		if s.opts.Identity.MultiUser() {
+			s.adminRoutes(api)
 		}
 		api.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			writeJSONError(w, http.StatusNotFound, "not_found", "no such API endpoint")
@@ -77,7 +80,11 @@ type apiRoute struct {
 // handleAPI registers routes, and for each path a last route answering 405
 // with Allow for any other method. (gorilla/mux reports a method mismatch
 // only for the last path of a subrouter.)
-func handleAPI(r *mux.Router, routes []apiRoute) {
+func handleAPI(r *mux.Router, routes []apiRoute) { handleGuardedAPI(r, routes, nil) }
+
+// handleGuardedAPI is handleAPI with guard (if set) in front of the 405
+// answers too, so that they tell nothing to whom the guard turns away.
+func handleGuardedAPI(r *mux.Router, routes []apiRoute, guard func(http.Handler) http.Handler) {
 	var paths []string
 	allowed := map[string][]string{}
 	for _, rt := range routes {
@@ -89,10 +96,14 @@ func handleAPI(r *mux.Router, routes []apiRoute) {
 	}
 	for _, p := range paths {
 		allow := strings.Join(allowed[p], ", ")
-		r.HandleFunc(p, func(w http.ResponseWriter, req *http.Request) {
+		var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			w.Header().Set("Allow", allow)
 			writeJSONError(w, http.StatusMethodNotAllowed, "method_not_allowed", req.Method+" is not allowed here; use "+allow)
 		})
+		if guard != nil {
+			h = guard(h)
+		}
+		r.Handle(p, h)
 	}
 }
 

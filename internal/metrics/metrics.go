@@ -26,6 +26,12 @@ type Metrics struct {
 	ActiveContainers *prometheus.GaugeVec     // status
 	StartQueue       prometheus.Gauge
 	WarmPool         prometheus.Gauge
+
+	// Set by the usage sampler.
+	ActiveUsers prometheus.Gauge
+	UserStorage *prometheus.GaugeVec // user: the largest users only
+
+	APIRateLimited *prometheus.CounterVec // kind: user, anonymous
 }
 
 // New creates the collectors and registers them, with the Go runtime and
@@ -81,6 +87,21 @@ func New() *Metrics {
 		Name: "codehub_warm_pool_size",
 		Help: "Warm workspaces ready to be claimed.",
 	})
+	m.ActiveUsers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "code_server_active_users",
+		Help: "Current active users: users with at least one live session.",
+	})
+	m.UserStorage = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "codehub_user_storage_bytes",
+		Help: "Storage used in a user's home, by user (the users using most only, to bound the series).",
+	}, []string{"user"})
+	m.APIRateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "codehub_api_rate_limited_total",
+		Help: "API requests refused by the rate limit, by kind of caller (user, anonymous).",
+	}, []string{"kind"})
+	for _, kind := range []string{"user", "anonymous"} {
+		m.APIRateLimited.WithLabelValues(kind)
+	}
 	for _, status := range []string{"success", "failure", "throttled"} {
 		m.LoginAttempts.WithLabelValues(status)
 	}
@@ -90,6 +111,7 @@ func New() *Metrics {
 		m.LoginAttempts, m.SessionsCreated, m.ActiveSessions, m.RequestDuration,
 		m.WebSocketsOpen, m.WorkspaceUp, m.WorkspaceStarts,
 		m.ContainerStartup, m.ActiveContainers, m.StartQueue, m.WarmPool,
+		m.ActiveUsers, m.UserStorage, m.APIRateLimited,
 	)
 	return m
 }

@@ -55,6 +55,8 @@ type Config struct {
 	Logger hclog.Logger
 	// StripCookies are cookie names (the gateway's own) never sent upstream.
 	StripCookies []string
+	// StripHeaders are request headers never passed on from clients.
+	StripHeaders []string
 	// CheckOrigin approves the Origin of a WebSocket upgrade.
 	CheckOrigin func(r *http.Request) bool
 	// SecureResponse adds headers to every proxied HTTP response.
@@ -135,6 +137,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	setForwarded(pr.Out.Header, pr.In, c)
 	stripCookies(pr.Out.Header, p.cfg.StripCookies)
 	pr.Out.Header.Del("Authorization")
+	for _, h := range p.cfg.StripHeaders {
+		pr.Out.Header.Del(h)
+	}
 	for k, vs := range t.Header {
 		pr.Out.Header[k] = vs
 	}

@@ -44,6 +44,9 @@ func (p *Proxy) serveWebSocket(w http.ResponseWriter, r *http.Request, t *Target
 	hdr.Set("Host", r.Host)
 	setForwarded(hdr, r, c)
 	stripCookies(hdr, p.cfg.StripCookies)
+	for _, h := range p.cfg.StripHeaders {
+		hdr.Del(h)
+	}
 	for k, vs := range t.Header {
 		hdr[k] = vs
 	}
@@ -227,9 +230,10 @@ type Registry struct {
 }
 
 // ClientMessageHeadSize is how much of a browser's message
-// RegistryConfig.OnClientMessage sees: enough for a few of VS Code's 13-byte
-// protocol headers.
-const ClientMessageHeadSize = 256
+// RegistryConfig.OnClientMessage sees: enough for the headers of the few
+// protocol frames VS Code packs into one message, and the names of the
+// calls they carry.
+const ClientMessageHeadSize = 512
 
 // RegistryConfig configures a Registry.
 type RegistryConfig struct {

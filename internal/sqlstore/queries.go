@@ -80,6 +80,17 @@ type queries struct {
 	DeleteExpiredSessions string
 	CountSessions         string
 	CountUserSessions     string
+
+	// Usage samples.
+	InsertUsageSample      string
+	UsageSamples           string
+	LatestStorageSamples   string
+	PruneUsageSamples      string
+	DeleteUserUsageSamples string
+
+	// Audit failures.
+	RecentAuditFailures string
+	CountAuditFailures  string
 }
 
 // loadQueries reads queries/<driver>.sql from fsys and fills every field

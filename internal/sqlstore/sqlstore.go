@@ -21,6 +21,8 @@ import (
 	"github.com/codehub-dev/codehub/internal/session"
 	"github.com/codehub-dev/codehub/internal/user"
 	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // Drivers accepted in Config.Driver.
@@ -49,6 +51,13 @@ type Config struct {
 	// database secrets) reach new connections without a restart. Pair it
 	// with ConnMaxLifetime shorter than the credentials' lease.
 	PasswordFunc func(ctx context.Context) (string, error)
+	// CredentialsFunc, when set, supplies both the PostgreSQL user and
+	// password for every new connection, overriding DSN's: Vault's
+	// database secrets engine issues a new user with every lease.
+	// Connections already open keep theirs, so pair it with a
+	// ConnMaxLifetime that retires them before their credentials end.
+	// Not together with PasswordFunc.
+	CredentialsFunc func(ctx context.Context) (user, password string, err error)
 
 	// MaxOpenConns caps open connections; 0 means no limit.
 	MaxOpenConns int
@@ -86,6 +95,9 @@ func Open(ctx context.Context, cfg Config, log hclog.Logger) (*DB, error) {
 	if cfg.Driver != DriverSQLite && cfg.Driver != DriverPostgres {
 		return nil, fmt.Errorf("sqlstore: driver must be %q or %q, got %q", DriverSQLite, DriverPostgres, cfg.Driver)
 	}
+	if cfg.CredentialsFunc != nil && (cfg.PasswordFunc != nil || cfg.Driver != DriverPostgres) {
+		return nil, errors.New("sqlstore: CredentialsFunc is for postgres, and not together with PasswordFunc")
+	}
 	fsys := fs.FS(embedded)
 	qfs, mfs := cfg.queries, cfg.migrations
 	if qfs == nil {
@@ -116,7 +128,11 @@ func Open(ctx context.Context, cfg Config, log hclog.Logger) (*DB, error) {
 		sdb, err = openSQLite(cfg, log)
 	case DriverPostgres:
 		d = postgresDialect{}
-		sdb, err = openPostgres(cfg)
+		if cfg.CredentialsFunc != nil {
+			sdb, err = openPostgresCredentials(cfg)
+		} else {
+			sdb, err = openPostgres(cfg)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -140,6 +156,28 @@ func Open(ctx context.Context, cfg Config, log hclog.Logger) (*DB, error) {
 		return fail(fmt.Errorf("sqlstore: migrate: %w", err))
 	}
 	return db, nil
+}
+
+// openPostgresCredentials is openPostgres with the user and password of
+// every new connection from cfg.CredentialsFunc.
+func openPostgresCredentials(cfg Config) (*sql.DB, error) {
+	if cfg.DSN == "" {
+		return nil, errors.New("sqlstore: postgres needs a DSN")
+	}
+	pc, err := pgx.ParseConfig(cfg.DSN)
+	if err != nil {
+		// pgx's parse errors leave the password out.
+		return nil, fmt.Errorf("sqlstore: postgres DSN: %w", err)
+	}
+	creds := cfg.CredentialsFunc
+	return stdlib.OpenDB(*pc, stdlib.OptionBeforeConnect(func(ctx context.Context, cc *pgx.ConnConfig) error {
+		user, password, err := creds(ctx)
+		if err != nil {
+			return fmt.Errorf("database credentials: %w", err)
+		}
+		cc.User, cc.Password = user, password
+		return nil
+	})), nil
 }
 
 // Users returns the user store kept in this database.

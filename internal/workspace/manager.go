@@ -97,6 +97,7 @@ type Manager struct {
 	keepAlive map[string]time.Time  // by user ID: "keep working" clicks
 	failures  map[string]int        // by workspace ID: failed health checks in a row
 	startedBy map[string]bool       // workspace IDs this Manager launched
+	refillMu  sync.Mutex
 }
 
 // NewManager returns a Manager; call Run to start its background work.
@@ -363,6 +364,13 @@ func (m *Manager) claimWarm(ctx context.Context, userID string) (*Workspace, err
 		m.cfg.OnStart(w, m.cfg.Now().Sub(start), true, nil)
 	}
 	go m.refillPool(context.WithoutCancel(ctx))
+	now := m.cfg.Now()
+	if c, err := m.store.Update(ctx, w.ID, func(x *Workspace) error {
+		x.StartedAt, x.LastActivity = now, now
+		return nil
+	}); err == nil {
+		w = c
+	}
 	return m.markRunning(ctx, w)
 }
 
@@ -370,6 +378,9 @@ func (m *Manager) claimWarm(ctx context.Context, userID string) (*Workspace, err
 func (m *Manager) start(ctx context.Context, w *Workspace, warm bool) (*Workspace, error) {
 	began := m.cfg.Now()
 	userID := w.UserID
+	m.mu.Lock()
+	m.startedBy[w.ID] = true
+	m.mu.Unlock()
 	w, err := m.store.Update(ctx, w.ID, func(x *Workspace) error {
 		x.State, x.Node, x.LastError = StateQueued, m.cfg.Node, ""
 		if x.Home == "" {
@@ -413,13 +424,14 @@ func (m *Manager) start(ctx context.Context, w *Workspace, warm bool) (*Workspac
 		}
 	}
 	secret := newSecret()
-	w, err = m.store.Update(ctx, w.ID, func(x *Workspace) error {
+	nw, err := m.store.Update(ctx, w.ID, func(x *Workspace) error {
 		x.State, x.Secret, x.StartedAt = StateStarting, secret, m.cfg.Now()
 		return nil
 	})
 	if err != nil {
 		return fail(err)
 	}
+	w = nw
 	m.setProgress(userID, StateStarting, "Preparing your workspace", 0, "")
 	startCtx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
 	defer cancel()
@@ -431,7 +443,7 @@ func (m *Manager) start(ctx context.Context, w *Workspace, warm bool) (*Workspac
 	m.mu.Lock()
 	m.startedBy[w.ID] = true
 	m.mu.Unlock()
-	w, err = m.store.Update(ctx, w.ID, func(x *Workspace) error {
+	nw, err = m.store.Update(ctx, w.ID, func(x *Workspace) error {
 		x.Address, x.PID, x.ExternalID, x.Meta = launched.Address, launched.PID, launched.ExternalID, launched.Meta
 		if launched.Node != "" {
 			x.Node = launched.Node
@@ -441,6 +453,7 @@ func (m *Manager) start(ctx context.Context, w *Workspace, warm bool) (*Workspac
 	if err != nil {
 		return fail(err)
 	}
+	w = nw
 	m.setProgress(userID, StateStarting, "Starting your editor", 0, "")
 	if err := m.waitHealthy(startCtx, w); err != nil {
 		return fail(err)
@@ -525,6 +538,7 @@ func (m *Manager) agentGet(ctx context.Context, w *Workspace, path string, out a
 		return err
 	}
 	req.Header.Set(agentapi.SecretHeader, w.Secret)
+	req.Header.Set(agentapi.ControlHeader, w.Secret)
 	resp, err := m.client.Do(req)
 	if err != nil {
 		return err
@@ -561,17 +575,21 @@ func (m *Manager) Activity(ctx context.Context, w *Workspace) (agentapi.Activity
 
 // Stop stops a workspace (keeping its files) and records why.
 func (m *Manager) Stop(ctx context.Context, id, reason string) error {
+	already := false
 	w, err := m.store.Update(ctx, id, func(x *Workspace) error {
-		if x.State == StateStopped {
-			return nil
+		already = x.State == StateStopped
+		if !already {
+			x.State = StateStopping
 		}
-		x.State = StateStopping
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	m.forget(w)
+	if already {
+		return nil
+	}
 	stopErr := m.orch.Stop(ctx, w)
 	w, err = m.store.Update(context.WithoutCancel(ctx), id, func(x *Workspace) error {
 		x.State, x.StoppedAt, x.PID, x.Address, x.Secret = StateStopped, m.cfg.Now(), 0, "", ""
@@ -711,6 +729,12 @@ func (m *Manager) reattach(ctx context.Context) {
 		if w.Orchestrator != m.orch.Name() || w.Node != m.cfg.Node {
 			continue
 		}
+		m.mu.Lock()
+		mine := m.startedBy[w.ID]
+		m.mu.Unlock()
+		if mine {
+			continue
+		}
 		switch w.State {
 		case StateRunning, StateStarting:
 			if m.healthy(ctx, w) {
@@ -759,7 +783,7 @@ func (m *Manager) checkHealth(ctx context.Context) {
 func (m *Manager) crashed(ctx context.Context, w *Workspace, cause error) {
 	m.forget(w)
 	_ = m.orch.Stop(ctx, w)
-	w, err := m.store.Update(ctx, w.ID, func(x *Workspace) error {
+	rec, err := m.store.Update(ctx, w.ID, func(x *Workspace) error {
 		x.State, x.LastError, x.StoppedAt, x.PID, x.Address = StateFailed, cause.Error(), m.cfg.Now(), 0, ""
 		x.Restarts++
 		return nil
@@ -768,6 +792,7 @@ func (m *Manager) crashed(ctx context.Context, w *Workspace, cause error) {
 		m.log.Error("record a crashed workspace", "workspace", w.ID, "error", err)
 		return
 	}
+	w = rec
 	if w.UserID == "" { // a warm workspace: just drop it, the pool refills
 		_ = m.store.Delete(ctx, w.ID)
 		return
@@ -775,9 +800,12 @@ func (m *Manager) crashed(ctx context.Context, w *Workspace, cause error) {
 	wait := m.backoff(w.Restarts)
 	m.log.Warn("workspace crashed; restarting", "workspace", w.ID, "user", w.UserID, "cause", cause, "in", wait, "restarts", w.Restarts)
 	m.setProgress(w.UserID, StateFailed, "Your editor stopped unexpectedly and is restarting", 0, cause.Error())
-	userID := w.UserID
+	userID, id, restarts := w.UserID, w.ID, w.Restarts
 	time.AfterFunc(wait, func() {
 		if ctx.Err() != nil {
+			return
+		}
+		if cur, err := m.store.Get(ctx, id); err != nil || cur.State != StateFailed || cur.Restarts != restarts {
 			return
 		}
 		if _, err := m.Ensure(ctx, userID); err != nil {
@@ -819,6 +847,8 @@ func (m *Manager) refillPool(ctx context.Context) {
 	if m.cfg.WarmPool <= 0 {
 		return
 	}
+	m.refillMu.Lock()
+	defer m.refillMu.Unlock()
 	all, err := m.store.List(ctx)
 	if err != nil {
 		return
@@ -830,6 +860,13 @@ func (m *Manager) refillPool(ctx context.Context) {
 		}
 		switch w.State {
 		case StateRunning:
+			if w.Node == m.cfg.Node && !m.healthy(ctx, w) {
+				if alive, _ := m.orch.Alive(ctx, w); !alive {
+					_ = m.orch.Stop(ctx, w)
+					_ = m.store.Delete(ctx, w.ID)
+					continue
+				}
+			}
 			ready++
 		case StateQueued, StateStarting:
 			starting++

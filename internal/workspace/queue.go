@@ -37,9 +37,9 @@ func (q *startQueue) acquire(ctx context.Context, notify func(pos int)) (func(),
 	w := &waiter{ready: make(chan struct{}), notify: notify}
 	q.waiting = append(q.waiting, w)
 	pos := len(q.waiting)
-	q.mu.Unlock()
 	q.onCount(pos)
 	notify(pos)
+	q.mu.Unlock()
 	select {
 	case <-w.ready:
 		return q.release, nil
@@ -79,7 +79,7 @@ func (q *startQueue) renumberLocked() {
 	for i, w := range q.waiting {
 		w.notify(i + 1)
 	}
-	go q.onCount(n)
+	q.onCount(n)
 }
 
 // Waiting returns how many starts wait in line.

@@ -564,6 +564,7 @@ func (o *Orchestrator) askStop(ctx context.Context, w *workspace.Workspace) {
 		return
 	}
 	req.Header.Set(agentapi.SecretHeader, w.Secret)
+	req.Header.Set(agentapi.ControlHeader, w.Secret)
 	resp, err := http.DefaultClient.Do(req)
 	if err == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)

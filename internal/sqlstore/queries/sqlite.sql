@@ -267,3 +267,45 @@ WHERE (?1 = '' OR user_id = ?1) AND (?2 = '' OR event_type = ?2)
 -- name: AuditAfter
 SELECT seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash
 FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2;
+
+-- ---------------------------------------------------------------------
+-- Usage samples
+
+-- name: InsertUsageSample
+-- Another gateway's sample of the same user and interval wins.
+INSERT INTO usage_samples (user_id, taken_at, sessions, connections, storage_bytes, memory_bytes,
+       cpu_percent, active_users, running_workspaces, workspace_starts)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+ON CONFLICT (user_id, taken_at) DO NOTHING;
+
+-- name: UsageSamples
+SELECT user_id, taken_at, sessions, connections, storage_bytes, memory_bytes,
+       cpu_percent, active_users, running_workspaces, workspace_starts
+FROM usage_samples WHERE user_id = ?1 AND taken_at >= ?2 AND taken_at < ?3
+ORDER BY taken_at;
+
+-- name: LatestStorageSamples
+-- Each user's most recent sample that measured their storage.
+SELECT user_id, taken_at, sessions, connections, storage_bytes, memory_bytes,
+       cpu_percent, active_users, running_workspaces, workspace_starts
+FROM usage_samples s
+WHERE user_id <> '' AND taken_at = (
+    SELECT max(taken_at) FROM usage_samples l WHERE l.user_id = s.user_id AND l.storage_bytes > 0)
+ORDER BY user_id;
+
+-- name: PruneUsageSamples
+DELETE FROM usage_samples WHERE taken_at < ?1;
+
+-- name: DeleteUserUsageSamples
+DELETE FROM usage_samples WHERE user_id = ?1;
+
+-- ---------------------------------------------------------------------
+-- Audit failures (the admin overview)
+
+-- name: RecentAuditFailures
+SELECT seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash
+FROM audit_log WHERE status = 'failure' AND timestamp >= ?1
+ORDER BY seq DESC LIMIT ?2;
+
+-- name: CountAuditFailures
+SELECT count(*) FROM audit_log WHERE status = 'failure' AND timestamp >= ?1;
