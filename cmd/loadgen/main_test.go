@@ -5,8 +5,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/codehub-dev/codehub/internal/config"
 	"time"
 )
 
@@ -253,9 +256,22 @@ func TestProcStatus(t *testing.T) {
 
 func TestMultiUserConfigLoads(t *testing.T) {
 	s := multiUserConfig("/tmp/x", "127.0.0.1:1", "127.0.0.1:2")
-	for _, want := range []string{`deployment_mode = "multi"`, `upstream        = "http://127.0.0.1:2"`, `max_sessions_per_user = 100000`} {
+	for _, want := range []string{`deployment_mode = "multi"`, `upstream        = "http://127.0.0.1:2"`, `max_sessions_per_user             = 100000`, `api_requests_per_minute           = 0`} {
 		if !strings.Contains(s, want) {
 			t.Errorf("config lacks %q:\n%s", want, s)
 		}
+	}
+}
+
+// TestMultiUserConfigIsValid loads the generated configuration with the
+// gateway's own loader, so loadgen never starts a gateway that refuses it.
+func TestMultiUserConfigIsValid(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "multi.hcl")
+	if err := os.WriteFile(path, []byte(multiUserConfig(dir, "127.0.0.1:1", "127.0.0.1:2")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Load(config.LoadOptions{File: path, Getenv: func(string) string { return "" }}); err != nil {
+		t.Fatalf("the gateway refuses loadgen's configuration: %v", err)
 	}
 }

@@ -50,7 +50,15 @@ multi_user {
     database { path = %q }
     lockout { max_failures = 0 }
   }
-  limits { max_sessions_per_user = 100000 }
+  isolation { strategy = "directory" }
+  scaling {
+    container_pool { enabled = false }
+  }
+  limits {
+    max_sessions_per_user             = 100000
+    api_requests_per_minute           = 0 # measure the sign-in, not the rate limit
+    anonymous_api_requests_per_minute = 0
+  }
 }
 `, addr, dir, upstreamAddr, filepath.Join(dir, "codehub.db"))
 }
