@@ -63,11 +63,14 @@ func (c *Config) Validate() error {
 	}
 	v.oneOf("vault.auth.method", c.Vault.Auth.Method, "token", "approle", "jwt")
 	v.oneOf("consul.scheme", c.Consul.Scheme, "http", "https")
-	for path, addr := range map[string]string{"nomad.address": c.Nomad.Address, "vault.address": c.Vault.Address} {
-		if addr != "" {
-			if u, err := url.Parse(addr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				v.fail(path, "expected an http:// or https:// URL, got %q", addr)
-			}
+	if a := c.Nomad.Address; a != "" {
+		if u, err := url.Parse(a); err != nil || !((u.Scheme == "http" || u.Scheme == "https") && u.Host != "" || u.Scheme == "unix" && u.Path != "") {
+			v.fail("nomad.address", "expected an http://, https:// or unix:// (task API socket) URL, got %q", a)
+		}
+	}
+	if a := c.Vault.Address; a != "" {
+		if u, err := url.Parse(a); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.fail("vault.address", "expected an http:// or https:// URL, got %q", a)
 		}
 	}
 	if c.Vault.Transit.Enabled && c.Vault.Transit.Key == "" {

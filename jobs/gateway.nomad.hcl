@@ -1,0 +1,214 @@
+# codehub gateway: signs people in and proxies their IDEs, in front of the
+# workspaces that jobs/workspace.nomad.hcl runs.
+#
+#   nomad job run jobs/gateway.nomad.hcl        (namespace "default")
+#
+# Several gateways share everything through the stores: users in
+# PostgreSQL, sessions in Redis, workspaces in the registry and Nomad,
+# addresses in Consul; put a load balancer in front of the
+# "codehub-gateway" service (Consul DNS, or consul-template into HAProxy or
+# nginx; WebSockets need no stickiness: any gateway reaches any workspace).
+#
+# Its configuration is rendered by the template below from Consul (where
+# PostgreSQL and Redis are) and Vault (their secrets), read with the job's
+# workload identity: the vault block below (Nomad 1.7+, with the server's
+# vault { default_identity {...} } and a Vault JWT auth role
+# "codehub-gateway" bound to this job). The gateway's own Vault client uses
+# the same token (VAULT_TOKEN, renewed by Nomad) for PostgreSQL credentials
+# from the database secrets engine and, if enabled, transit signing.
+#
+# Its Nomad token is its workload identity (NOMAD_TOKEN, identity below),
+# reaching Nomad through the task API socket, with an ACL policy attached to
+# this job (terraform/codehub does it):
+#   nomad acl policy apply -namespace default -job codehub-gateway \
+#     codehub-gateway policies/codehub-gateway.nomad-acl.hcl
+# granting, in the workspaces' namespace, submit-job, dispatch-job,
+# read-job and list-jobs.
+#
+# The Consul token, Consul's CA and Redis's password come from the Nomad
+# variable nomad/jobs/codehub-gateway (terraform/codehub writes it).
+# Signing keys are Vault transit's: no key file, no shared volume.
+
+job "codehub-gateway" {
+  type        = "service"
+  datacenters = ["*"]
+  priority    = 80
+
+  group "gateway" {
+    count = 2
+
+    # Never two gateways on one machine, and spread over datacenters.
+    constraint {
+      operator = "distinct_hosts"
+      value    = "true"
+    }
+
+    spread {
+      attribute = "${node.datacenter}"
+      weight    = 100
+    }
+
+    # One at a time, only when healthy, back to the last good version if
+    # the new one never gets healthy. The old gateway drains its requests
+    # and closes its WebSockets with 1001; editors reconnect to another.
+    update {
+      max_parallel      = 1
+      health_check      = "checks"
+      min_healthy_time  = "10s"
+      healthy_deadline  = "3m"
+      progress_deadline = "10m"
+      auto_revert       = true
+      canary            = 0
+      stagger           = "30s"
+    }
+
+    restart {
+      attempts = 5
+      interval = "5m"
+      delay    = "10s"
+      mode     = "delay"
+    }
+
+    # A static port: the load balancer (terraform/cluster) targets it.
+    network {
+      port "http" {
+        static = 8080
+        to     = 8080
+      }
+    }
+
+    service {
+      name = "codehub-gateway"
+      port = "http"
+      tags = ["http", "dc-${node.datacenter}"]
+
+      check {
+        name     = "healthz"
+        type     = "http"
+        path     = "/healthz"
+        interval = "10s"
+        timeout  = "2s"
+      }
+    }
+
+    task "gateway" {
+      driver = "docker"
+
+      config {
+        image = "ghcr.io/codehub-dev/codehub:latest"
+        ports = ["http"]
+        args  = ["--config", "/secrets/codehub.hcl"]
+      }
+
+      vault {
+        role        = "codehub-gateway"
+        change_mode = "restart"
+      }
+
+      identity {
+        env = true
+      }
+
+      template {
+        destination = "secrets/consul-ca.pem"
+        perms       = "0600"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/codehub-gateway" }}{{ .consul_ca }}{{ end }}
+        EOT
+      }
+
+      template {
+        destination = "secrets/codehub.hcl"
+        perms       = "0600"
+        change_mode = "restart"
+        splay       = "30s"
+        data        = <<-EOT
+          bind_addr       = "0.0.0.0:8080"
+          deployment_mode = "multi"
+          data_dir        = "{{ env "NOMAD_ALLOC_DIR" }}/data"
+          log_format      = "json"
+          trusted_proxies = ["10.0.0.0/8"]
+
+          multi_user {
+            auth {
+              provider = "database"
+              database {
+                type     = "postgres"
+          {{- range service "postgres" }}
+                host     = "{{ .Address }}"
+                port     = {{ .Port }}
+          {{- end }}
+                database = "codehub"
+                sslmode  = "require"
+              }
+              session {
+                store = "redis"
+          {{- range service "redis" }}
+                host  = "{{ .Address }}"
+                port  = {{ .Port }}
+          {{- end }}
+          {{- with nomadVar "nomad/jobs/codehub-gateway" }}
+                password = "{{ .redis_password }}"
+          {{- end }}
+              }
+            }
+            isolation {
+              strategy = "container"
+              policies = "/etc/codehub/policies"
+            }
+            scaling {
+              container_pool {
+                enabled        = true
+                warm_pool_size = 2
+              }
+            }
+          }
+
+          nomad {
+            address       = "unix://{{ env "NOMAD_SECRETS_DIR" }}/api.sock"
+            namespace     = "default"
+            job           = "codehub-workspace"
+            warm_pool_job = "codehub-warm-pool"
+          }
+
+          consul {
+            address         = "{{ env "attr.unique.network.ip-address" }}:8501"
+            scheme          = "https"
+            service         = "codehub-workspace"
+            gateway_service = "codehub-gateway"
+          {{- with nomadVar "nomad/jobs/codehub-gateway" }}
+            token           = "{{ .consul_token }}"
+          {{- end }}
+            tls {
+              ca_file = "{{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem"
+            }
+          }
+
+          vault {
+            address = "{{ with service "vault" }}{{ with index . 0 }}https://{{ .Address }}:{{ .Port }}{{ end }}{{ end }}"
+            auth {
+              method = "token"
+            }
+            database {
+              enabled = true
+              mount   = "database"
+              role    = "codehub"
+            }
+            transit {
+              enabled = true
+              mount   = "transit"
+              key     = "codehub-jwt"
+            }
+          }
+        EOT
+      }
+
+      resources {
+        cpu    = 1000
+        memory = 512
+      }
+
+      kill_timeout = "30s"
+    }
+  }
+}
