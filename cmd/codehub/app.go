@@ -30,6 +30,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/token"
 	"github.com/codehub-dev/codehub/internal/token/filekeys"
 	"github.com/codehub-dev/codehub/internal/user"
+	"github.com/codehub-dev/codehub/internal/vault"
 	"github.com/hashicorp/go-hclog"
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -74,7 +75,7 @@ func openApp(ctx context.Context, file string, getenv func(string) string, flags
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	if cfg.DeploymentMode == config.ModeMulti {
-		err = a.openMulti(ctx)
+		err = a.openMulti(ctx, getenv)
 	} else {
 		err = a.openSingle()
 	}
@@ -151,11 +152,30 @@ func randomPassword() (string, error) {
 
 // openMulti opens the user database, the session store, the revocation
 // bus and the token keys.
-func (a *app) openMulti(ctx context.Context) error {
+func (a *app) openMulti(ctx context.Context, getenv func(string) string) error {
 	cfg, mu := a.cfg, &a.cfg.MultiUser.Auth
 	log := a.log
 
-	db, err := sqlstore.Open(ctx, dbConfig(&mu.Database), log.Named("db"))
+	vc, err := a.openVault(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	dbc := dbConfig(&mu.Database)
+	var dbCreds *vault.DBCredentials
+	if vc != nil && cfg.Vault.Database.Enabled {
+		if mu.Database.Type != "postgres" {
+			return fmt.Errorf("%s: vault.database: Vault issues PostgreSQL credentials; the user database is %s", cfg.SourceOf("vault.database.enabled"), mu.Database.Type)
+		}
+		dbCreds, err = vault.NewDBCredentials(ctx, vc, vault.DBConfig{Mount: cfg.Vault.Database.Mount, Role: cfg.Vault.Database.Role,
+			ConnMaxLifetime: 10 * time.Minute}, log.Named("vault-db"))
+		if err != nil {
+			return fmt.Errorf("database credentials from Vault: %w", err)
+		}
+		a.closers = append(a.closers, func() error { dbCreds.Close(); return nil })
+		dbc.CredentialsFunc, dbc.ConnMaxLifetime = dbCreds.Credentials, dbCreds.ConnMaxLifetime()
+	}
+
+	db, err := sqlstore.Open(ctx, dbc, log.Named("db"))
 	if err != nil {
 		return fmt.Errorf("user database (%s): %w", mu.Database.Type, err)
 	}
@@ -187,7 +207,9 @@ func (a *app) openMulti(ctx context.Context) error {
 		bus = revredis.New(revredis.Config{Client: rdb, Prefix: mu.Session.Prefix}, log.Named("revocation"))
 	}
 	if bus == nil {
-		if db.Driver() == sqlstore.DriverPostgres {
+		// LISTEN holds one connection for good: with credentials that
+		// Vault rotates, the database's own polled table is the bus.
+		if db.Driver() == sqlstore.DriverPostgres && dbCreds == nil {
 			pg, err := revpostgres.New(revpostgres.Config{DSN: postgresDSN(&mu.Database)}, log.Named("revocation"))
 			if err != nil {
 				return fmt.Errorf("revocation bus: %w", err)
@@ -204,9 +226,15 @@ func (a *app) openMulti(ctx context.Context) error {
 	if keysFile == "" {
 		keysFile = filepath.Join(cfg.DataDir, "jwt-keys.json")
 	}
-	keys, err := filekeys.Open(filekeys.Config{Path: keysFile, RotateEvery: mu.Tokens.RotateEvery.D(), Retain: retain})
+	keys, err := a.keySource(vc, func() (token.KeySource, error) {
+		k, err := filekeys.Open(filekeys.Config{Path: keysFile, RotateEvery: mu.Tokens.RotateEvery.D(), Retain: retain})
+		if err != nil {
+			return nil, fmt.Errorf("token keys: %w", err)
+		}
+		return k, nil
+	})
 	if err != nil {
-		return fmt.Errorf("token keys: %w", err)
+		return err
 	}
 	tokens, err := token.NewService(token.Config{
 		Issuer: mu.Tokens.Issuer, Audience: mu.Tokens.Audience, AccessTTL: mu.Tokens.AccessTTL.D(),

@@ -59,7 +59,7 @@ func policyFor(set *policy.Set, def workspace.Policy, users UserLookup) func(ctx
 	allowed := policy.Compatible(def.Driver)
 	resolve := func(p *policy.Policy) (workspace.Policy, error) {
 		w := p.Workspace(def)
-		if !slices.Contains(allowed, w.Driver) {
+		if w.Driver != def.Driver && !slices.Contains(allowed, w.Driver) {
 			// checkPolicyDrivers should have refused this at start-up;
 			// never run a workspace with less isolation than asked for.
 			return workspace.Policy{}, fmt.Errorf("isolation policy %q asks for driver %q, but workspaces here run with %q",

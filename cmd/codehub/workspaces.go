@@ -63,7 +63,7 @@ func strategy(cfg *config.Config) (string, error) {
 		}
 		return local.StrategyDirectory, nil
 	case "container":
-		return "", fmt.Errorf("isolation strategy %q runs workspaces on Nomad, which is not configured", s)
+		return "container", nil
 	default:
 		return s, nil
 	}
@@ -80,16 +80,9 @@ func defaultPolicy(cfg *config.Config, driver string) workspace.Policy {
 	}
 }
 
-func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*workspaces, error) {
+// openLocal makes the orchestrator of workspaces on this machine.
+func (a *app) openLocal(ctx context.Context, getenv func(string) string, strat, base string) (*local.Orchestrator, error) {
 	cfg := a.cfg
-	strat, err := strategy(cfg)
-	if err != nil {
-		return nil, err
-	}
-	base := cfg.MultiUser.Isolation.BasePath
-	if os.Geteuid() == 0 && cfg.SourceOf("multi-user.isolation.base-path").String() == "default" {
-		base = rootBasePath
-	}
 	runtimeDir := filepath.Join(cfg.DataDir, "run")
 	if os.Geteuid() == 0 {
 		runtimeDir = "/run/codehub"
@@ -127,9 +120,40 @@ func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*
 	} else {
 		a.log.Info("isolation strategy \"process\": " + orch.Describe())
 	}
+	return orch, nil
+}
+
+func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*workspaces, error) {
+	cfg := a.cfg
+	strat, err := strategy(cfg)
+	if err != nil {
+		return nil, err
+	}
+	base := cfg.MultiUser.Isolation.BasePath
+	if os.Geteuid() == 0 && cfg.SourceOf("multi-user.isolation.base-path").String() == "default" {
+		base = rootBasePath
+	}
+	var orch workspace.Orchestrator
+	driver := strat
+	if strat == "container" {
+		// Workspaces run on Nomad, found through Consul; the job spec
+		// carries the agent and code-server, nothing runs here.
+		c, err := a.openCluster(ctx, getenv, a.db.Workspaces())
+		if err != nil {
+			return nil, err
+		}
+		orch, driver, base = c, "", ""
+		a.log.Info("workspaces run on Nomad", "job", cfg.Nomad.Job, "service", cfg.Consul.Service)
+	} else {
+		l, err := a.openLocal(ctx, getenv, strat, base)
+		if err != nil {
+			return nil, err
+		}
+		orch = l
+	}
 
 	m := a.metrics
-	ws := &workspaces{id: a.id, log: a.log.Named("workspaces"), policy: defaultPolicy(cfg, strat),
+	ws := &workspaces{id: a.id, log: a.log.Named("workspaces"), policy: defaultPolicy(cfg, driver),
 		stopWhenSignedOut: cfg.MultiUser.Scaling.AutoCleanup.StopWhenSignedOut}
 	set, err := loadPolicies(cfg)
 	if err != nil {
@@ -140,6 +164,9 @@ func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*
 	}
 	ws.policyFor = cachedPolicies(policyFor(set, ws.policy, a.id), 30*time.Second)
 	ws.summary = fmt.Sprintf("%s isolation, homes in %s", strat, base)
+	if strat == "container" {
+		ws.summary = fmt.Sprintf("Nomad job %q, Consul service %q", cfg.Nomad.Job, cfg.Consul.Service)
+	}
 	pool := cfg.MultiUser.Scaling.ContainerPool
 	warm := 0
 	if pool.Enabled {

@@ -26,6 +26,7 @@ type Metrics struct {
 	ActiveContainers *prometheus.GaugeVec     // status
 	StartQueue       prometheus.Gauge
 	WarmPool         prometheus.Gauge
+	ConsulCalls      *prometheus.CounterVec // endpoint
 
 	// Set by the usage sampler.
 	ActiveUsers prometheus.Gauge
@@ -102,6 +103,10 @@ func New() *Metrics {
 	for _, kind := range []string{"user", "anonymous"} {
 		m.APIRateLimited.WithLabelValues(kind)
 	}
+	m.ConsulCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "codehub_consul_api_calls_total",
+		Help: "Consul API calls made by the gateway, by endpoint.",
+	}, []string{"endpoint"})
 	for _, status := range []string{"success", "failure", "throttled"} {
 		m.LoginAttempts.WithLabelValues(status)
 	}
@@ -110,7 +115,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.LoginAttempts, m.SessionsCreated, m.ActiveSessions, m.RequestDuration,
 		m.WebSocketsOpen, m.WorkspaceUp, m.WorkspaceStarts,
-		m.ContainerStartup, m.ActiveContainers, m.StartQueue, m.WarmPool,
+		m.ContainerStartup, m.ActiveContainers, m.StartQueue, m.WarmPool, m.ConsulCalls,
 		m.ActiveUsers, m.UserStorage, m.APIRateLimited,
 	)
 	return m

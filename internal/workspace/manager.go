@@ -717,6 +717,19 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
+// owns reports whether this Manager looks after w: its orchestrator's, and
+// on this node, unless the orchestrator's workspaces belong to the whole
+// cluster (Nomad), when every gateway looks after every one.
+func (m *Manager) owns(w *Workspace) bool {
+	if w.Orchestrator != m.orch.Name() {
+		return false
+	}
+	if s, ok := m.orch.(interface{ Shared() bool }); ok && s.Shared() {
+		return true
+	}
+	return w.Node == m.cfg.Node
+}
+
 // reattach takes over the workspaces this node was running: those whose
 // agent still answers are used as they are; the others are cleaned up.
 func (m *Manager) reattach(ctx context.Context) {
@@ -726,7 +739,7 @@ func (m *Manager) reattach(ctx context.Context) {
 		return
 	}
 	for _, w := range all {
-		if w.Orchestrator != m.orch.Name() || w.Node != m.cfg.Node {
+		if !m.owns(w) {
 			continue
 		}
 		m.mu.Lock()
@@ -860,7 +873,7 @@ func (m *Manager) refillPool(ctx context.Context) {
 		}
 		switch w.State {
 		case StateRunning:
-			if w.Node == m.cfg.Node && !m.healthy(ctx, w) {
+			if m.owns(w) && !m.healthy(ctx, w) {
 				if alive, _ := m.orch.Alive(ctx, w); !alive {
 					_ = m.orch.Stop(ctx, w)
 					_ = m.store.Delete(ctx, w.ID)
