@@ -72,12 +72,25 @@ func strategy(cfg *config.Config) (string, error) {
 // defaultPolicy is the embedded default policy, from the configuration.
 func defaultPolicy(cfg *config.Config, driver string) workspace.Policy {
 	l, pool := &cfg.MultiUser.Limits, &cfg.MultiUser.Scaling.ContainerPool
-	return workspace.Policy{
+	p := workspace.Policy{
 		Name: "default", Driver: driver,
 		MemoryMB: l.MemoryLimitMB, CPUPercent: l.CPULimitPercent, Pids: l.MaxProcesses,
 		StorageMB: l.StorageQuotaMB, MaxSessions: l.MaxSessionsPerUser, MaxConnections: l.MaxConcurrentConnections,
 		IdleTimeout: time.Duration(pool.MaxIdleMinutes) * time.Minute,
 	}
+	if cfg.MultiUser.Isolation.Strategy == "container" {
+		// The container section's image and limits, where given, are the
+		// containers' (validated at load).
+		c := cfg.MultiUser.Isolation.Container
+		p.Image = c.Image
+		if mb, _ := c.Limits.MemoryMB(); mb > 0 && cfg.SourceOf("multi-user.limits.memory-limit-mb").String() == "default" {
+			p.MemoryMB = mb
+		}
+		if c.Limits.CPU > 0 && cfg.SourceOf("multi-user.limits.cpu-limit-percent").String() == "default" {
+			p.CPUPercent = int(c.Limits.CPU * 100)
+		}
+	}
+	return p
 }
 
 // openLocal makes the orchestrator of workspaces on this machine.
@@ -144,6 +157,9 @@ func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*
 		}
 		orch, driver, base = c, "", ""
 		a.log.Info("workspaces run on Nomad", "job", cfg.Nomad.Job, "service", cfg.Consul.Service)
+		if ct := cfg.MultiUser.Isolation.Container; len(ct.Volumes) > 0 || ct.Network != "" {
+			a.log.Warn("multi-user.isolation.container volumes and network are set by the Nomad job (see jobs/workspace.nomad.hcl), not here; ignoring them")
+		}
 	} else {
 		l, err := a.openLocal(ctx, getenv, strat, base)
 		if err != nil {

@@ -4,7 +4,10 @@
 package config
 
 import (
+	"fmt"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -382,6 +385,28 @@ type Container struct {
 type ContainerLimits struct {
 	Memory string  `config:"memory"`
 	CPU    float64 `config:"cpu"`
+}
+
+// MemoryMB is Memory in MiB: "2048m", "2g", "512M" or a plain number of
+// MiB; 0 when unset.
+func (l ContainerLimits) MemoryMB() (int, error) {
+	s := strings.TrimSpace(strings.ToLower(l.Memory))
+	if s == "" {
+		return 0, nil
+	}
+	mult := 1
+	switch {
+	case strings.HasSuffix(s, "g"), strings.HasSuffix(s, "gb"), strings.HasSuffix(s, "gi"):
+		mult = 1024
+		s = strings.TrimRight(s, "gbi")
+	case strings.HasSuffix(s, "m"), strings.HasSuffix(s, "mb"), strings.HasSuffix(s, "mi"):
+		s = strings.TrimRight(s, "mbi")
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 || n > 1<<30/mult {
+		return 0, fmt.Errorf("expected a size such as \"2048m\" or \"2g\", got %q", l.Memory)
+	}
+	return n * mult, nil
 }
 
 // Volume is a mount of a workspace container.

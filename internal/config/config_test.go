@@ -257,6 +257,11 @@ func TestErrors(t *testing.T) {
 			want:  []string{`flag --x: login-throttle.global-burst: expected a whole number, got "many"`},
 		},
 		{
+			name: "bad container memory", file: "c.hcl",
+			content: "deployment_mode = \"multi\"\nmulti_user {\n  isolation {\n    container {\n      limits {\n        memory = \"lots\"\n      }\n    }\n  }\n}\n",
+			want:    []string{`DIR/c.hcl:6:9: multi-user.isolation.container.limits.memory: expected a size such as "2048m" or "2g", got "lots"`},
+		},
+		{
 			name: "unknown extension", file: "c.toml", content: "a = 1\n",
 			want: []string{`DIR/c.toml: unknown configuration format: name the file *.hcl, *.yaml or *.yml`},
 		},
@@ -321,6 +326,20 @@ func TestREADMEDocumentsEveryKey(t *testing.T) {
 	for _, p := range LeafPaths() {
 		if !strings.Contains(string(readme), "`"+p+"`") {
 			t.Errorf("README.md does not document the key %q", p)
+		}
+	}
+}
+
+func TestContainerMemory(t *testing.T) {
+	for in, want := range map[string]int{"": 0, "2048m": 2048, "2g": 2048, "512M": 512, "1Gi": 1024, "300": 300, "64mb": 64} {
+		got, err := ContainerLimits{Memory: in}.MemoryMB()
+		if err != nil || got != want {
+			t.Errorf("MemoryMB(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"-1m", "0", "2t", "m", "1.5g"} {
+		if n, err := (ContainerLimits{Memory: in}).MemoryMB(); err == nil {
+			t.Errorf("MemoryMB(%q) = %d, want an error", in, n)
 		}
 	}
 }

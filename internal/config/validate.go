@@ -254,6 +254,12 @@ func (v *validator) multiUser(m *MultiUser) {
 		v.fail("multi-user.scaling.auto-cleanup.idle-session-minutes", "must not be negative")
 	}
 	v.positive("multi-user.scaling.auto-cleanup.expired-session-cleanup-interval", m.Scaling.AutoCleanup.ExpiredSessionCleanupInterval)
+	if _, err := m.Isolation.Container.Limits.MemoryMB(); err != nil {
+		v.fail("multi-user.isolation.container.limits.memory", "%v", err)
+	}
+	if c := m.Isolation.Container.Limits.CPU; c < 0 || c > 1024 {
+		v.fail("multi-user.isolation.container.limits.cpu", "must be a number of cores between 0 and 1024, got %g", c)
+	}
 	for i, vol := range m.Isolation.Container.Volumes {
 		path := fmt.Sprintf("multi-user.isolation.container.volumes[%d]", i)
 		v.oneOf(path+".type", vol.Type, "volume", "bind")

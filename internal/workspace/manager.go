@@ -779,6 +779,9 @@ func (m *Manager) checkHealth(ctx context.Context) {
 			m.mu.Unlock()
 			continue
 		}
+		if ctx.Err() != nil {
+			return // shutting down: a failed check says nothing of the workspace
+		}
 		m.mu.Lock()
 		m.failures[w.ID]++
 		n := m.failures[w.ID]

@@ -770,10 +770,6 @@ func TestManagerOnNomad(t *testing.T) {
 		PolicyFor:    func(context.Context, string) (workspace.Policy, error) { return small, nil },
 		Username:     func(_ context.Context, id string) (string, error) { return "name-" + id, nil },
 		ReadyTimeout: 20 * time.Second,
-		// No health round while the test cancels Run: the manager's
-		// checkHealth takes the cancellation for a crash and crashed()
-		// then dereferences the nil workspace of its failed Update.
-		HealthInterval: time.Hour,
 	}, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan struct{})
