@@ -410,58 +410,65 @@ func (s *Server) handleAdminUpdateUser() http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		ch := identity.UserChanges{Username: req.Username, Email: req.Email, Metadata: req.Metadata,
-			Role: req.Role, Policy: req.Policy, Active: req.Active}
-		if ch.Empty() {
-			s.writeError(w, r, badInput("nothing to change: send username, email, metadata, role, policy or active"))
-			return
-		}
-		if req.Policy != nil {
-			if err := s.checkPolicy(*req.Policy); err != nil {
-				s.writeError(w, r, err)
-				return
-			}
-		}
-		if target.ID == principalOf(r).User.ID {
-			switch {
-			case req.Role != nil && *req.Role != user.RoleAdmin:
-				s.writeError(w, r, &identity.Error{Code: identity.CodeConflict,
-					Message: "you cannot take away your own administrator role; ask another administrator"})
-				return
-			case req.Active != nil && !*req.Active:
-				s.writeError(w, r, &identity.Error{Code: identity.CodeConflict, Message: "you cannot disable your own account"})
-				return
-			}
-		}
-		u, err := s.opts.Identity.UpdateUser(r.Context(), target.ID, ch)
+		u, err := s.adminUpdateUser(r, target, req)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		var fields []string
-		for name, set := range map[string]bool{"username": req.Username != nil, "email": req.Email != nil,
-			"metadata": req.Metadata != nil, "role": req.Role != nil, "policy": req.Policy != nil, "active": req.Active != nil} {
-			if set {
-				fields = append(fields, name)
-			}
-		}
-		slices.Sort(fields)
-		details := map[string]any{"fields": fields}
-		if req.Role != nil {
-			details["role"] = *req.Role
-		}
-		if req.Active != nil {
-			details["active"] = *req.Active
-		}
-		if req.Policy != nil {
-			details["policy"] = *req.Policy
-		}
-		if req.Username != nil {
-			details["previousUsername"] = target.Username
-		}
-		s.adminAction(r, u.ID, u.Username, "user.update", details)
 		writeJSON(w, http.StatusOK, s.viewAdminUser(u))
 	})
+}
+
+// adminUpdateUser is an administrator changing target's account (the API
+// and the dashboard): it refuses what would lock the administrator out,
+// applies the changes and records admin.action.
+func (s *Server) adminUpdateUser(r *http.Request, target *user.User, req adminUpdateUser) (*user.User, error) {
+	ch := identity.UserChanges{Username: req.Username, Email: req.Email, Metadata: req.Metadata,
+		Role: req.Role, Policy: req.Policy, Active: req.Active}
+	if ch.Empty() {
+		return nil, badInput("nothing to change: send username, email, metadata, role, policy or active")
+	}
+	if req.Policy != nil {
+		if err := s.checkPolicy(*req.Policy); err != nil {
+			return nil, err
+		}
+	}
+	if target.ID == principalOf(r).User.ID {
+		switch {
+		case req.Role != nil && *req.Role != user.RoleAdmin:
+			return nil, &identity.Error{Code: identity.CodeConflict,
+				Message: "you cannot take away your own administrator role; ask another administrator"}
+		case req.Active != nil && !*req.Active:
+			return nil, &identity.Error{Code: identity.CodeConflict, Message: "you cannot disable your own account"}
+		}
+	}
+	u, err := s.opts.Identity.UpdateUser(r.Context(), target.ID, ch)
+	if err != nil {
+		return nil, err
+	}
+	var fields []string
+	for name, set := range map[string]bool{"username": req.Username != nil, "email": req.Email != nil,
+		"metadata": req.Metadata != nil, "role": req.Role != nil, "policy": req.Policy != nil, "active": req.Active != nil} {
+		if set {
+			fields = append(fields, name)
+		}
+	}
+	slices.Sort(fields)
+	details := map[string]any{"fields": fields}
+	if req.Role != nil {
+		details["role"] = *req.Role
+	}
+	if req.Active != nil {
+		details["active"] = *req.Active
+	}
+	if req.Policy != nil {
+		details["policy"] = *req.Policy
+	}
+	if req.Username != nil {
+		details["previousUsername"] = target.Username
+	}
+	s.adminAction(r, u.ID, u.Username, "user.update", details)
+	return u, nil
 }
 
 // notYourself refuses an action an administrator may not take on their
@@ -477,23 +484,32 @@ func (s *Server) handleAdminDeleteUser() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		target, err := s.targetUser(r)
 		if err == nil {
-			err = notYourself(r, target, "delete")
-		}
-		if err == nil {
-			err = s.opts.Identity.DeleteUser(r.Context(), target.ID)
+			err = s.adminDeleteUser(r, target)
 		}
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		if s.opts.Resources != nil {
-			if err := s.opts.Resources.CleanupUserResources(r.Context(), target.ID); err != nil {
-				s.log.Error("clean up after a deleted user", "user", target.Username, "error", err)
-			}
-		}
-		s.adminAction(r, target.ID, target.Username, "user.delete", map[string]any{"email": target.Email})
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// adminDeleteUser deletes target's account and what it held, and records
+// admin.action.
+func (s *Server) adminDeleteUser(r *http.Request, target *user.User) error {
+	if err := notYourself(r, target, "delete"); err != nil {
+		return err
+	}
+	if err := s.opts.Identity.DeleteUser(r.Context(), target.ID); err != nil {
+		return err
+	}
+	if s.opts.Resources != nil {
+		if err := s.opts.Resources.CleanupUserResources(r.Context(), target.ID); err != nil {
+			s.log.Error("clean up after a deleted user", "user", target.Username, "error", err)
+		}
+	}
+	s.adminAction(r, target.ID, target.Username, "user.delete", map[string]any{"email": target.Email})
+	return nil
 }
 
 func (s *Server) handleAdminLock() http.Handler {
@@ -539,15 +555,23 @@ func (s *Server) handleAdminUnlock() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		target, err := s.targetUser(r)
 		if err == nil {
-			err = s.opts.Identity.Unlock(r.Context(), target.ID)
+			err = s.adminUnlock(r, target)
 		}
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		s.adminAction(r, target.ID, target.Username, "user.unlock", nil)
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// adminUnlock lifts any lock of target's account and records admin.action.
+func (s *Server) adminUnlock(r *http.Request, target *user.User) error {
+	if err := s.opts.Identity.Unlock(r.Context(), target.ID); err != nil {
+		return err
+	}
+	s.adminAction(r, target.ID, target.Username, "user.unlock", nil)
+	return nil
 }
 
 func (s *Server) handleAdminSetPassword() http.Handler {
@@ -589,22 +613,33 @@ func (s *Server) handleAdminRevokeUserSessions() http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		p := principalOf(r)
-		keep := ""
-		if target.ID == p.User.ID {
-			keep = p.Session.ID
-		}
-		n, err := s.opts.Identity.RevokeUser(r.Context(), target.ID, keep)
+		n, err := s.adminRevokeUserSessions(r, target)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		s.signedOut(r, target.ID)
-		s.adminAction(r, target.ID, target.Username, "user.revoke_sessions", map[string]any{"sessions": n})
 		writeJSON(w, http.StatusOK, struct {
 			Revoked int `json:"revoked"`
 		}{n})
 	})
+}
+
+// adminRevokeUserSessions ends every session of target (but the
+// administrator's own current one), records admin.action and returns how
+// many ended.
+func (s *Server) adminRevokeUserSessions(r *http.Request, target *user.User) (int, error) {
+	p := principalOf(r)
+	keep := ""
+	if target.ID == p.User.ID {
+		keep = p.Session.ID
+	}
+	n, err := s.opts.Identity.RevokeUser(r.Context(), target.ID, keep)
+	if err != nil {
+		return 0, err
+	}
+	s.signedOut(r, target.ID)
+	s.adminAction(r, target.ID, target.Username, "user.revoke_sessions", map[string]any{"sessions": n})
+	return n, nil
 }
 
 func (s *Server) handleAdminInvite() http.Handler {
@@ -663,25 +698,10 @@ func (s *Server) handleAdminSessions() http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		all, err := s.opts.Identity.AllSessions(r.Context())
+		out, total, err := s.adminSessions(r, who, offset, limit)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
-		}
-		if who != "" {
-			all = slices.DeleteFunc(all, func(x *session.Session) bool { return x.UserID != who })
-		}
-		total := len(all)
-		all = all[min(offset, total):min(offset+limit, total)]
-		ids := make([]string, len(all))
-		for i, x := range all {
-			ids[i] = x.UserID
-		}
-		names := s.usernames(r.Context(), ids)
-		current := principalOf(r).Session.ID
-		out := make([]adminSessionView, len(all))
-		for i, x := range all {
-			out[i] = adminSessionView{sessionView: viewSession(x, current), UserID: x.UserID, Username: names[x.UserID]}
 		}
 		writeJSON(w, http.StatusOK, struct {
 			Sessions []adminSessionView `json:"sessions"`
@@ -692,63 +712,63 @@ func (s *Server) handleAdminSessions() http.Handler {
 	})
 }
 
+// adminSessions returns one page of the live sessions, of the user with
+// ID who if not empty, oldest first, and how many there are in all.
+func (s *Server) adminSessions(r *http.Request, who string, offset, limit int) ([]adminSessionView, int, error) {
+	all, err := s.opts.Identity.AllSessions(r.Context())
+	if err != nil {
+		return nil, 0, err
+	}
+	if who != "" {
+		all = slices.DeleteFunc(all, func(x *session.Session) bool { return x.UserID != who })
+	}
+	total := len(all)
+	all = all[min(offset, total):min(offset+limit, total)]
+	ids := make([]string, len(all))
+	for i, x := range all {
+		ids[i] = x.UserID
+	}
+	names := s.usernames(r.Context(), ids)
+	current := principalOf(r).Session.ID
+	out := make([]adminSessionView, len(all))
+	for i, x := range all {
+		out[i] = adminSessionView{sessionView: viewSession(x, current), UserID: x.UserID, Username: names[x.UserID]}
+	}
+	return out, total, nil
+}
+
 func (s *Server) handleAdminRevokeSession() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := pathID(r, "session")
+		if err == nil {
+			err = s.adminRevokeSession(r, id)
+		}
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		sess, err := s.opts.Identity.EndSession(r.Context(), id)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		s.signedOut(r, sess.UserID)
-		name := s.usernames(r.Context(), []string{sess.UserID})[sess.UserID]
-		s.adminAction(r, sess.UserID, name, "session.revoke", map[string]any{"sessionId": sess.ID})
 		w.WriteHeader(http.StatusNoContent)
 	})
 }
 
+// adminRevokeSession ends any user's session and records admin.action.
+func (s *Server) adminRevokeSession(r *http.Request, id string) error {
+	sess, err := s.opts.Identity.EndSession(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	s.signedOut(r, sess.UserID)
+	name := s.usernames(r.Context(), []string{sess.UserID})[sess.UserID]
+	s.adminAction(r, sess.UserID, name, "session.revoke", map[string]any{"sessionId": sess.ID})
+	return nil
+}
+
 func (s *Server) handleAdminWorkspaces() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := s.opts.AdminWorkspaces.AllWorkspaces(r.Context())
+		ws, err := s.adminWorkspaces(r.Context())
 		if err != nil {
 			s.writeError(w, r, err)
 			return
-		}
-		var ids, running []string
-		for _, x := range ws {
-			ids = append(ids, x.UserID)
-			if x.State == "running" && !x.Warm() {
-				running = append(running, x.UserID)
-			}
-		}
-		names := s.usernames(r.Context(), ids)
-		usage := map[string]*resources.Usage{}
-		if s.opts.Resources != nil && len(running) > 0 {
-			us, err := s.opts.Resources.UsageOf(r.Context(), running)
-			if err != nil {
-				s.log.Warn("workspace usage", "error", err)
-			}
-			for i := range us {
-				usage[us[i].UserID] = &us[i]
-			}
-		}
-		now := s.now()
-		for i := range ws {
-			x := &ws[i]
-			if x.Username == "" {
-				x.Username = names[x.UserID]
-			}
-			if x.State == "running" && !x.StartedAt.IsZero() {
-				x.UptimeSeconds = int64(now.Sub(x.StartedAt) / time.Second)
-				x.Usage = usage[x.UserID]
-			}
-		}
-		if ws == nil {
-			ws = []WorkspaceInfo{}
 		}
 		writeJSON(w, http.StatusOK, struct {
 			Workspaces []WorkspaceInfo `json:"workspaces"`
@@ -757,30 +777,83 @@ func (s *Server) handleAdminWorkspaces() http.Handler {
 	})
 }
 
+// adminWorkspaces lists every workspace with its owner's name and, while
+// it runs, its uptime and the owner's usage.
+func (s *Server) adminWorkspaces(ctx context.Context) ([]WorkspaceInfo, error) {
+	ws, err := s.opts.AdminWorkspaces.AllWorkspaces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ids, running []string
+	for _, x := range ws {
+		ids = append(ids, x.UserID)
+		if x.State == "running" && !x.Warm() {
+			running = append(running, x.UserID)
+		}
+	}
+	names := s.usernames(ctx, ids)
+	usage := map[string]*resources.Usage{}
+	if s.opts.Resources != nil && len(running) > 0 {
+		us, err := s.opts.Resources.UsageOf(ctx, running)
+		if err != nil {
+			s.log.Warn("workspace usage", "error", err)
+		}
+		for i := range us {
+			usage[us[i].UserID] = &us[i]
+		}
+	}
+	now := s.now()
+	for i := range ws {
+		x := &ws[i]
+		if x.Username == "" {
+			x.Username = names[x.UserID]
+		}
+		if x.State == "running" && !x.StartedAt.IsZero() {
+			x.UptimeSeconds = int64(now.Sub(x.StartedAt) / time.Second)
+			x.Usage = usage[x.UserID]
+		}
+	}
+	if ws == nil {
+		ws = []WorkspaceInfo{}
+	}
+	return ws, nil
+}
+
 func (s *Server) handleAdminWorkspaceAction(action string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := pathID(r, "workspace")
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		var info *WorkspaceInfo
-		if action == "restart" {
-			info, err = s.opts.AdminWorkspaces.RestartWorkspace(r.Context(), id)
-		} else {
-			info, err = s.opts.AdminWorkspaces.StopWorkspace(r.Context(), id)
+		if err == nil {
+			err = s.adminWorkspaceAction(r, action, id)
 		}
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		name := info.Username
-		if name == "" && info.UserID != "" {
-			name = s.usernames(r.Context(), []string{info.UserID})[info.UserID]
-		}
-		s.adminAction(r, info.UserID, name, "workspace."+action, map[string]any{"workspaceId": info.ID})
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// adminWorkspaceAction stops ("stop") or restarts ("restart") a workspace
+// by ID and records admin.action.
+func (s *Server) adminWorkspaceAction(r *http.Request, action, id string) error {
+	var (
+		info *WorkspaceInfo
+		err  error
+	)
+	if action == "restart" {
+		info, err = s.opts.AdminWorkspaces.RestartWorkspace(r.Context(), id)
+	} else {
+		info, err = s.opts.AdminWorkspaces.StopWorkspace(r.Context(), id)
+	}
+	if err != nil {
+		return err
+	}
+	name := info.Username
+	if name == "" && info.UserID != "" {
+		name = s.usernames(r.Context(), []string{info.UserID})[info.UserID]
+	}
+	s.adminAction(r, info.UserID, name, "workspace."+action, map[string]any{"workspaceId": info.ID})
+	return nil
 }
 
 func (s *Server) handleAdminUsage() http.Handler {
@@ -868,46 +941,10 @@ func (s *Server) handleAdminUserQuotas() http.Handler {
 
 func (s *Server) handleAdminAudit() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := AuditQuery{}
-		var err error
-		var who string
-		if who, err = queryText(r, "user", 128); err != nil {
+		q, err := s.auditQuery(r, queryTime)
+		if err != nil {
 			s.writeError(w, r, err)
 			return
-		}
-		if q.EventType, err = queryText(r, "type", 64); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if q.EventType != "" && !slices.Contains(audit.Types, q.EventType) {
-			s.writeError(w, r, badInput("unknown event type %q: use one of %s", q.EventType, strings.Join(audit.Types, ", ")))
-			return
-		}
-		if q.Since, err = queryTime(r, "since"); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if q.Until, err = queryTime(r, "until"); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if !q.Since.IsZero() && !q.Until.IsZero() && !q.Until.After(q.Since) {
-			s.writeError(w, r, badInput(`"until" must be after "since"`))
-			return
-		}
-		if q.Offset, q.Limit, err = page(r, 100, maxAudit); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		// "user" is an ID (of an account that may be gone), or the
-		// username of an account.
-		q.UserID = who
-		if who != "" {
-			if _, err := s.opts.Identity.User(r.Context(), who); err != nil {
-				if u, err := s.opts.Identity.UserByName(r.Context(), who); err == nil {
-					q.UserID = u.ID
-				}
-			}
 		}
 		events, total, err := s.opts.AuditLog.Query(r.Context(), q)
 		if err != nil {
@@ -924,6 +961,45 @@ func (s *Server) handleAdminAudit() http.Handler {
 			Limit  int           `json:"limit"`
 		}{events, total, q.Offset, q.Limit})
 	})
+}
+
+// auditQuery reads an audit log query from r's parameters user, type,
+// since and until (read by readTime), offset and limit. "user" is an ID
+// (of an account that may be gone), or the username of an account.
+func (s *Server) auditQuery(r *http.Request, readTime func(*http.Request, string) (time.Time, error)) (AuditQuery, error) {
+	q := AuditQuery{}
+	var err error
+	var who string
+	if who, err = queryText(r, "user", 128); err != nil {
+		return q, err
+	}
+	if q.EventType, err = queryText(r, "type", 64); err != nil {
+		return q, err
+	}
+	if q.EventType != "" && !slices.Contains(audit.Types, q.EventType) {
+		return q, badInput("unknown event type %q: use one of %s", q.EventType, strings.Join(audit.Types, ", "))
+	}
+	if q.Since, err = readTime(r, "since"); err != nil {
+		return q, err
+	}
+	if q.Until, err = readTime(r, "until"); err != nil {
+		return q, err
+	}
+	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Until.After(q.Since) {
+		return q, badInput(`"until" must be after "since"`)
+	}
+	if q.Offset, q.Limit, err = page(r, 100, maxAudit); err != nil {
+		return q, err
+	}
+	q.UserID = who
+	if who != "" {
+		if _, err := s.opts.Identity.User(r.Context(), who); err != nil {
+			if u, err := s.opts.Identity.UserByName(r.Context(), who); err == nil {
+				q.UserID = u.ID
+			}
+		}
+	}
+	return q, nil
 }
 
 // point is one value of a chart's time series.
@@ -965,105 +1041,111 @@ type overviewStorage struct {
 // maxOverviewStorage bounds the storage-per-user list of the overview.
 const maxOverviewStorage = 50
 
+// adminOverview is the state of the installation at a glance.
+type adminOverview struct {
+	GeneratedAt time.Time `json:"generatedAt"`
+	Users       struct {
+		Total  int `json:"total"`
+		Active int `json:"active"`
+	} `json:"users"`
+	Sessions struct {
+		Active int `json:"active"`
+	} `json:"sessions"`
+	Workspaces     *overviewWorkspaces `json:"workspaces,omitempty"`
+	RecentFailures *overviewFailures   `json:"recentFailures,omitempty"`
+	Series         *overviewSeries     `json:"series,omitempty"`
+	Storage        []overviewStorage   `json:"storage"`
+}
+
 func (s *Server) handleAdminOverview() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx := r.Context()
-		now := s.now()
-		var out struct {
-			GeneratedAt time.Time `json:"generatedAt"`
-			Users       struct {
-				Total  int `json:"total"`
-				Active int `json:"active"`
-			} `json:"users"`
-			Sessions struct {
-				Active int `json:"active"`
-			} `json:"sessions"`
-			Workspaces     *overviewWorkspaces `json:"workspaces,omitempty"`
-			RecentFailures *overviewFailures   `json:"recentFailures,omitempty"`
-			Series         *overviewSeries     `json:"series,omitempty"`
-			Storage        []overviewStorage   `json:"storage"`
-		}
-		out.GeneratedAt = now
-		out.Storage = []overviewStorage{}
-		n, err := s.opts.Identity.CountUsers(ctx)
+		out, err := s.adminOverview(r.Context())
 		if err != nil {
 			s.writeError(w, r, err)
 			return
-		}
-		out.Users.Total = n
-		all, err := s.opts.Identity.AllSessions(ctx)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		active := map[string]bool{}
-		for _, x := range all {
-			active[x.UserID] = true
-		}
-		out.Users.Active, out.Sessions.Active = len(active), len(all)
-
-		if s.opts.AdminWorkspaces != nil {
-			ws, err := s.opts.AdminWorkspaces.AllWorkspaces(ctx)
-			if err != nil {
-				s.writeError(w, r, err)
-				return
-			}
-			o := &overviewWorkspaces{Total: len(ws), ByState: map[string]int{}}
-			for _, x := range ws {
-				o.ByState[x.State]++
-				switch {
-				case x.State == "queued":
-					o.StartQueue++
-				case x.State == "running" && x.Warm():
-					o.WarmPool++
-				}
-			}
-			out.Workspaces = o
-		}
-		if s.opts.AuditLog != nil {
-			since := now.Add(-24 * time.Hour)
-			latest, count, err := s.opts.AuditLog.Failures(ctx, since, 10)
-			if err != nil {
-				s.writeError(w, r, err)
-				return
-			}
-			if latest == nil {
-				latest = []audit.Event{}
-			}
-			out.RecentFailures = &overviewFailures{Since: since, Count: count, Latest: latest}
-		}
-		if s.opts.Resources != nil {
-			day, err := s.opts.Resources.GetUsage(ctx, resources.Totals, resources.Periods["24h"])
-			if err != nil {
-				s.writeError(w, r, err)
-				return
-			}
-			sr := &overviewSeries{From: day.From, To: day.To, StepSeconds: day.StepSeconds,
-				ActiveSessions: []point{}, ActiveUsers: []point{}, WorkspaceStarts: []point{}}
-			for _, x := range day.Samples {
-				sr.ActiveSessions = append(sr.ActiveSessions, point{x.At, float64(x.Sessions)})
-				sr.ActiveUsers = append(sr.ActiveUsers, point{x.At, float64(x.ActiveUsers)})
-				sr.WorkspaceStarts = append(sr.WorkspaceStarts, point{x.At, float64(x.WorkspaceStarts)})
-			}
-			out.Series = sr
-			st, err := s.opts.Resources.StoragePerUser(ctx)
-			if err != nil {
-				s.writeError(w, r, err)
-				return
-			}
-			st = st[:min(len(st), maxOverviewStorage)]
-			ids := make([]string, len(st))
-			for i, x := range st {
-				ids[i] = x.UserID
-			}
-			names := s.usernames(ctx, ids)
-			for _, x := range st {
-				out.Storage = append(out.Storage, overviewStorage{UserID: x.UserID, Username: names[x.UserID],
-					Bytes: x.Bytes, LimitBytes: x.LimitBytes, At: x.At})
-			}
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
+}
+
+// adminOverview gathers the overview: users, sessions, workspaces by
+// state, the last day's failures and usage series, storage per user; the
+// parts whose source the gateway lacks are left out.
+func (s *Server) adminOverview(ctx context.Context) (*adminOverview, error) {
+	now := s.now()
+	out := &adminOverview{GeneratedAt: now, Storage: []overviewStorage{}}
+	n, err := s.opts.Identity.CountUsers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out.Users.Total = n
+	all, err := s.opts.Identity.AllSessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	active := map[string]bool{}
+	for _, x := range all {
+		active[x.UserID] = true
+	}
+	out.Users.Active, out.Sessions.Active = len(active), len(all)
+
+	if s.opts.AdminWorkspaces != nil {
+		ws, err := s.opts.AdminWorkspaces.AllWorkspaces(ctx)
+		if err != nil {
+			return nil, err
+		}
+		o := &overviewWorkspaces{Total: len(ws), ByState: map[string]int{}}
+		for _, x := range ws {
+			o.ByState[x.State]++
+			switch {
+			case x.State == "queued":
+				o.StartQueue++
+			case x.State == "running" && x.Warm():
+				o.WarmPool++
+			}
+		}
+		out.Workspaces = o
+	}
+	if s.opts.AuditLog != nil {
+		since := now.Add(-24 * time.Hour)
+		latest, count, err := s.opts.AuditLog.Failures(ctx, since, 10)
+		if err != nil {
+			return nil, err
+		}
+		if latest == nil {
+			latest = []audit.Event{}
+		}
+		out.RecentFailures = &overviewFailures{Since: since, Count: count, Latest: latest}
+	}
+	if s.opts.Resources != nil {
+		day, err := s.opts.Resources.GetUsage(ctx, resources.Totals, resources.Periods["24h"])
+		if err != nil {
+			return nil, err
+		}
+		sr := &overviewSeries{From: day.From, To: day.To, StepSeconds: day.StepSeconds,
+			ActiveSessions: []point{}, ActiveUsers: []point{}, WorkspaceStarts: []point{}}
+		for _, x := range day.Samples {
+			sr.ActiveSessions = append(sr.ActiveSessions, point{x.At, float64(x.Sessions)})
+			sr.ActiveUsers = append(sr.ActiveUsers, point{x.At, float64(x.ActiveUsers)})
+			sr.WorkspaceStarts = append(sr.WorkspaceStarts, point{x.At, float64(x.WorkspaceStarts)})
+		}
+		out.Series = sr
+		st, err := s.opts.Resources.StoragePerUser(ctx)
+		if err != nil {
+			return nil, err
+		}
+		st = st[:min(len(st), maxOverviewStorage)]
+		ids := make([]string, len(st))
+		for i, x := range st {
+			ids[i] = x.UserID
+		}
+		names := s.usernames(ctx, ids)
+		for _, x := range st {
+			out.Storage = append(out.Storage, overviewStorage{UserID: x.UserID, Username: names[x.UserID],
+				Bytes: x.Bytes, LimitBytes: x.LimitBytes, At: x.At})
+		}
+	}
+	return out, nil
 }
 
 // OpenConnections returns the proxied connections userID has open through
