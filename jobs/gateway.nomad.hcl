@@ -28,6 +28,9 @@
 # The Consul token, Consul's CA and Redis's password come from the Nomad
 # variable nomad/jobs/codehub-gateway (terraform/codehub writes it).
 # Signing keys are Vault transit's: no key file, no shared volume.
+#
+# The image: jobs/images/gateway.Dockerfile (the workspaces' image is
+# jobs/images/workspace.Dockerfile).
 
 job "codehub-gateway" {
   type        = "service"
@@ -172,12 +175,13 @@ job "codehub-gateway" {
           }
 
           consul {
-            address         = "{{ env "attr.unique.network.ip-address" }}:8501"
-            scheme          = "https"
-            service         = "codehub-workspace"
-            gateway_service = "codehub-gateway"
+            address          = "{{ env "attr.unique.network.ip-address" }}:8501"
+            scheme           = "https"
+            service          = "codehub-workspace"
+            # Nomad registers this gateway (the service block above).
+            register_gateway = false
           {{- with nomadVar "nomad/jobs/codehub-gateway" }}
-            token           = "{{ .consul_token }}"
+            token            = "{{ .consul_token }}"
           {{- end }}
             tls {
               ca_file = "{{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem"

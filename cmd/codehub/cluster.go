@@ -149,7 +149,13 @@ func (a *app) openCluster(ctx context.Context, getenv func(string) string, store
 		if err != nil {
 			return nil, fmt.Errorf("consul.advertise-addr: %w", err)
 		}
-		port, _ := strconv.Atoi(portStr)
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			return nil, fmt.Errorf("consul.register-gateway: the gateway listens on %q, which is no address another machine can reach; set consul.advertise-addr (host:port), or register-gateway = false when Nomad registers the gateway", addr)
+		}
+		port, err := strconv.Atoi(portStr)
+		if err != nil || port <= 0 {
+			return nil, fmt.Errorf("consul.advertise-addr: %q has no port", addr)
+		}
 		scheme := "http"
 		if cfg.TLSEnabled() {
 			scheme = "https"
