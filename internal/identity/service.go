@@ -46,8 +46,14 @@ type Config struct {
 	// CacheTTL bounds how long a cached session or user is trusted without
 	// an event (default 30s): the fallback when events are lost.
 	CacheTTL time.Duration
-	// CleanupInterval is how often expired sessions are deleted.
+	// CleanupInterval is how often expired and idle sessions are swept
+	// (see CleanupExpiredSessions).
 	CleanupInterval time.Duration
+	// DisableCleanup turns that sweep off (the design's
+	// auto-cleanup.enabled = false): ended sessions still cannot be used,
+	// but stay in the store, and an idle session ends only when it is
+	// next presented.
+	DisableCleanup bool
 	// Now is the clock.
 	Now func() time.Time
 }
@@ -94,6 +100,7 @@ type Service struct {
 	log   hclog.Logger
 	cache *cache
 	owner *user.User // single-user mode's one user
+	seen  *activitySeen
 }
 
 // New returns a Service. In single-user mode (Users nil) every session
@@ -117,7 +124,7 @@ func New(cfg Config, d Deps, log hclog.Logger) *Service {
 	if d.Audit == nil {
 		d.Audit = audit.Nop{}
 	}
-	s := &Service{cfg: cfg, d: d, log: log, cache: newCache(cfg.CacheTTL, cfg.Now)}
+	s := &Service{cfg: cfg, d: d, log: log, cache: newCache(cfg.CacheTTL, cfg.Now), seen: newActivitySeen()}
 	if d.Users == nil {
 		s.owner = &user.User{ID: auth.SingleUserID, Username: auth.SingleUserID, Roles: []string{user.RoleAdmin}, Active: true}
 	}
@@ -141,27 +148,25 @@ func (s *Service) Registration() string {
 // Tokens reports whether API tokens are issued.
 func (s *Service) Tokens() *token.Service { return s.d.Tokens }
 
-// Run handles revocation events from every gateway and deletes expired
-// sessions, until ctx ends.
+// Run handles revocation events from every gateway and sweeps expired and
+// idle sessions every CleanupInterval, until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	go func() {
-		t := time.NewTicker(s.cfg.CleanupInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				n, err := s.d.Sessions.DeleteExpired(ctx)
-				if err != nil && ctx.Err() == nil {
-					s.log.Warn("delete expired sessions", "error", err)
-				} else if n > 0 {
-					s.log.Debug("deleted expired sessions", "count", n)
-					s.record(ctx, audit.Event{EventType: audit.SessionExpired, Metadata: map[string]any{"count": n, "reason": "expired"}})
+	if !s.cfg.DisableCleanup {
+		go func() {
+			t := time.NewTicker(s.cfg.CleanupInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if _, err := s.CleanupExpiredSessions(ctx); err != nil && ctx.Err() == nil {
+						s.log.Warn("sweep expired sessions", "error", err)
+					}
 				}
 			}
-		}
-	}()
+		}()
+	}
 	return s.d.Bus.Subscribe(ctx, s.apply)
 }
 
@@ -525,11 +530,7 @@ func (s *Service) principal(ctx context.Context, sid string) (*Principal, error)
 	}
 	// Record activity often enough that the idle timeout never ends a
 	// session in use.
-	every := time.Minute
-	if s.cfg.IdleTimeout > 0 {
-		every = min(every, s.cfg.IdleTimeout/2)
-	}
-	if now.Sub(sess.LastActivity) > every {
+	if now.Sub(sess.LastActivity) > s.touchEvery() {
 		s.touch(ctx, sess.ID, now)
 	}
 	return &Principal{User: u, Session: sess}, nil
