@@ -3,8 +3,10 @@ package config
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -326,6 +328,30 @@ func TestREADMEDocumentsEveryKey(t *testing.T) {
 	for _, p := range LeafPaths() {
 		if !strings.Contains(string(readme), "`"+p+"`") {
 			t.Errorf("README.md does not document the key %q", p)
+		}
+	}
+}
+
+// TestREADMEExamplesLoad loads every HCL and YAML example of the README
+// as written (environment variables they name set to "x").
+func TestREADMEExamplesLoad(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```(hcl|yaml)\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
+	if len(blocks) == 0 {
+		t.Fatal("no examples found")
+	}
+	named := regexp.MustCompile(`env\("([A-Za-z_0-9]+)"\)|\$\{([A-Za-z_0-9]+)\}`)
+	for i, b := range blocks {
+		env := map[string]string{}
+		for _, m := range named.FindAllStringSubmatch(b[2], -1) {
+			env[m[1]+m[2]] = "x"
+		}
+		file := writeFile(t, fmt.Sprintf("example-%d.%s", i, b[1]), b[2])
+		if _, err := Load(LoadOptions{File: file, Getenv: envMap(env)}); err != nil {
+			t.Errorf("README example %d (%s):\n%s\n%v", i, b[1], b[2], err)
 		}
 	}
 }
