@@ -782,6 +782,13 @@ func (m *Manager) checkHealth(ctx context.Context) {
 		if ctx.Err() != nil {
 			return // shutting down: a failed check says nothing of the workspace
 		}
+		if cur, err := m.store.Get(ctx, w.ID); errors.Is(err, ErrNotFound) ||
+			(err == nil && (cur.State == StateStopping || cur.State == StateStopped)) {
+			// Stopped elsewhere (another gateway, `codehub user delete`):
+			// not a crash to restart from.
+			m.forget(w)
+			continue
+		}
 		m.mu.Lock()
 		m.failures[w.ID]++
 		n := m.failures[w.ID]
