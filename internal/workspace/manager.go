@@ -782,8 +782,7 @@ func (m *Manager) checkHealth(ctx context.Context) {
 		if ctx.Err() != nil {
 			return // shutting down: a failed check says nothing of the workspace
 		}
-		if cur, err := m.store.Get(ctx, w.ID); errors.Is(err, ErrNotFound) ||
-			(err == nil && (cur.State == StateStopping || cur.State == StateStopped)) {
+		if cur, err := m.store.Get(ctx, w.ID); err == nil && (cur.State == StateStopping || cur.State == StateStopped) {
 			// Stopped elsewhere (another gateway, `codehub user delete`):
 			// not a crash to restart from.
 			m.forget(w)
