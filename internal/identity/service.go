@@ -593,17 +593,25 @@ func (s *Service) Logout(ctx context.Context, sessionID string) error {
 
 func (s *Service) endSessions(ctx context.Context, ids []string, why string) error {
 	for _, id := range ids {
+		// Whose session it was, for the audit entry.
+		e := audit.Event{Metadata: map[string]any{"sessionId": id, "reason": why}}
+		if sess, err := s.d.Sessions.Get(ctx, id); err == nil {
+			e.UserID = sess.UserID
+			if u, err := s.userByID(ctx, sess.UserID); err == nil {
+				e.Username = u.Username
+			}
+		}
 		if err := s.d.Sessions.Delete(ctx, id); err != nil {
 			return errorf(CodeUnavailable, "sessions are unavailable right now", err)
 		}
-		typ := audit.SessionRevoked
+		e.EventType = audit.SessionRevoked
 		switch why {
 		case "idle timeout":
-			typ = audit.SessionExpired
+			e.EventType = audit.SessionExpired
 		case "logout":
-			typ = audit.Logout
+			e.EventType = audit.Logout
 		}
-		s.record(ctx, audit.Event{EventType: typ, Metadata: map[string]any{"sessionId": id, "reason": why}})
+		s.record(ctx, e)
 	}
 	s.log.Debug("sessions ended", "count", len(ids), "reason", why)
 	s.publish(ctx, revocation.Event{SessionIDs: ids})
