@@ -63,6 +63,7 @@ func (s *Server) routes() http.Handler {
 		if s.opts.Identity.MultiUser() {
 			r.Handle("/signup", s.pageHeaders(s.handleSignupPage())).Methods(http.MethodGet, http.MethodHead)
 			r.Handle("/signup", s.pageHeaders(s.csrf.Handler(s.handleSignup()))).Methods(http.MethodPost)
+			s.dashboardRoutes(r)
 		}
 	}
 
