@@ -49,12 +49,15 @@ var (
 	_ gateway.Workspaces = (*workspaces)(nil)
 )
 
-// strategy resolves isolation.strategy "auto".
+// strategy resolves isolation.strategy "auto". A missing iptables does not
+// make it fall back to "directory", which isolates nothing: the process
+// strategy then warns at start-up that workspaces can reach the host's
+// services (see local.New).
 func strategy(cfg *config.Config) (string, error) {
 	switch s := cfg.MultiUser.Isolation.Strategy; s {
 	case "auto":
 		if os.Geteuid() == 0 {
-			for _, tool := range []string{"useradd", "setpriv", "mkfs.ext4", "nsenter", "ip"} {
+			for _, tool := range []string{"useradd", "setpriv", "mkfs.ext4", "mount", "ip"} {
 				if _, err := exec.LookPath(tool); err != nil {
 					return local.StrategyDirectory, nil
 				}
@@ -123,7 +126,8 @@ func (a *app) openLocal(ctx context.Context, getenv func(string) string, strat, 
 	orch, err := local.New(local.Config{
 		Strategy: strat, BasePath: base, RuntimeDir: runtimeDir, Agent: agentBin, CodeServer: cs,
 		UIDMin: cfg.MultiUser.Isolation.UIDMin, UIDMax: cfg.MultiUser.Isolation.UIDMax,
-		Network: cfg.MultiUser.Isolation.Network, ExtraArgs: cfg.CodeServer.Args, Env: env,
+		Network: cfg.MultiUser.Isolation.Network, Egress: cfg.MultiUser.Isolation.Egress,
+		ExtraArgs: cfg.CodeServer.Args, Env: env,
 	}, a.log.Named("local"))
 	if err != nil {
 		return nil, err

@@ -367,7 +367,13 @@ type Isolation struct {
 	UIDMax int `config:"uid-max"`
 	// Network gives each workspace its own network namespace (process
 	// strategy), so that its ports are its own.
-	Network   bool      `config:"network"`
+	Network bool `config:"network"`
+	// Egress lets workspaces with a network namespace open connections to
+	// the outside world (git hosts, package registries, the extension
+	// marketplace), NATed through the uplink of the host's default route.
+	// Off, they reach nothing but the gateway's connections to them.
+	// Either way they cannot open connections to the host itself.
+	Egress    bool      `config:"egress"`
 	Container Container `config:"container"`
 }
 
@@ -550,7 +556,7 @@ func Default(getenv func(string) string) *Config {
 			},
 			Isolation: Isolation{
 				Strategy: "auto", BasePath: filepath.Join(dataHome, "codehub", "users"),
-				UIDMin: 200000, UIDMax: 209999, Network: true,
+				UIDMin: 200000, UIDMax: 209999, Network: true, Egress: true,
 			},
 			Limits: Limits{
 				MaxSessionsPerUser: 5, MaxConcurrentConnections: 100, MaxGatewayConnections: 10000,

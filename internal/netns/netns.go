@@ -8,21 +8,26 @@
 // host side has 10.200.X.Y+1/30, the namespace side ("eth0") 10.200.X.Y+2,
 // both derived from Config.Index, so 16384 workspaces fit in 10.200.0.0/16.
 // Without EnableNAT the namespace has no default route: it can reach its
-// own /30 only. IPv6 is not configured on the link.
+// own /30 only. IPv6 is not configured on the link, and is disabled on its
+// host side.
 //
-// Note what this does not isolate: the namespace can connect to the host's
-// side of its link (NS.HostAddr), so host services listening on 0.0.0.0
-// are reachable from the workspace. Bind host services (databases, the
-// gateway's admin port…) to specific addresses, or filter INPUT from the
-// "chv+" interfaces.
+// The host is guarded: unless Config.HostAccess, Create adds iptables
+// INPUT rules so that the namespace cannot open connections to the host,
+// whether to its side of the link or to any other of its addresses (the
+// services it runs on 0.0.0.0: databases, Redis, Nomad and Consul
+// agents...), while the host's own connections into the namespace, the
+// gateway's to the agent, work both ways.
 //
-// The work is done with ip(8) from iproute2 and, for EnableNAT only,
-// iptables(8); their stderr is wrapped into the errors returned.
+// The work is done with ip(8) from iproute2 and iptables(8); their stderr
+// is wrapped into the errors returned. Every iptables rule carries the
+// comment "codehub-netns:<name>", by which Delete (or Remove, or a later
+// Create of the same name) finds and removes it.
 package netns
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -50,6 +55,11 @@ const (
 	ErrExists Error = "network namespace already exists"
 	// ErrInvalid: a bad name or index.
 	ErrInvalid Error = "invalid network namespace config"
+	// ErrNoRoute: DefaultUplink found no IPv4 default route on the host.
+	ErrNoRoute Error = "the host has no IPv4 default route"
+	// ErrNoResolver: SetupDNS found no name server the namespace can
+	// reach.
+	ErrNoResolver Error = "no name server reachable from the network namespace"
 )
 
 const (
@@ -57,6 +67,9 @@ const (
 	MaxIndex = 1<<14 - 1
 	// RunDir is where ip-netns(8) keeps named namespaces.
 	RunDir = "/run/netns"
+	// EtcDir holds, per namespace, the files `ip netns exec` bind-mounts
+	// over /etc's (SetupDNS's resolv.conf).
+	EtcDir = "/etc/netns"
 	// hostVethPrefix names host-side interfaces "chv<index>" (at most 8 of
 	// the 15 characters Linux allows).
 	hostVethPrefix = "chv"
@@ -78,6 +91,12 @@ type Config struct {
 	// Index, 0..MaxIndex, picks the link's addresses and the host-side
 	// interface name; it must be unique among live namespaces on the host.
 	Index int
+	// HostAccess lets the namespace open connections to the host. By
+	// default Create forbids them with iptables rules, and so needs a
+	// working iptables (see CheckFirewall); set HostAccess only where
+	// there is none, knowing that every host service listening on 0.0.0.0
+	// is then reachable from the namespace.
+	HostAccess bool
 }
 
 func (c Config) validate() error {
@@ -141,18 +160,28 @@ func (n *NS) addr(host int) netip.Addr {
 // ExecArgs returns the command prefix that runs a program inside the
 // namespace: append the program and its arguments. It needs root (or
 // CAP_SYS_ADMIN); to run the program as the workspace's user, drop
-// privileges after entering, e.g. nsenter's --setuid/--setgid or
-// `setpriv --reuid U --regid G --init-groups`, not with
-// SysProcAttr.Credential, which would drop them before nsenter runs.
+// privileges after entering, e.g. `setpriv --reuid U --regid G
+// --init-groups`, not with SysProcAttr.Credential, which would drop them
+// before entering.
 //
-// Unlike `ip netns exec`, nsenter makes no mount namespace and remounts
-// nothing: the program sees the host's /sys and /etc.
+// The prefix is `ip netns exec <name>`, which execs the program (its pid
+// is the one started) in the namespace and in a mount namespace of its
+// own where /sys shows the namespace's interfaces and the files under
+// EtcDir/<name> (SetupDNS's resolv.conf) are mounted over /etc's. Mounts
+// made on the host later still appear inside (the copy is a slave), and
+// nothing mounted inside reaches the host. (nsenter --net would do none
+// of this: the program would see the host's /etc/resolv.conf.)
 func (n *NS) ExecArgs() []string {
-	return []string{"nsenter", "--net=" + n.Path(), "--"}
+	return []string{"ip", "netns", "exec", n.name}
 }
 
-// Create makes the namespace cfg.Name, with loopback up and a veth link to
-// the host. Returns ErrExists if the namespace or the host interface for
+// Create makes the namespace cfg.Name, with loopback up, a veth link to
+// the host and, unless cfg.HostAccess, the rules that keep it from
+// opening connections to the host: at the top of filter/INPUT, packets
+// coming in from its link are accepted if they belong to a connection the
+// host opened (conntrack ESTABLISHED,RELATED), rejected otherwise. Rules
+// and files a dead namespace of the same name left behind are removed
+// first. Returns ErrExists if the namespace or the host interface for
 // cfg.Index exists. On failure it removes what it made.
 func Create(ctx context.Context, cfg Config) (_ *NS, err error) {
 	if err := cfg.validate(); err != nil {
@@ -180,8 +209,20 @@ func Create(ctx context.Context, cfg Config) (_ *NS, err error) {
 		if vethMade {
 			err = errors.Join(err, run(uctx, "ip", "link", "del", host))
 		}
-		err = errors.Join(err, run(uctx, "ip", "netns", "del", n.name))
+		err = errors.Join(err, n.removeRulesAndFiles(uctx), run(uctx, "ip", "netns", "del", n.name))
 	}()
+	// The name is this call's now (ip netns add refuses an existing one):
+	// rules and files tagged with it are left over from a dead namespace,
+	// and rules on its old interface would follow that interface's index.
+	if err := n.removeRulesAndFiles(ctx); err != nil {
+		return nil, fmt.Errorf("create netns %s: leftovers: %w", n.name, err)
+	}
+	// Guarded before the link exists: nothing inside ever reaches the host.
+	if !cfg.HostAccess {
+		if err := n.guardHost(ctx); err != nil {
+			return nil, fmt.Errorf("create netns %s: %w", n.name, err)
+		}
+	}
 	steps := [][]string{
 		{"link", "add", host, "type", "veth", "peer", "name", nsVeth, "netns", n.name},
 		// No IPv6 link-local addresses: nothing should speak IPv6 here.
@@ -198,8 +239,28 @@ func Create(ctx context.Context, cfg Config) (_ *NS, err error) {
 			return nil, fmt.Errorf("create netns %s: %w", n.name, err)
 		}
 		vethMade = vethMade || i == 0
+		if i == 0 {
+			// With IPv6 off on the host side, no IPv6 packet from the
+			// namespace is even received. (The file is missing when the
+			// host has no IPv6 at all.)
+			f := filepath.Join("/proc/sys/net/ipv6/conf", host, "disable_ipv6")
+			if err := os.WriteFile(f, []byte("1"), 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("create netns %s: %w", n.name, err)
+			}
+		}
 	}
 	return n, nil
+}
+
+// guardHost adds the filter/INPUT rules that keep the namespace from
+// opening connections to the host.
+func (n *NS) guardHost(ctx context.Context) error {
+	host := n.HostInterface()
+	// Listed bottom first: each is inserted at the top.
+	return n.insertRules(ctx, []rule{
+		{"filter", "INPUT", []string{"-i", host}, rejectTarget},
+		{"filter", "INPUT", []string{"-i", host, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"}, acceptTarget},
+	})
 }
 
 // Open re-attaches to the namespace name made by Create, for instance
@@ -249,13 +310,13 @@ func indexOf(p netip.Prefix) (int, bool) {
 	return off / 4, true
 }
 
-// Delete removes the namespace, its link and any NAT rules EnableNAT
-// added. Processes still inside keep the namespace alive, cut off from
-// the host, until they exit: kill them (their cgroup) first. Deleting
-// what is already gone succeeds.
+// Delete removes the namespace, its link, its iptables rules (Create's
+// and EnableNAT's) and SetupDNS's file. Processes still inside keep the
+// namespace alive, cut off from the host, until they exit: kill them
+// (their cgroup) first. Deleting what is already gone succeeds.
 func (n *NS) Delete(ctx context.Context) error {
 	var errs []error
-	if err := n.deleteRules(ctx); err != nil {
+	if err := n.removeRulesAndFiles(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := net.InterfaceByName(n.HostInterface()); err == nil {
@@ -276,18 +337,24 @@ func (n *NS) Delete(ctx context.Context) error {
 }
 
 // EnableNAT lets the namespace open connections to the outside world
-// through the host's uplink interface, masqueraded behind the uplink's
-// address. It is off by default, and it CHANGES HOST STATE:
+// through the host's uplink interface (see DefaultUplink), masqueraded
+// behind the uplink's address. It is off by default, and it CHANGES HOST
+// STATE:
 //
 //   - it turns on IPv4 forwarding for the whole host
 //     (net.ipv4.ip_forward=1), and leaves it on after Delete;
-//   - it adds iptables rules, tagged "codehub-netns:<name>", that Delete
-//     removes: a MASQUERADE rule in nat/POSTROUTING and, at the top of
-//     filter/FORWARD, rules that let the namespace reach the uplink (and
-//     the replies back) and reject any other forwarding to or from it, so
-//     that a namespace still cannot reach another one.
+//   - it gives the namespace a default route through its link;
+//   - it adds iptables rules, tagged like Create's, that Delete removes: a
+//     MASQUERADE rule in nat/POSTROUTING and, at the top of filter/FORWARD,
+//     rules that reject what the namespace sends to link-local addresses
+//     (169.254.0.0/16: a cloud's instance metadata service, which hands
+//     out the machine's credentials), let it reach the uplink (and the
+//     replies back) and reject any other forwarding to or from it, so that
+//     a namespace still cannot reach another one, nor the host's other
+//     networks.
 //
-// Calling it again is harmless.
+// Connections to the host itself are not forwarding: Create's rules keep
+// refusing them. Calling EnableNAT again is harmless.
 func (n *NS) EnableNAT(ctx context.Context, uplink string) error {
 	if _, err := net.InterfaceByName(uplink); err != nil {
 		return fmt.Errorf("enable NAT for %s: uplink %q: %w", n.name, uplink, err)
@@ -295,33 +362,135 @@ func (n *NS) EnableNAT(ctx context.Context, uplink string) error {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
 		return fmt.Errorf("enable NAT for %s: %w", n.name, err)
 	}
+	host, src := n.HostInterface(), n.subnet().String()
+	// Listed bottom first: each is inserted at the top.
+	err := n.insertRules(ctx, []rule{
+		{"nat", "POSTROUTING", []string{"-s", src, "-o", uplink}, []string{"-j", "MASQUERADE"}},
+		{"filter", "FORWARD", []string{"-o", host}, rejectTarget},
+		{"filter", "FORWARD", []string{"-i", host}, rejectTarget},
+		{"filter", "FORWARD", []string{"-i", uplink, "-o", host, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"}, acceptTarget},
+		{"filter", "FORWARD", []string{"-i", host, "-o", uplink, "-s", src}, acceptTarget},
+		{"filter", "FORWARD", []string{"-i", host, "-d", "169.254.0.0/16"}, rejectTarget},
+	})
+	if err != nil {
+		return fmt.Errorf("enable NAT for %s: %w", n.name, err)
+	}
+	// The route last: nothing leaves before the rules are in place.
 	if err := run(ctx, "ip", "-n", n.name, "route", "replace", "default", "via", n.HostAddr(), "dev", nsVeth); err != nil {
 		return fmt.Errorf("enable NAT for %s: %w", n.name, err)
 	}
+	return nil
+}
+
+// DefaultUplink returns the interface of the host's IPv4 default route
+// (the one of lowest metric), for EnableNAT. Returns ErrNoRoute if there
+// is none.
+func DefaultUplink(ctx context.Context) (string, error) {
+	out, err := output(ctx, "ip", "-j", "-4", "route", "show", "default")
+	if err != nil {
+		return "", fmt.Errorf("default route: %w", err)
+	}
+	return defaultUplink(out)
+}
+
+// defaultUplink picks the uplink from `ip -j route show default`.
+func defaultUplink(out []byte) (string, error) {
+	var routes []struct {
+		Type     string `json:"type"` // absent for unicast
+		Dev      string `json:"dev"`
+		Metric   int    `json:"metric"`
+		Nexthops []struct {
+			Dev string `json:"dev"`
+		} `json:"nexthops"`
+	}
+	if len(bytes.TrimSpace(out)) > 0 {
+		if err := json.Unmarshal(out, &routes); err != nil {
+			return "", fmt.Errorf("default route: ip -j route: %w", err)
+		}
+	}
+	best, metric := "", 0
+	for _, r := range routes {
+		dev := r.Dev
+		if dev == "" && len(r.Nexthops) > 0 {
+			dev = r.Nexthops[0].Dev
+		}
+		if dev == "" || r.Type != "" && r.Type != "unicast" { // unreachable, blackhole...
+			continue
+		}
+		if best == "" || r.Metric < metric {
+			best, metric = dev, r.Metric
+		}
+	}
+	if best == "" {
+		return "", ErrNoRoute
+	}
+	return best, nil
+}
+
+// CheckFirewall reports why iptables(8), which Create (without HostAccess)
+// and EnableNAT need, cannot be used here: not installed, not root, or no
+// netfilter in the kernel. It returns nil when it works.
+func CheckFirewall(ctx context.Context) error {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		return fmt.Errorf("iptables: %w", err)
+	}
+	return run(ctx, "iptables", "-w", "-t", "filter", "-S", "INPUT")
+}
+
+var (
+	acceptTarget = []string{"-j", "ACCEPT"}
+	// rejectTarget fails connections at once ("no route to host") rather
+	// than letting them hang.
+	rejectTarget = []string{"-j", "REJECT", "--reject-with", "icmp-admin-prohibited"}
+)
+
+// rule is one iptables rule: its match, then this package's tag, then its
+// target.
+type rule struct {
+	table, chain  string
+	match, target []string
+}
+
+// insertRules inserts each rule at the top of its chain unless it is there
+// already, so that inserting the same list again changes nothing.
+func (n *NS) insertRules(ctx context.Context, rules []rule) error {
 	tag := []string{"-m", "comment", "--comment", ruleTag + n.name}
-	host, src := n.HostInterface(), n.subnet().String()
-	reject := []string{"-j", "REJECT", "--reject-with", "icmp-admin-prohibited"}
-	type rule struct {
-		table, chain string
-		spec         []string
-	}
-	rules := []rule{
-		{"nat", "POSTROUTING", join([]string{"-s", src, "-o", uplink}, tag, []string{"-j", "MASQUERADE"})},
-		// Inserted at the top in reverse, so they end up in this order.
-		{"filter", "FORWARD", join([]string{"-o", host}, tag, reject)},
-		{"filter", "FORWARD", join([]string{"-i", host}, tag, reject)},
-		{"filter", "FORWARD", join([]string{"-i", uplink, "-o", host, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"}, tag, []string{"-j", "ACCEPT"})},
-		{"filter", "FORWARD", join([]string{"-i", host, "-o", uplink, "-s", src}, tag, []string{"-j", "ACCEPT"})},
-	}
 	for _, r := range rules {
-		check := join([]string{"-w", "-t", r.table, "-C", r.chain}, r.spec)
+		spec := join(r.match, tag, r.target)
+		check := join([]string{"-w", "-t", r.table, "-C", r.chain}, spec)
 		if run(ctx, "iptables", check...) == nil {
 			continue // already there
 		}
-		add := join([]string{"-w", "-t", r.table, "-I", r.chain, "1"}, r.spec)
+		add := join([]string{"-w", "-t", r.table, "-I", r.chain, "1"}, spec)
 		if err := run(ctx, "iptables", add...); err != nil {
-			return fmt.Errorf("enable NAT for %s: %w", n.name, err)
+			return err
 		}
+	}
+	return nil
+}
+
+// removeRulesAndFiles removes everything of the namespace's that outlives
+// it: its tagged iptables rules and its directory under EtcDir.
+func (n *NS) removeRulesAndFiles(ctx context.Context) error {
+	return errors.Join(n.deleteRules(ctx), n.removeEtc())
+}
+
+// Remove deletes what Create, EnableNAT and SetupDNS made under name when
+// Open cannot attach to it, say after a Create or a Delete cut short: its
+// tagged iptables rules, its files under EtcDir and the namespace, whose
+// link goes with it once no process is left inside. Removing what is not
+// there succeeds.
+func Remove(ctx context.Context, name string) error {
+	if !validName(name) {
+		return fmt.Errorf("%w: name %q", ErrInvalid, name)
+	}
+	n := &NS{name: name}
+	errs := []error{n.removeRulesAndFiles(ctx)}
+	if _, err := os.Stat(n.Path()); err == nil {
+		errs = append(errs, run(ctx, "ip", "netns", "del", name))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove netns %s: %w", name, err)
 	}
 	return nil
 }
@@ -333,12 +502,12 @@ func (n *NS) deleteRules(ctx context.Context) error {
 	}
 	marker := `"` + ruleTag + n.name + `"`
 	var errs []error
-	for _, tc := range [][2]string{{"nat", "POSTROUTING"}, {"filter", "FORWARD"}} {
+	for _, tc := range [][2]string{{"nat", "POSTROUTING"}, {"filter", "FORWARD"}, {"filter", "INPUT"}} {
 		out, err := output(ctx, "iptables", "-w", "-t", tc[0], "-S", tc[1])
 		if err != nil {
 			// No usable netfilter here (a container without it, say):
-			// EnableNAT cannot have added rules either. Failing would
-			// block tearing down every workspace for a feature not used.
+			// Create and EnableNAT cannot have added rules either.
+			// Failing would block tearing down every workspace.
 			continue
 		}
 		for _, line := range strings.Split(string(out), "\n") {

@@ -139,10 +139,13 @@ func needNetns(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testenv.Need(t, "root (creates network namespaces)")
 	}
-	for _, tool := range []string{"ip", "nsenter"} {
+	for _, tool := range []string{"ip", "iptables"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			testenv.Need(t, tool+" (apt-get install iproute2 util-linux)")
+			testenv.Need(t, tool+" (apt-get install iproute2 iptables)")
 		}
+	}
+	if err := netns.CheckFirewall(context.Background()); err != nil {
+		testenv.Need(t, "a working iptables: "+err.Error())
 	}
 }
 
@@ -182,8 +185,14 @@ func create(t *testing.T, ctx context.Context) *netns.NS {
 	return n
 }
 
+// inside is where a helper runs: a namespace.
+type inside interface {
+	Name() string
+	ExecArgs() []string
+}
+
 // helperCmd returns the test binary run as a helper inside n.
-func helperCmd(ctx context.Context, n *netns.NS, mode, token string, addrs ...string) *exec.Cmd {
+func helperCmd(ctx context.Context, n inside, mode, token string, addrs ...string) *exec.Cmd {
 	args := append(n.ExecArgs(), os.Args[0])
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode, addrsEnv+"="+strings.Join(addrs, ","), tokenEnv+"="+token,
@@ -193,7 +202,7 @@ func helperCmd(ctx context.Context, n *netns.NS, mode, token string, addrs ...st
 
 // startServer serves token on addrs inside n until t ends, and returns the
 // bound addresses.
-func startServer(t *testing.T, n *netns.NS, token string, addrs ...string) []string {
+func startServer(t *testing.T, n inside, token string, addrs ...string) []string {
 	t.Helper()
 	cmd := helperCmd(context.Background(), n, "serve", token, addrs...)
 	cmd.Stderr = os.Stderr
@@ -237,7 +246,7 @@ func startServer(t *testing.T, n *netns.NS, token string, addrs ...string) []str
 }
 
 // dialFrom connects to addr from inside n (from the host if n is nil).
-func dialFrom(t *testing.T, ctx context.Context, n *netns.NS, addr string) string {
+func dialFrom(t *testing.T, ctx context.Context, n inside, addr string) string {
 	t.Helper()
 	if n == nil {
 		return dial(addr)
@@ -250,14 +259,14 @@ func dialFrom(t *testing.T, ctx context.Context, n *netns.NS, addr string) strin
 	return strings.TrimSpace(string(out))
 }
 
-func where(n *netns.NS) string {
+func where(n inside) string {
 	if n == nil {
 		return "the host"
 	}
 	return n.Name()
 }
 
-func mustReach(t *testing.T, ctx context.Context, from *netns.NS, addr, token string) string {
+func mustReach(t *testing.T, ctx context.Context, from inside, addr, token string) string {
 	t.Helper()
 	got := dialFrom(t, ctx, from, addr)
 	if !strings.HasPrefix(got, "ok "+token+" ") {
@@ -266,7 +275,7 @@ func mustReach(t *testing.T, ctx context.Context, from *netns.NS, addr, token st
 	return got
 }
 
-func mustNotReach(t *testing.T, ctx context.Context, from *netns.NS, addr, token string) {
+func mustNotReach(t *testing.T, ctx context.Context, from inside, addr, token string) {
 	t.Helper()
 	got := dialFrom(t, ctx, from, addr)
 	if strings.Contains(got, token) {
@@ -394,22 +403,12 @@ func TestCreateOpenDelete(t *testing.T) {
 // TestNAT: a namespace with NAT reaches a server beyond the uplink,
 // masqueraded; one without does not; NAT opens no path between
 // namespaces; Delete removes the rules. Another namespace plays the
-// outside world, its host-side interface the uplink.
+// outside world, its host-side interface the uplink. (TestEgress does
+// the same with a routed outside and checks the host's guard.)
 func TestNAT(t *testing.T) {
 	needNetns(t)
-	if _, err := exec.LookPath("iptables"); err != nil {
-		testenv.Need(t, "iptables (apt-get install iptables)")
-	}
 	ctx := testCtx(t)
-	forward, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", forward, 0); err != nil {
-			t.Errorf("cleanup: restore ip_forward: %v", err)
-		}
-	})
+	keepForwarding(t)
 	outside, a, b := create(t, ctx), create(t, ctx), create(t, ctx)
 	tokenO := fmt.Sprintf("outside-%d", rand.Uint64())
 	world := startServer(t, outside, tokenO, outside.Addr()+":0")[0]
@@ -423,8 +422,8 @@ func TestNAT(t *testing.T) {
 	if err := a.EnableNAT(ctx, outside.HostInterface()); err != nil {
 		t.Fatalf("second EnableNAT: %v", err)
 	}
-	if n := countRules(t, a); n != 5 {
-		t.Errorf("%d rules tagged for %s, want 5", n, a.Name())
+	if n := countRules(t, a); n != guardRules+natRules {
+		t.Errorf("%d rules tagged for %s, want %d", n, a.Name(), guardRules+natRules)
 	}
 	got := mustReach(t, ctx, a, world, tokenO)
 	if !strings.Contains(got, " "+outside.HostAddr()+":") {
@@ -446,24 +445,35 @@ func TestNAT(t *testing.T) {
 	if n := countRules(t, a); n != 0 {
 		t.Errorf("%d rules tagged for %s after Delete", n, a.Name())
 	}
-	if n := countRules(t, b); n != 5 {
-		t.Errorf("%d rules tagged for %s after deleting %s, want its 5", n, b.Name(), a.Name())
+	if n := countRules(t, b); n != guardRules+natRules {
+		t.Errorf("%d rules tagged for %s after deleting %s, want its %d", n, b.Name(), a.Name(), guardRules+natRules)
 	}
 }
 
+// The rules Create adds (filter/INPUT), and those EnableNAT adds
+// (nat/POSTROUTING and filter/FORWARD).
+const guardRules, natRules = 2, 6
+
 func countRules(t *testing.T, n *netns.NS) int {
 	t.Helper()
-	count := 0
+	return len(rulesOf(t, n.Name()))
+}
+
+// rulesOf returns the iptables rules, in every chain of the nat and filter
+// tables, tagged for the namespace name.
+func rulesOf(t *testing.T, name string) []string {
+	t.Helper()
+	var rules []string
 	for _, table := range []string{"nat", "filter"} {
 		out, err := exec.Command("iptables", "-w", "-t", table, "-S").CombinedOutput()
 		if err != nil {
 			t.Fatalf("iptables -S: %v: %s", err, out)
 		}
 		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, "codehub-netns:"+n.Name()+" ") || strings.Contains(line, "codehub-netns:"+n.Name()+`"`) {
-				count++
+			if strings.Contains(line, "codehub-netns:"+name+" ") || strings.Contains(line, "codehub-netns:"+name+`"`) {
+				rules = append(rules, line)
 			}
 		}
 	}
-	return count
+	return rules
 }

@@ -2,7 +2,9 @@
 // the "process" strategy each workspace is its own Unix account (from a uid
 // range), in its own cgroup (memory, CPU and pids limits from the policy),
 // on a home that is an ext4 image of the policy's size (the kernel enforces
-// the quota), and in its own network namespace (its ports are its own).
+// the quota), and in its own network namespace (its ports are its own),
+// from which it cannot open connections to the host and, with Egress,
+// reaches the internet through NAT.
 // With the "directory" strategy, for installations without root, every
 // workspace runs as the gateway's own account in a directory of its own:
 // nothing but the layout separates users.
@@ -24,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -62,8 +65,16 @@ type Config struct {
 	UIDMin, UIDMax int
 	// Network gives each workspace its own network namespace (process
 	// strategy): code-server's port forwarding then reaches only the
-	// user's own servers.
+	// user's own servers, and the workspace cannot open connections to
+	// the host (that needs iptables; without it New warns).
 	Network bool
+	// Egress, with Network, lets workspaces open connections to the
+	// outside world: at each start the namespace is NATed through the
+	// interface of the host's default route (netns.EnableNAT, which turns
+	// on the host's IPv4 forwarding), and given a resolv.conf it can use
+	// (netns.SetupDNS). With no default route the workspace starts
+	// without egress, and the log says so.
+	Egress bool
 	// ExtraArgs are extra code-server arguments.
 	ExtraArgs []string
 	// Env is added to every agent's environment (LANG, proxies...).
@@ -79,6 +90,12 @@ type Orchestrator struct {
 
 	mu     sync.Mutex
 	netIdx map[int]string // network namespace index -> workspace
+
+	// firewall: iptables works, so namespaces are kept from the host and
+	// can have egress.
+	firewall bool
+	// Problems of the host's, logged once rather than at every start.
+	warnedNoRoute, warnedDNS atomic.Bool
 }
 
 var _ workspace.Orchestrator = (*Orchestrator)(nil)
@@ -93,7 +110,7 @@ func New(cfg Config, log hclog.Logger) (*Orchestrator, error) {
 		if os.Geteuid() != 0 {
 			return nil, errors.New(`isolation strategy "process" needs root (it creates accounts, cgroups and mounts); run as root or use "directory"`)
 		}
-		for _, tool := range []string{"useradd", "setpriv", "mkfs.ext4", "mount", "ip", "nsenter"} {
+		for _, tool := range []string{"useradd", "setpriv", "mkfs.ext4", "mount", "ip"} {
 			if _, err := exec.LookPath(tool); err != nil {
 				return nil, fmt.Errorf(`isolation strategy "process" needs %s (Debian packages passwd, util-linux, e2fsprogs, iproute2)`, tool)
 			}
@@ -127,7 +144,20 @@ func New(cfg Config, log hclog.Logger) (*Orchestrator, error) {
 			return nil, err
 		}
 	}
-	return &Orchestrator{cfg: cfg, log: log, netIdx: map[int]string{}}, nil
+	o := &Orchestrator{cfg: cfg, log: log, netIdx: map[int]string{}}
+	if cfg.Strategy == StrategyProcess && cfg.Network {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := netns.CheckFirewall(ctx); err != nil {
+			log.Warn("iptables is not usable, so workspaces CAN open connections to this host: every service "+
+				"listening on 0.0.0.0 (databases, Redis, Nomad or Consul agents...) is reachable from them, "+
+				"and they get no internet access (egress). Install iptables (Debian package iptables) to close this",
+				"error", err)
+		} else {
+			o.firewall = true
+		}
+	}
+	return o, nil
 }
 
 // Name implements workspace.Orchestrator.
@@ -141,8 +171,13 @@ func (o *Orchestrator) Describe() string {
 			"Run as root with isolation.strategy = \"process\" for real isolation"
 	}
 	net := "sharing the host's network"
-	if o.cfg.Network {
-		net = "each in its own network namespace"
+	switch {
+	case o.cfg.Network && !o.firewall:
+		net = "each in its own network namespace, without egress, from which THIS HOST'S SERVICES ARE REACHABLE (no iptables)"
+	case o.cfg.Network && o.cfg.Egress:
+		net = "each in its own network namespace, reaching the internet through NAT (egress) but not this host"
+	case o.cfg.Network:
+		net = "each in its own network namespace, without egress (reaching neither the internet nor this host)"
 	}
 	return fmt.Sprintf("workspaces run as their own accounts (uid %d-%d), in cgroups with memory, CPU and pids limits, "+
 		"on per-user ext4 images that enforce the storage quota, %s", o.cfg.UIDMin, o.cfg.UIDMax, net)
@@ -216,6 +251,15 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 				return workspace.Launched{}, err
 			}
 			meta["netns"], meta["netns_index"] = ns.Name(), strconv.Itoa(ns.Index())
+			if o.cfg.Egress && o.firewall {
+				uplink, err := o.enableEgress(ctx, w, ns)
+				if err != nil {
+					return workspace.Launched{}, err
+				}
+				if uplink != "" {
+					meta["egress"] = uplink
+				}
+			}
 			listen = net.JoinHostPort(ns.Addr(), strconv.Itoa(agentPort))
 			prefix = ns.ExecArgs()
 		}
@@ -374,6 +418,8 @@ func (o *Orchestrator) newNetns(ctx context.Context, w *workspace.Workspace) (*n
 	name := o.netnsName(w)
 	if old, err := netns.Open(ctx, name); err == nil { // left over from a crash
 		_ = old.Delete(ctx)
+	} else if err := netns.Remove(ctx, name); err != nil { // or what is left of one
+		o.log.Warn("remove what is left of an old network namespace", "workspace", w.ID, "error", err)
 	}
 	sum := sha256.Sum256([]byte(w.ID))
 	start := int(binary.BigEndian.Uint32(sum[:4]) % uint32(netns.MaxIndex+1))
@@ -388,7 +434,7 @@ func (o *Orchestrator) newNetns(ctx context.Context, w *workspace.Workspace) (*n
 		if taken {
 			continue
 		}
-		ns, err := netns.Create(ctx, netns.Config{Name: name, Index: idx})
+		ns, err := netns.Create(ctx, netns.Config{Name: name, Index: idx, HostAccess: !o.firewall})
 		if errors.Is(err, netns.ErrExists) {
 			continue // another gateway's namespace uses this index
 		}
@@ -401,6 +447,37 @@ func (o *Orchestrator) newNetns(ctx context.Context, w *workspace.Workspace) (*n
 		return ns, nil
 	}
 	return nil, errors.New("workspace network: no free address")
+}
+
+// enableEgress NATs the namespace through the uplink of the host's default
+// route and makes its name resolution work. It returns the uplink, or ""
+// when the host has no default route: the workspace then starts without
+// egress rather than not at all.
+func (o *Orchestrator) enableEgress(ctx context.Context, w *workspace.Workspace, ns *netns.NS) (string, error) {
+	uplink, err := netns.DefaultUplink(ctx)
+	if errors.Is(err, netns.ErrNoRoute) {
+		if !o.warnedNoRoute.Swap(true) {
+			o.log.Warn("this host has no IPv4 default route: workspaces start without internet access (egress) "+
+				"until it has one (this is logged once)", "workspace", w.ID)
+		}
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("workspace egress: %w", err)
+	}
+	o.warnedNoRoute.Store(false) // a route lost again is worth a warning again
+	if err := ns.EnableNAT(ctx, uplink); err != nil {
+		return "", fmt.Errorf("workspace egress: %w", err)
+	}
+	if err := ns.SetupDNS(); err != nil {
+		if !errors.Is(err, netns.ErrNoResolver) {
+			o.log.Warn("workspace name resolution", "workspace", w.ID, "error", err)
+		} else if !o.warnedDNS.Swap(true) {
+			o.log.Warn("workspaces cannot resolve names: the host's name servers are out of their reach, "+
+				"and no upstream list names others (this is logged once)", "workspace", w.ID, "error", err)
+		}
+	}
+	return uplink, nil
 }
 
 // writeSecret stores the secret where only the workspace's account reads it.
@@ -446,7 +523,7 @@ func (o *Orchestrator) launch(ctx context.Context, w *workspace.Workspace, args 
 	cmd.Stderr = logFile
 	// Its own session: the agent outlives a gateway restart. (With the
 	// process strategy, setpriv drops to the workspace's account after
-	// nsenter entered the namespace.)
+	// `ip netns exec` entered the namespace.)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -523,7 +600,13 @@ func (o *Orchestrator) Stop(ctx context.Context, w *workspace.Workspace) error {
 	}
 	var ns *netns.NS
 	if name := w.Meta["netns"]; name != "" {
-		ns, _ = netns.Open(ctx, name)
+		var err error
+		if ns, err = netns.Open(ctx, name); err != nil {
+			// Nothing to attach to, but its rules and files may be left.
+			if err := netns.Remove(ctx, name); err != nil {
+				o.log.Warn("remove what is left of the workspace's network namespace", "workspace", w.ID, "error", err)
+			}
+		}
 	}
 	o.release(ctx, w, cg, ns)
 	return nil
