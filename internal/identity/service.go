@@ -170,8 +170,14 @@ func (s *Service) Run(ctx context.Context) error {
 	return s.d.Bus.Subscribe(ctx, s.apply)
 }
 
-// record records an audit event, with the client of ctx.
+// record records an audit event, with the client of ctx, and the name of
+// the user it names by ID only (when the account still exists).
 func (s *Service) record(ctx context.Context, e audit.Event) {
+	if e.UserID != "" && e.Username == "" {
+		if u, err := s.userByID(ctx, e.UserID); err == nil {
+			e.Username = u.Username
+		}
+	}
 	s.d.Audit.Record(audit.FromContext(ctx, e))
 }
 
@@ -456,9 +462,10 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*TokenPair,
 		}
 		s.publish(ctx, revocation.Event{SessionIDs: []string{sid}})
 		s.log.Warn("refresh token replayed: session revoked", "session", sid)
-		s.record(ctx, audit.Event{EventType: audit.Suspicious, Status: audit.StatusFailure,
+		s.record(ctx, audit.Event{EventType: audit.Suspicious, Status: audit.StatusFailure, UserID: sess.UserID,
 			Metadata: map[string]any{"reason": "refresh_token_reused", "sessionId": sid}})
-		s.record(ctx, audit.Event{EventType: audit.SessionRevoked, Metadata: map[string]any{"sessionId": sid, "reason": "refresh token replayed"}})
+		s.record(ctx, audit.Event{EventType: audit.SessionRevoked, UserID: sess.UserID,
+			Metadata: map[string]any{"sessionId": sid, "reason": "refresh token replayed"}})
 		return nil, errorf(CodeTokenReused, "this refresh token was already used; the session has been ended, sign in again", nil)
 	case errors.Is(err, errIdle):
 		_ = s.endSessions(ctx, []string{sid}, "idle timeout")

@@ -375,13 +375,17 @@ func (s *Service) DeleteUser(ctx context.Context, id string) error {
 	if _, err := s.RevokeUser(ctx, id, ""); err != nil {
 		return err
 	}
+	name := ""
+	if u, err := s.d.Users.Get(ctx, id); err == nil {
+		name = u.Username
+	}
 	if err := s.d.Users.Delete(ctx, id); err != nil {
 		if errors.Is(err, user.ErrNotFound) {
 			return errorf(CodeNotFound, "no such user", nil)
 		}
 		return errorf(CodeUnavailable, "users are unavailable right now", err)
 	}
-	s.record(ctx, audit.Event{EventType: audit.UserDeleted, UserID: id})
+	s.record(ctx, audit.Event{EventType: audit.UserDeleted, UserID: id, Username: name})
 	s.publish(ctx, revocation.Event{UserID: id})
 	return nil
 }
