@@ -13,10 +13,10 @@ import (
 
 // Dimensions of a time chart (SVG user units; CSS scales it).
 const (
-	chartW, chartH           = 640, 200
-	chartLeft, chartRight    = 44, 12
+	chartW, chartH           = 960, 220
+	chartLeft, chartRight    = 44, 16
 	chartTop, chartBottom    = 12, 28
-	barChartW, barRowH       = 640, 26
+	barChartW, barRowH       = 960, 26
 	barLabelW, barValueW     = 130, 190
 	barChartTop, barGapRatio = 6, 0.3
 )
@@ -69,8 +69,8 @@ func niceMax(v float64) float64 {
 func newTimeChart(id, title, unit string, from, to time.Time, stepSeconds int, points []point, bars bool) timeChart {
 	c := timeChart{ID: id, Title: title, Width: chartW, Height: chartH,
 		Left: chartLeft, Top: chartTop, Right: chartW - chartRight, Bottom: chartH - chartBottom}
-	span := to.Sub(from).Seconds()
-	if len(points) == 0 || span <= 0 {
+	secs := to.Sub(from).Seconds()
+	if len(points) == 0 || secs <= 0 {
 		c.Empty = true
 		c.Desc = "No samples yet in this period."
 		return c
@@ -82,19 +82,20 @@ func newTimeChart(id, title, unit string, from, to time.Time, stepSeconds int, p
 	}
 	top := niceMax(peak)
 	x := func(t time.Time) float64 {
-		return c.Left + (c.Right-c.Left)*math.Min(1, math.Max(0, t.Sub(from).Seconds()/span))
+		return c.Left + (c.Right-c.Left)*math.Min(1, math.Max(0, t.Sub(from).Seconds()/secs))
 	}
 	y := func(v float64) float64 { return c.Bottom - (c.Bottom-c.Top)*v/top }
 	for _, v := range []float64{0, top / 2, top} {
 		c.YTicks = append(c.YTicks, chartTick{X: c.Left - 6, Y: y(v), Label: trimFloat(v)})
 	}
-	for i := 0; i <= 4; i++ {
-		t := from.Add(time.Duration(float64(i) / 4 * span * float64(time.Second)))
+	// Time ticks on whole hours, about five of them.
+	every := max(time.Hour, (to.Sub(from) / 4).Truncate(time.Hour))
+	for t := from.Truncate(every).Add(every); !t.After(to); t = t.Add(every) {
 		c.XTicks = append(c.XTicks, chartTick{X: x(t), Y: c.Bottom + 18, Label: t.UTC().Format("15:04")})
 	}
 	if bars {
 		step := time.Duration(max(stepSeconds, 1)) * time.Second
-		w := math.Max(1, (c.Right-c.Left)*step.Seconds()/span*(1-barGapRatio))
+		w := math.Max(1, (c.Right-c.Left)*step.Seconds()/secs*(1-barGapRatio))
 		for _, p := range points {
 			if p.Value <= 0 {
 				continue
@@ -103,8 +104,8 @@ func newTimeChart(id, title, unit string, from, to time.Time, stepSeconds int, p
 			c.Bars = append(c.Bars, chartBar{X: bx, Y: y(p.Value), W: w, H: c.Bottom - y(p.Value),
 				Label: fmt.Sprintf("%s UTC: %s", p.At.UTC().Format("15:04"), trimFloat(p.Value))})
 		}
-		c.Desc = fmt.Sprintf("%s %s from %s to %s UTC; at most %s in one step.", trimFloat(sum), unit,
-			from.UTC().Format("15:04"), to.UTC().Format("15:04"), trimFloat(peak))
+		c.Desc = fmt.Sprintf("%s %s in all; at most %s in %s (times in UTC).", trimFloat(sum), unit,
+			trimFloat(peak), span(step))
 		return c
 	}
 	var line strings.Builder
@@ -118,8 +119,7 @@ func newTimeChart(id, title, unit string, from, to time.Time, stepSeconds int, p
 	c.Line = strings.TrimSpace(line.String())
 	c.Area = fmt.Sprintf("%s L%s %s L%s %s Z", c.Line, f(x(points[len(points)-1].At)), f(c.Bottom),
 		f(x(points[0].At)), f(c.Bottom))
-	c.Desc = fmt.Sprintf("From %s to %s UTC: now %s %s, at most %s.", from.UTC().Format("15:04"), to.UTC().Format("15:04"),
-		trimFloat(last), unit, trimFloat(peak))
+	c.Desc = fmt.Sprintf("Last measured %s %s; at most %s (times in UTC).", trimFloat(last), unit, trimFloat(peak))
 	return c
 }
 

@@ -180,11 +180,19 @@ func sentence(msg string) string {
 	if msg == "" {
 		return msg
 	}
-	msg = strings.ToUpper(msg[:1]) + msg[1:]
+	msg = capitalize(msg)
 	if !strings.HasSuffix(msg, ".") {
 		msg += "."
 	}
 	return msg
+}
+
+// capitalize makes the first letter of s upper case.
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 // pendingAction is an action checked and ready to run once confirmed.

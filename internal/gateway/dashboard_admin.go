@@ -18,7 +18,13 @@ import (
 // dashboardRoutes registers the admin dashboard and the account page on
 // r (multi-user mode). The pages read and change through the same
 // functions as the admin API, so that both record the same audit events.
+// With multi-user.features.admin-dashboard off only the account page is
+// served: the admin API stays, for automation.
 func (s *Server) dashboardRoutes(r *mux.Router) {
+	if !s.cfg.MultiUser.Features.AdminDashboard {
+		s.accountRoutes(r)
+		return
+	}
 	get := []string{http.MethodGet, http.MethodHead}
 	page := func(path string, h http.Handler) {
 		r.Handle(path, s.dashHeaders(s.staffPage(false, h))).Methods(get...)
@@ -550,9 +556,9 @@ func (s *Server) workspaceAction(name string) func(r *http.Request) (*pendingAct
 				return "", err
 			}
 			if name == "stop" {
-				return sentence(whose) + " is stopped.", nil
+				return capitalize(whose) + " is stopped.", nil
 			}
-			return sentence(whose) + " is restarting.", nil
+			return capitalize(whose) + " is restarting.", nil
 		}
 		return pa, nil
 	}

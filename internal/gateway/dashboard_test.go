@@ -206,6 +206,8 @@ type pageAction struct {
 	action string
 	events []string
 	check  func(t *testing.T, e *adminEnv, target *user.User)
+	// says is what the page says afterwards.
+	says string
 }
 
 func userPath(u *user.User, action string) string { return "/admin/users/" + u.ID + "/" + action }
@@ -221,7 +223,7 @@ var pageActions = []pageAction{
 		if ss, _ := e.id.UserSessions(context.Background(), u.ID); len(ss) != 0 {
 			t.Errorf("%d sessions left", len(ss))
 		}
-	}},
+	}, "p-dis is disabled."},
 	{"enable", func(e *adminEnv) (string, url.Values, *user.User) {
 		u := e.target("p-ena")
 		off := false
@@ -233,7 +235,7 @@ var pageActions = []pageAction{
 		if got := mustGetUser(t, e, u.ID); !got.Active {
 			t.Error("still disabled")
 		}
-	}},
+	}, "p-ena is enabled."},
 	{"unlock", func(e *adminEnv) (string, url.Values, *user.User) {
 		u := e.target("p-unl")
 		if err := e.id.Lock(context.Background(), u.ID, time.Now().Add(time.Hour)); err != nil {
@@ -244,7 +246,7 @@ var pageActions = []pageAction{
 		if got := mustGetUser(t, e, u.ID); got.Locked(time.Now()) {
 			t.Error("still locked")
 		}
-	}},
+	}, "p-unl is unlocked."},
 	{"set role", func(e *adminEnv) (string, url.Values, *user.User) {
 		u := e.target("p-rol")
 		return userPath(u, "role"), url.Values{"role": {"auditor"}}, u
@@ -252,7 +254,7 @@ var pageActions = []pageAction{
 		if got := mustGetUser(t, e, u.ID); !slices.Equal(got.Roles, []string{"auditor"}) {
 			t.Errorf("roles %v", got.Roles)
 		}
-	}},
+	}, "p-rol now has the role &#34;auditor&#34;."},
 	{"set policy", func(e *adminEnv) (string, url.Values, *user.User) {
 		u := e.target("p-pol")
 		return userPath(u, "policy"), url.Values{"policy": {"big"}}, u
@@ -260,7 +262,7 @@ var pageActions = []pageAction{
 		if got := mustGetUser(t, e, u.ID); identity.PolicyOf(got) != "big" {
 			t.Errorf("policy %q", identity.PolicyOf(got))
 		}
-	}},
+	}, "p-pol now has the policy &#34;big&#34;."},
 	{"revoke all sessions", func(e *adminEnv) (string, url.Values, *user.User) {
 		u := e.target("p-rvk")
 		return userPath(u, "revoke-sessions"), nil, u
@@ -268,7 +270,7 @@ var pageActions = []pageAction{
 		if ss, _ := e.id.UserSessions(context.Background(), u.ID); len(ss) != 0 {
 			t.Errorf("%d sessions left", len(ss))
 		}
-	}},
+	}, "Ended 1 session(s) of p-rvk."},
 	{"delete", func(e *adminEnv) (string, url.Values, *user.User) {
 		u := e.target("p-del")
 		return userPath(u, "delete"), nil, u
@@ -276,7 +278,7 @@ var pageActions = []pageAction{
 		if _, err := e.id.User(context.Background(), u.ID); identity.CodeOf(err) != identity.CodeNotFound {
 			t.Errorf("the deleted user: %v", err)
 		}
-	}},
+	}, "p-del is deleted."},
 	{"revoke session", func(e *adminEnv) (string, url.Values, *user.User) {
 		u := e.target("p-ses")
 		ss, _ := e.id.UserSessions(context.Background(), u.ID)
@@ -285,7 +287,7 @@ var pageActions = []pageAction{
 		if ss, _ := e.id.UserSessions(context.Background(), u.ID); len(ss) != 0 {
 			t.Errorf("%d sessions left", len(ss))
 		}
-	}},
+	}, "The session of p-ses has ended."},
 	{"stop workspace", func(e *adminEnv) (string, url.Values, *user.User) {
 		u := e.target("p-wss")
 		return "/admin/workspaces/" + e.running(u) + "/stop", nil, u
@@ -293,7 +295,7 @@ var pageActions = []pageAction{
 		if w, _ := e.ws.Of(context.Background(), u.ID); w.State != workspace.StateStopped {
 			t.Errorf("state %s", w.State)
 		}
-	}},
+	}, "The workspace of p-wss is stopped."},
 	{"restart workspace", func(e *adminEnv) (string, url.Values, *user.User) {
 		u := e.target("p-wsr")
 		return "/admin/workspaces/" + e.running(u) + "/restart", nil, u
@@ -301,7 +303,7 @@ var pageActions = []pageAction{
 		if w, _ := e.ws.Of(context.Background(), u.ID); w.Restarts != 1 {
 			t.Errorf("restarts %d", w.Restarts)
 		}
-	}},
+	}, "The workspace of p-wsr is restarting."},
 }
 
 func mustGetUser(t *testing.T, e *adminEnv, id string) *user.User {
@@ -442,7 +444,7 @@ func TestDashboardActions(t *testing.T) {
 				}
 			}
 			page := root.get(r.location)
-			wantPage(t, "the page after the action", page, http.StatusOK, `class="flash"`)
+			wantPage(t, "the page after the action", page, http.StatusOK, `class="flash" role="status" id="flash">`+a.says+`<`)
 			if again := root.get(r.location); strings.Contains(again.body, `class="flash"`) {
 				t.Error("the outcome is shown twice")
 			}

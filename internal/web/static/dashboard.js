@@ -101,6 +101,22 @@
     schedule(shown);
   }
 
+  // The change-password form says at once when the two new passwords
+  // differ (the server checks again).
+  function matchPasswords() {
+    var next = document.getElementById("new-password");
+    var again = document.getElementById("confirm-password");
+    if (!next || !again) {
+      return;
+    }
+    function check() {
+      again.setCustomValidity(again.value && again.value !== next.value ? "The two new passwords differ." : "");
+    }
+    next.addEventListener("input", check);
+    again.addEventListener("input", check);
+  }
+
   confirmActions();
   followWorkspace();
+  matchPasswords();
 })();
