@@ -462,9 +462,10 @@ func TestDashboardWorkspaces(t *testing.T) {
 		t.Errorf("the workspaces page says %q after the stop", st)
 	}
 
-	// erin's page follows: stopped, with the way back to the editor.
-	if err := chromedp.Do(user, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#open-editor"))); err != nil {
-		t.Fatal(err)
+	// erin's open page follows by itself (dashboard.js polls her
+	// workspace's state): stopped, with the way back to the editor.
+	if err := chromedp.Do(user, chromedp.WaitVisible(chromedp.CSS(`#workspace[data-state="stopped"] #open-editor`))); err != nil {
+		t.Fatalf("erin's page does not follow the stop: %v", err)
 	}
 	testenv.Screenshot(t, user, "account-stopped")
 	if st, _ := chromedp.Run(user, chromedp.Text(chromedp.CSS("#ws-state"))); st != "stopped" {
