@@ -9,8 +9,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// busyShare is the share of one CPU above which the IDE's processes count
-// as working: an idle code-server with an open workbench stays well below.
+// busyShare is the default share of one CPU above which the IDE's
+// processes count as working. An idle code-server with an open workbench
+// stays below it (about 0.5%) unless VS Code's port finder scans /proc,
+// which on a busy machine alone takes more (see Config.BusyCPU).
 const busyShare = 0.02
 
 // activity records what the user did and what the IDE's processes use.
@@ -35,12 +37,13 @@ func (a *activity) input() {
 }
 
 // measured records one sample of the IDE's process tree taken at t, elapsed
-// after the previous one.
-func (a *activity) measured(s treeSample, t time.Time, elapsed time.Duration) {
+// after the previous one; the tree was busy if it used more than busy of
+// one CPU meanwhile.
+func (a *activity) measured(s treeSample, t time.Time, elapsed time.Duration, busy float64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.cpuSeconds, a.rssBytes = s.CPUSeconds, s.RSSBytes
-	if s.Comparable && elapsed > 0 && s.Used > busyShare*elapsed.Seconds() {
+	if s.Comparable && elapsed > 0 && s.Used > busy*elapsed.Seconds() {
 		a.lastCPU = t
 	}
 }
@@ -66,7 +69,7 @@ func (a *activity) usage() (rss int64, cpuSeconds float64) {
 
 // sampleCPU measures the process tree of pid() every interval until ctx
 // ends. pid returns 0 while there is no process.
-func (a *activity) sampleCPU(ctx context.Context, s *treeSampler, pid func() int, interval time.Duration, log hclog.Logger) {
+func (a *activity) sampleCPU(ctx context.Context, s *treeSampler, pid func() int, interval time.Duration, busy float64, log hclog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	var last time.Time
@@ -77,7 +80,7 @@ func (a *activity) sampleCPU(ctx context.Context, s *treeSampler, pid func() int
 			log.Debug("sample the IDE's processes", "pid", root, "error", err)
 		} else {
 			now := a.now()
-			a.measured(smp, now, now.Sub(last))
+			a.measured(smp, now, now.Sub(last), busy)
 			log.Trace("IDE processes", "pid", root, "procs", smp.Procs, "cpu_used", smp.Used, "rss", smp.RSSBytes)
 			last = now
 		}

@@ -71,6 +71,13 @@ type Config struct {
 	// CPUInterval is how often the IDE's processes are measured
 	// (default 5s).
 	CPUInterval time.Duration
+	// BusyCPU is the share of one CPU the IDE's processes must use between
+	// two measures to count as activity (default 0.02). VS Code's
+	// automatic port forwarding scans every process's file descriptors
+	// every few seconds, which alone may exceed it on a crowded machine:
+	// set "remote.autoForwardPortsSource": "output" in the user's settings
+	// to avoid that.
+	BusyCPU float64
 	// StorageInterval is the least time between two walks of StoragePath
 	// (default 3m).
 	StorageInterval time.Duration
@@ -104,6 +111,9 @@ func (c *Config) defaults() {
 	if c.CPUInterval <= 0 {
 		c.CPUInterval = 5 * time.Second
 	}
+	if c.BusyCPU <= 0 {
+		c.BusyCPU = busyShare
+	}
 	if c.StorageInterval <= 0 {
 		c.StorageInterval = 3 * time.Minute
 	}
@@ -120,6 +130,29 @@ func withoutSecret(env []string) []string {
 		}
 	}
 	return out
+}
+
+// ideUserDataDir is code-server's user data directory: dir, or its
+// default under XDG_DATA_HOME (~/.local/share) in env.
+func ideUserDataDir(dir string, env []string) string {
+	if dir != "" {
+		return dir
+	}
+	var home, data string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "HOME="); ok {
+			home = v
+		} else if v, ok := strings.CutPrefix(kv, "XDG_DATA_HOME="); ok {
+			data = v
+		}
+	}
+	if data == "" && home != "" {
+		data = filepath.Join(home, ".local", "share")
+	}
+	if data == "" {
+		return ""
+	}
+	return filepath.Join(data, "code-server")
 }
 
 // owner is the relay owner of every WebSocket: the agent serves one user.
@@ -175,14 +208,15 @@ func Run(ctx context.Context, cfg Config) error {
 		StopTimeout:    cfg.StopTimeout,
 		BackoffMax:     cfg.BackoffMax,
 	}, log.Named("code-server"))
+	input := newClassifier(ideUserDataDir(cfg.UserDataDir, cfg.Env), cfg.ExtensionsDir)
 	a.conns = proxy.NewRegistry(proxy.RegistryConfig{
 		OnClientMessage: func(_ string, mt int, head []byte) {
-			in := isInput(mt, head)
+			in := input.isInput(mt, head)
 			if in {
 				a.act.input()
 			}
 			if log.IsTrace() {
-				log.Trace("browser message", "input", in, "frames", describe(mt, head), "raw", fmt.Sprintf("%q", head))
+				log.Trace("browser message", "input", in, "frames", describe(mt, head))
 			}
 		},
 	})
@@ -233,7 +267,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}()
 		go func() {
 			defer bg.Done()
-			a.act.sampleCPU(runCtx, newTreeSampler(os.DirFS("/proc"), os.Getpagesize()), a.sup.PID, cfg.CPUInterval, log.Named("cpu"))
+			a.act.sampleCPU(runCtx, newTreeSampler(os.DirFS("/proc"), os.Getpagesize()), a.sup.PID, cfg.CPUInterval, cfg.BusyCPU, log.Named("cpu"))
 		}()
 		a.storage.Bytes() // start the first walk now
 		select {
