@@ -154,7 +154,7 @@ job "codehub-warm-pool" {
           name     = "ide"
           type     = "script"
           command  = "/bin/sh"
-          args     = ["-c", "h=\"X-Codehub-Workspace-Secret: $(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"$h\" \"$u\" 2>/dev/null || wget -q -O - --header \"$h\" \"$u\"; } | grep -q '\"status\": *\"running\"'"]
+          args     = ["-c", "s=\"$(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"X-Codehub-Workspace-Secret: $s\" -H \"X-Codehub-Agent-Control: $s\" \"$u\" 2>/dev/null || wget -q -O - --header \"X-Codehub-Workspace-Secret: $s\" --header \"X-Codehub-Agent-Control: $s\" \"$u\"; } | grep -q '\"status\": *\"running\"'"]
           interval = "5s"
           timeout  = "3s"
         }

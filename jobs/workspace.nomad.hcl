@@ -43,8 +43,10 @@
 # where every reader of the service sees it. So the Consul check is a
 # script check: Nomad runs it inside the task, where the secret is, and
 # reports the result to Consul as a TTL check. It asks the agent's
-# /_agent/health with the secret and passes when the IDE runs. The image
-# must have /bin/sh and curl or wget (the exec group uses the host's).
+# /_agent/health with the secret, in both headers the agent wants of calls
+# to its own endpoints (X-Codehub-Workspace-Secret and
+# X-Codehub-Agent-Control), and passes when the IDE runs. The image must
+# have /bin/sh and curl or wget (the exec group uses the host's).
 #
 # The user's files: the docker group mounts a Docker volume per user,
 # "codehub-home-<user_id>" (interpolated at run time, when Nomad's own
@@ -198,7 +200,7 @@ job "codehub-workspace" {
           name     = "ide"
           type     = "script"
           command  = "/bin/sh"
-          args     = ["-c", "h=\"X-Codehub-Workspace-Secret: $(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"$h\" \"$u\" 2>/dev/null || wget -q -O - --header \"$h\" \"$u\"; } | grep -q '\"status\": *\"running\"'"]
+          args     = ["-c", "s=\"$(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"X-Codehub-Workspace-Secret: $s\" -H \"X-Codehub-Agent-Control: $s\" \"$u\" 2>/dev/null || wget -q -O - --header \"X-Codehub-Workspace-Secret: $s\" --header \"X-Codehub-Agent-Control: $s\" \"$u\"; } | grep -q '\"status\": *\"running\"'"]
           interval = "5s"
           timeout  = "3s"
         }
@@ -319,7 +321,7 @@ job "codehub-workspace" {
           name     = "ide"
           type     = "script"
           command  = "/bin/sh"
-          args     = ["-c", "h=\"X-Codehub-Workspace-Secret: $(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"$h\" \"$u\" 2>/dev/null || wget -q -O - --header \"$h\" \"$u\"; } | grep -q '\"status\": *\"running\"'"]
+          args     = ["-c", "s=\"$(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"X-Codehub-Workspace-Secret: $s\" -H \"X-Codehub-Agent-Control: $s\" \"$u\" 2>/dev/null || wget -q -O - --header \"X-Codehub-Workspace-Secret: $s\" --header \"X-Codehub-Agent-Control: $s\" \"$u\"; } | grep -q '\"status\": *\"running\"'"]
           interval = "5s"
           timeout  = "3s"
         }
