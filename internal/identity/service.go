@@ -372,7 +372,7 @@ func (s *Service) LoginAPI(ctx context.Context, username, pw string, c Client) (
 		return nil, nil, err
 	}
 	sess := res.Principal.Session
-	pair, err := s.rotate(ctx, sess.ID, -1, "")
+	pair, err := s.rotate(ctx, sess.UserID, sess.ID, -1, "")
 	if err != nil {
 		_ = s.d.Sessions.Delete(ctx, sess.ID)
 		return nil, nil, err
@@ -389,7 +389,16 @@ var (
 // token. gen and secretHash are those of the presented refresh token (gen
 // -1 for the first token of a session); they are checked in the same
 // atomic update that replaces them, so one token is exchanged once.
-func (s *Service) rotate(ctx context.Context, sessionID string, gen int, secretHash string) (*TokenPair, error) {
+//
+// The access token is signed first: when it cannot be (a key source in
+// Vault that is unreachable), the refresh token must stay as it was. Had
+// it been replaced, the client, which never saw the new one, would
+// present the old one again and be taken for a thief replaying it.
+func (s *Service) rotate(ctx context.Context, userID, sessionID string, gen int, secretHash string) (*TokenPair, error) {
+	access, exp, err := s.d.Tokens.IssueAccess(ctx, userID, sessionID)
+	if err != nil {
+		return nil, errorf(CodeUnavailable, "tokens cannot be issued right now", err)
+	}
 	var refresh string
 	sess, err := s.d.Sessions.Update(ctx, sessionID, func(x *session.Session) error {
 		if gen >= 0 {
@@ -422,10 +431,6 @@ func (s *Service) rotate(ctx context.Context, sessionID string, gen int, secretH
 		return nil, err
 	}
 	s.cache.putSession(sess)
-	access, exp, err := s.d.Tokens.IssueAccess(ctx, sess.UserID, sess.ID)
-	if err != nil {
-		return nil, errorf(CodeUnavailable, "tokens cannot be issued right now", err)
-	}
 	return &TokenPair{
 		AccessToken: access, RefreshToken: refresh, TokenType: "Bearer",
 		ExpiresIn: int(exp.Sub(s.cfg.Now()).Round(time.Second).Seconds()),
@@ -450,7 +455,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*TokenPair,
 	}
 	var pair *TokenPair
 	if err == nil {
-		pair, err = s.rotate(ctx, sid, gen, hash)
+		pair, err = s.rotate(ctx, sess.UserID, sid, gen, hash)
 		if err == nil {
 			s.record(ctx, audit.Event{EventType: audit.TokenRefreshed, UserID: sess.UserID, Metadata: map[string]any{"sessionId": sid}})
 		}
