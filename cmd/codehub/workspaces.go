@@ -250,6 +250,11 @@ func (ws *workspaces) Target(r *http.Request, p *identity.Principal) (*proxy.Tar
 		return nil, gateway.ErrStarting
 	case errors.Is(err, workspace.ErrStopped):
 		return nil, gateway.ErrStopped
+	case err != nil && ws.mgr.Progress(p.User.ID).State == workspace.StateFailed:
+		// The start failed: the start page says why (the progress's
+		// error) rather than "not reachable", and the manager backs its
+		// retries off.
+		return nil, gateway.ErrStarting
 	}
 	return t, err
 }
@@ -348,7 +353,13 @@ func (ws *workspaces) Status(ctx context.Context, userID string) (any, error) {
 func (ws *workspaces) Progress(userID string) (string, int, string) {
 	p := ws.mgr.Progress(userID)
 	phase := p.Phase
-	if phase == "" || p.State == workspace.StateStopped {
+	switch {
+	case p.State == workspace.StateRunning:
+		// Running, yet its traffic is held: service discovery does not
+		// (yet, or no longer) see it pass its health check, or the
+		// proxy just failed to reach it.
+		phase = "Your editor is running; waiting for it to pass its health check"
+	case phase == "" || p.State == workspace.StateStopped:
 		phase = "Starting your editor"
 	}
 	return phase, p.QueuePosition, p.Error

@@ -91,13 +91,14 @@ type Manager struct {
 	sf     singleflight.Group
 	queue  *startQueue
 
-	mu        sync.Mutex
-	running   map[string]*Workspace // by user ID, verified recently
-	progress  map[string]*Progress  // by user ID
-	keepAlive map[string]time.Time  // by user ID: "keep working" clicks
-	failures  map[string]int        // by workspace ID: failed health checks in a row
-	startedBy map[string]bool       // workspace IDs this Manager launched
-	refillMu  sync.Mutex
+	mu         sync.Mutex
+	running    map[string]*Workspace // by user ID, verified recently
+	progress   map[string]*Progress  // by user ID
+	keepAlive  map[string]time.Time  // by user ID: "keep working" clicks
+	failures   map[string]int        // by workspace ID: failed health checks in a row
+	startedBy  map[string]bool       // workspace IDs this Manager launched
+	startFails map[string]int        // by workspace ID: starts that failed in a row
+	refillMu   sync.Mutex
 }
 
 // NewManager returns a Manager; call Run to start its background work.
@@ -136,11 +137,12 @@ func NewManager(cfg Config, log hclog.Logger) *Manager {
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     time.Minute,
 		}},
-		running:   map[string]*Workspace{},
-		progress:  map[string]*Progress{},
-		keepAlive: map[string]time.Time{},
-		failures:  map[string]int{},
-		startedBy: map[string]bool{},
+		running:    map[string]*Workspace{},
+		progress:   map[string]*Progress{},
+		keepAlive:  map[string]time.Time{},
+		failures:   map[string]int{},
+		startedBy:  map[string]bool{},
+		startFails: map[string]int{},
 	}
 	m.queue = newStartQueue(cfg.StartConcurrency, func(n int) {
 		if cfg.OnQueue != nil {
@@ -301,6 +303,23 @@ func (m *Manager) ensure(ctx context.Context, userID string) (*Workspace, error)
 			return nil, fmt.Errorf("%w: %s", ErrStarting, msg)
 		}
 	}
+	if w.State == StateFailed {
+		// A start that fails (an image that cannot be pulled, no node for
+		// the policy) would fail again at once: the start page reloading
+		// every second must not become a start a second. The first retry
+		// is immediate (its cause may have been fixed); then they back off
+		// as crash restarts do.
+		m.mu.Lock()
+		n := m.startFails[w.ID]
+		m.mu.Unlock()
+		if n >= 2 {
+			if wait := m.backoff(n-1) - m.cfg.Now().Sub(w.StoppedAt); wait > 0 {
+				msg := fmt.Sprintf("Your editor could not start; trying again in %s", max(wait.Round(time.Second), time.Second))
+				m.setProgress(userID, StateFailed, msg, 0, w.LastError)
+				return nil, fmt.Errorf("%w: %s", ErrStarting, msg)
+			}
+		}
+	}
 	return m.start(ctx, w, false)
 }
 
@@ -407,6 +426,9 @@ func (m *Manager) start(ctx context.Context, w *Workspace, warm bool) (*Workspac
 			return nil
 		})
 		m.setProgress(userID, StateFailed, "Your editor could not start", 0, err.Error())
+		m.mu.Lock()
+		m.startFails[w.ID]++
+		m.mu.Unlock()
 		if m.cfg.OnStart != nil {
 			m.cfg.OnStart(w, m.cfg.Now().Sub(began), warm, err)
 		}
@@ -482,6 +504,7 @@ func (m *Manager) markRunning(ctx context.Context, w *Workspace) (*Workspace, er
 		delete(m.progress, w.UserID)
 	}
 	delete(m.failures, w.ID)
+	delete(m.startFails, w.ID)
 	m.mu.Unlock()
 	return w, nil
 }
@@ -643,6 +666,7 @@ func (m *Manager) forget(w *Workspace) {
 	}
 	delete(m.failures, w.ID)
 	delete(m.startedBy, w.ID)
+	delete(m.startFails, w.ID)
 }
 
 // KeepAlive records that the user asked to keep their workspace running:
