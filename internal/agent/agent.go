@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -155,6 +156,41 @@ func ideUserDataDir(dir string, env []string) string {
 	return filepath.Join(data, "code-server")
 }
 
+// machineSettings are the workspace's machine-level defaults, under the
+// user's own settings (which override them). VS Code's automatic port
+// forwarding scans every process's file descriptors every few seconds by
+// default: 3-20% of a CPU for an idle tab. Ports announced in terminal
+// output are still forwarded.
+const machineSettings = `{
+  // Written by codehub once; edit freely, your User settings override these.
+  "remote.autoForwardPortsSource": "output"
+}
+`
+
+// machineDefaults writes <user data dir>/Machine/settings.json when it does
+// not exist yet; it never changes an existing file.
+func machineDefaults(userDataDir string) error {
+	if userDataDir == "" {
+		return nil
+	}
+	dir := filepath.Join(userDataDir, "Machine")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "settings.json"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(machineSettings); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // owner is the relay owner of every WebSocket: the agent serves one user.
 const owner = "workspace"
 
@@ -186,6 +222,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("code-server launcher %s is a directory", cfg.CodeServer)
 	}
 	log := cfg.Logger
+	if err := machineDefaults(ideUserDataDir(cfg.UserDataDir, cfg.Env)); err != nil {
+		log.Warn("machine settings", "error", err)
+	}
 
 	// The socket lives in a directory only this user can enter.
 	runDir, err := os.MkdirTemp("", "codehub-agent-")

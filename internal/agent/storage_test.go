@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -93,4 +94,29 @@ func TestStorageMeterNeverBlocks(t *testing.T) {
 	m.mu.Unlock()
 	cancel()
 	m.wait()
+}
+
+func TestMachineDefaults(t *testing.T) {
+	dir := t.TempDir()
+	if err := machineDefaults(dir); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "Machine", "settings.json")
+	b, err := os.ReadFile(p)
+	if err != nil || !strings.Contains(string(b), `"remote.autoForwardPortsSource": "output"`) {
+		t.Fatalf("settings: %q, %v", b, err)
+	}
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", fi.Mode())
+	}
+	// The user's own edits are never overwritten.
+	if err := os.WriteFile(p, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := machineDefaults(dir); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "{}" {
+		t.Errorf("overwritten: %q", b)
+	}
 }
