@@ -70,6 +70,7 @@ func openApp(ctx context.Context, file string, getenv func(string) string, flags
 	if err != nil {
 		return nil, err
 	}
+	applyFeatures(cfg)
 	a := &app{cfg: cfg, log: newLogger(cfg, stderr), metrics: metrics.New(), audit: audit.Nop{}}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
@@ -260,10 +261,10 @@ func (a *app) openMulti(ctx context.Context, getenv func(string) string) error {
 	}
 	limits := &cfg.MultiUser.Limits
 	a.id = identity.New(identity.Config{
-		SessionTTL: mu.Session.TTL.D(), IdleTimeout: mu.Session.IdleTimeout.D(),
+		SessionTTL: mu.Session.TTL.D(), IdleTimeout: sessionIdleTimeout(cfg),
 		MaxSessionsPerUser: limits.MaxSessionsPerUser, OnLimit: mu.Session.OnLimit,
 		Registration: mu.Registration, MinPasswordLength: pw.MinLength, RequireMixed: pw.RequireMixed,
-		CleanupInterval: sessionCleanupInterval(cfg),
+		CleanupInterval: sessionCleanupInterval(cfg), DisableCleanup: !cfg.MultiUser.Scaling.AutoCleanup.Enabled,
 	}, identity.Deps{
 		Authn: authn, Users: db.Users(), Sessions: sessions, Tokens: tokens, Bus: bus, Hasher: hasher,
 		OnRevoke: a.revoked, Audit: a.audit,
@@ -293,7 +294,7 @@ func (a *app) openAudit(db audit.Sink) error {
 		return nil
 	}
 	l := audit.NewLogger(a.log.Named("audit"), nil, sinks...)
-	a.audit = l
+	a.audit = namingRecorder{next: l, a: a}
 	// Closed first (closers run last to first): the database is still open.
 	a.closers = append(a.closers, l.Close)
 	return nil

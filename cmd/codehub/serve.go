@@ -126,6 +126,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	defer a.Close()
 	cfg, log, m := a.cfg, a.log, a.metrics
 	a.recordConfigChange(file)
+	logFeatures(cfg, log)
 
 	templates, err := web.Parse()
 	if err != nil {
@@ -221,7 +222,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}
 
-	conns := proxy.NewRegistry(proxy.RegistryConfig{OnCount: func(n int) { m.WebSocketsOpen.Set(float64(n)) }})
+	conns := proxy.NewRegistry(proxy.RegistryConfig{
+		OnCount: func(n int) { m.WebSocketsOpen.Set(float64(n)) },
+		// An open editor is a session in use: its messages keep the
+		// session from ending as idle.
+		OnActivity: func(sessionID string) {
+			if a.id != nil {
+				a.id.SessionActive(sessionID)
+			}
+		},
+	})
 	defer conns.Stop()
 	a.onRevoke = func(ids []string) {
 		for _, id := range ids {
