@@ -179,6 +179,13 @@ func runUser(ctx context.Context, args []string, getenv func(string) string, std
 			return cliError(err)
 		}
 		fmt.Fprintf(stdout, "deleted %s\n", u.Username)
+		note, err := app.cleanupDeletedUser(ctx, getenv, u.ID)
+		if note != "" {
+			fmt.Fprintf(stdout, "note: %s\n", note)
+		}
+		if err != nil {
+			return fmt.Errorf("%s is deleted, but what they held is not all released: %w", u.Username, err)
+		}
 	case "set-password":
 		u, err := find(pos[0])
 		if err != nil {
