@@ -230,6 +230,7 @@ func TestAuditEventsFromActions(t *testing.T) {
 	for range 3 {
 		formLogin(t, g, "carol", "wrong-password")
 	}
+	formLogin(t, g, "carol", "carol-password-1") // while locked: refused, no new lock
 	e.expect(eventMatch{Type: audit.AccountLocked, Username: "carol", Status: "failure"},
 		eventMatch{Type: audit.LoginFailure, Username: "carol", Status: "failure", Meta: map[string]any{"reason": "account_locked"}})
 
@@ -394,6 +395,15 @@ func TestAuditEventsFromActions(t *testing.T) {
 	e.expect(eventMatch{Type: audit.SessionExpired, Meta: map[string]any{"reason": "expired", "count": 1}})
 
 	e.check()
+	locks := 0
+	for _, ev := range readAuditFile(t, cfg.AuditFile) {
+		if ev.EventType == audit.AccountLocked && ev.Username == "carol" {
+			locks++
+		}
+	}
+	if locks != 1 {
+		t.Errorf("carol's account was locked once, and %d user.locked entries say so", locks)
+	}
 
 	// Every type but the workspaces' (TestAuditWorkspaceEvents) and those
 	// no action emits was expected here.

@@ -17,7 +17,12 @@ var ErrDisabled = errors.New("account disabled")
 
 // LockedError is returned while an account is locked after failed
 // sign-ins.
-type LockedError struct{ Until time.Time }
+type LockedError struct {
+	Until time.Time
+	// Locking is set for the failed attempt that locked the account, not
+	// for the attempts made while it is locked.
+	Locking bool
+}
 
 func (e *LockedError) Error() string {
 	return fmt.Sprintf("account locked until %s", e.Until.UTC().Format(time.RFC3339))
@@ -106,7 +111,7 @@ func (d *Database) failed(ctx context.Context, u *user.User, now time.Time) erro
 	}
 	if after.Locked(now) {
 		d.log.Warn("account locked after failed sign-ins", "user", u.Username, "until", after.LockedUntil, "locks_in_a_row", after.LockCount)
-		return &LockedError{Until: after.LockedUntil}
+		return &LockedError{Until: after.LockedUntil, Locking: true}
 	}
 	return ErrBadCredentials
 }

@@ -258,8 +258,10 @@ func (s *Service) Login(ctx context.Context, username, pw string, c Client) (*Lo
 			return nil, errorf(CodeInvalidCredentials, "wrong username or password", nil)
 		case errors.As(err, &locked):
 			fail("account_locked")
-			s.record(ctx, audit.Event{EventType: audit.AccountLocked, Username: truncate(username, 128), IPAddress: c.IP,
-				Status: audit.StatusFailure, Metadata: map[string]any{"until": locked.Until.UTC().Format(time.RFC3339)}})
+			if locked.Locking { // once, when it happens
+				s.record(ctx, audit.Event{EventType: audit.AccountLocked, Username: truncate(username, 128), IPAddress: c.IP,
+					Status: audit.StatusFailure, Metadata: map[string]any{"until": locked.Until.UTC().Format(time.RFC3339)}})
+			}
 			wait := locked.Until.Sub(s.cfg.Now()).Round(time.Second)
 			return nil, &Error{Code: CodeAccountLocked, RetryAfter: wait,
 				Message: fmt.Sprintf("too many failed sign-ins: this account is locked for %s", wait)}
