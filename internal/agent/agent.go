@@ -222,6 +222,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("code-server launcher %s is a directory", cfg.CodeServer)
 	}
 	log := cfg.Logger
+	// A new home (a fresh volume, a warm workspace) has none of these yet;
+	// code-server would greet the user with "folder does not exist".
+	for _, d := range []string{cfg.Folder, cfg.UserDataDir, cfg.ExtensionsDir} {
+		if d != "" {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return fmt.Errorf("create %s: %w", d, err)
+			}
+		}
+	}
 	if err := machineDefaults(ideUserDataDir(cfg.UserDataDir, cfg.Env)); err != nil {
 		log.Warn("machine settings", "error", err)
 	}

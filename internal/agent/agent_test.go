@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -184,5 +186,27 @@ func TestRunRefuses(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s: Run succeeded", name)
 		}
+	}
+}
+
+// TestAgentCreatesItsFolders: a fresh home (a new volume, a warm
+// workspace) has no folder yet; the agent makes it rather than have the
+// IDE open on a folder that does not exist.
+func TestAgentCreatesItsFolders(t *testing.T) {
+	t.Parallel()
+	fresh := filepath.Join(t.TempDir(), "home")
+	r := startFakeAgent(t, 0, func(c *Config) {
+		c.Folder = filepath.Join(fresh, "workspaces")
+		c.UserDataDir = filepath.Join(fresh, "state")
+		c.ExtensionsDir = filepath.Join(fresh, "extensions")
+	})
+	r.waitRunning(t)
+	for _, d := range []string{"workspaces", "state", "extensions", "state/Machine/settings.json"} {
+		if _, err := os.Stat(filepath.Join(fresh, d)); err != nil {
+			t.Errorf("%s: %v", d, err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(fresh, "workspaces")); err == nil && fi.Mode().Perm() != 0o700 {
+		t.Errorf("folder mode %v, want 0700", fi.Mode().Perm())
 	}
 }
