@@ -201,8 +201,10 @@ job "codehub-workspace" {
           type     = "script"
           command  = "/bin/sh"
           args     = ["-c", "s=\"$(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"X-Codehub-Workspace-Secret: $s\" -H \"X-Codehub-Agent-Control: $s\" \"$u\" 2>/dev/null || wget -q -O - --header \"X-Codehub-Workspace-Secret: $s\" --header \"X-Codehub-Agent-Control: $s\" \"$u\"; } | grep -q '\"status\": *\"running\"'"]
-          interval = "5s"
-          timeout  = "3s"
+          # Often: the first run usually comes before code-server is up,
+          # and the workspace gets traffic only from the next passing one.
+          interval = "2s"
+          timeout  = "2s"
         }
       }
     }
@@ -322,8 +324,10 @@ job "codehub-workspace" {
           type     = "script"
           command  = "/bin/sh"
           args     = ["-c", "s=\"$(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"X-Codehub-Workspace-Secret: $s\" -H \"X-Codehub-Agent-Control: $s\" \"$u\" 2>/dev/null || wget -q -O - --header \"X-Codehub-Workspace-Secret: $s\" --header \"X-Codehub-Agent-Control: $s\" \"$u\"; } | grep -q '\"status\": *\"running\"'"]
-          interval = "5s"
-          timeout  = "3s"
+          # Often: the first run usually comes before code-server is up,
+          # and the workspace gets traffic only from the next passing one.
+          interval = "2s"
+          timeout  = "2s"
         }
       }
     }
