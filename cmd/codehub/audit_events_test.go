@@ -44,7 +44,7 @@ var eventSources = map[string]struct{ action, emittedBy, test string }{
 	audit.WorkspaceFailed:  {"a workspace start fails", "cmd/codehub workspaces (Manager.OnStart)", "TestAuditWorkspaceEvents"},
 	audit.WorkspaceConnect: {"an editor WebSocket through the gateway", "gateway.auditAccess", "TestAuditEventsFromActions, TestAuditWorkspaceEvents"},
 	audit.FileAccess:       {"a file read through code-server's /vscode-remote-resource", "gateway.auditAccess", "TestAuditEventsFromActions, TestAuditWorkspaceEvents"},
-	audit.TerminalAccess:   {"", "", ""}, // see TestAuditEventTable
+	audit.TerminalAccess:   {"typing into a terminal of the editor (again after 10 minutes without)", "agent activity report -> workspace.Manager.OnTerminal -> cmd/codehub workspaces", "TestOnTerminal (internal/workspace), TestActivityInBrowser (internal/agent)"},
 	audit.ConfigChanged:    {"a gateway starts with a configuration that differs from the last start's", "app.recordConfigChange", "TestAuditEventsFromActions"},
 	audit.AdminAction:      {"every change through the admin API", "gateway.adminAction", "TestAuditEventsFromActions"},
 	audit.QuotaExceeded:    {"a sign-in past max-sessions-per-user; API rate limit; connection limit; storage/memory over quota", "identity.makeRoom, gateway.rateLimitAPI, gateway.handleIDE, resources.Manager", "TestAuditEventsFromActions"},
@@ -52,17 +52,7 @@ var eventSources = map[string]struct{ action, emittedBy, test string }{
 }
 
 // notEmitted are the event types no action emits, and why.
-var notEmitted = map[string]string{
-	// Terminals run inside the editor's one remote WebSocket, multiplexed
-	// with everything else in VS Code's own protocol: the gateway relays
-	// bytes it does not decode. The workspace's agent does decode that
-	// protocol (to tell real input from keep-alives) but reports only
-	// when input last happened, not that it was terminal input; until the
-	// agent's activity report says so, the gateway cannot tell a terminal
-	// from any other use of the editor. The opening of the editor's
-	// WebSockets is recorded (workspace.connection).
-	audit.TerminalAccess: "terminal traffic is not visible to the gateway (it is inside the editor's WebSocket)",
-}
+var notEmitted = map[string]string{}
 
 // TestAuditEventTable: every event type is either emitted by an action
 // that a test performs, or listed with the reason no action emits it.

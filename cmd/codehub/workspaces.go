@@ -235,6 +235,12 @@ func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*
 				ws.onStop(w.UserID)
 			}
 		},
+		OnTerminal: func(w *workspace.Workspace, at time.Time, inputs int64) {
+			// The gateway relays terminals inside the editor's WebSocket
+			// without decoding it; the agent tells terminal input apart.
+			a.audit.Record(audit.Event{EventType: audit.TerminalAccess, UserID: w.UserID,
+				Metadata: map[string]any{"workspaceId": w.ID, "inputs": inputs, "lastInputAt": at.UTC().Format(time.RFC3339)}})
+		},
 		OnQueue:    func(n int) { m.StartQueue.Set(float64(n)) },
 		OnPoolSize: func(n int) { m.WarmPool.Set(float64(n)) },
 	}, a.log.Named("workspaces"))

@@ -21,6 +21,8 @@ type activity struct {
 
 	mu         sync.Mutex
 	lastInput  time.Time
+	lastTerm   time.Time // last input typed into a terminal
+	termInputs int64
 	lastCPU    time.Time
 	cpuSeconds float64
 	rssBytes   int64
@@ -33,6 +35,20 @@ func (a *activity) input() {
 	if t.After(a.lastInput) {
 		a.lastInput = t
 	}
+	a.mu.Unlock()
+}
+
+// terminalInput records input typed into a terminal (also input).
+func (a *activity) terminalInput() {
+	t := a.now()
+	a.mu.Lock()
+	if t.After(a.lastInput) {
+		a.lastInput = t
+	}
+	if t.After(a.lastTerm) {
+		a.lastTerm = t
+	}
+	a.termInputs++
 	a.mu.Unlock()
 }
 
@@ -52,7 +68,8 @@ func (a *activity) measured(s treeSample, t time.Time, elapsed time.Duration, bu
 func (a *activity) snapshot() agentapi.Activity {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	act := agentapi.Activity{LastInput: a.lastInput, LastCPU: a.lastCPU, CPUSeconds: a.cpuSeconds}
+	act := agentapi.Activity{LastInput: a.lastInput, LastCPU: a.lastCPU, CPUSeconds: a.cpuSeconds,
+		LastTerminalInput: a.lastTerm, TerminalInputs: a.termInputs}
 	act.LastActive = act.LastInput
 	if act.LastCPU.After(act.LastActive) {
 		act.LastActive = act.LastCPU

@@ -259,8 +259,11 @@ func Run(ctx context.Context, cfg Config) error {
 	input := newClassifier(ideUserDataDir(cfg.UserDataDir, cfg.Env), cfg.ExtensionsDir)
 	a.conns = proxy.NewRegistry(proxy.RegistryConfig{
 		OnClientMessage: func(_ string, mt int, head []byte) {
-			in := input.isInput(mt, head)
-			if in {
+			in, term := input.classify(mt, head)
+			switch {
+			case term:
+				a.act.terminalInput()
+			case in:
 				a.act.input()
 			}
 			if log.IsTrace() {

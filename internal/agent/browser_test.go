@@ -81,8 +81,13 @@ func TestActivityInBrowser(t *testing.T) {
 		chromedp.KeyEvent("`", chromedp.KeyModifiers(chromedp.ModifierCtrl)),
 		chromedp.WaitVisible(chromedp.CSS(`.terminal-wrapper .xterm`)))
 	before := rest("LastInput to rest once the terminal is open", 2*time.Second)
+	termBefore := activity().TerminalInputs
 	do("type in the terminal", typeInTerminal("echo hi"))
 	waitFor(t, "typing in a terminal to move LastInput", func() bool { return activity().LastInput.After(before) })
+	waitFor(t, "typing in a terminal to count as terminal input", func() bool {
+		a := activity()
+		return a.TerminalInputs > termBefore && a.LastTerminalInput.After(before)
+	})
 	// Headless, VS Code starts the terminal's shell on the first input.
 	var shell int
 	waitFor(t, "the terminal's shell", func() bool { shell = shellUnder(ide); return shell != 0 })
@@ -110,8 +115,12 @@ func TestActivityInBrowser(t *testing.T) {
 	// Typing in an editor.
 	do("open a file", chromedp.DoubleClick(explorerFile), chromedp.WaitVisible(chromedp.CSS(`.monaco-editor .view-lines`)))
 	before = rest("LastInput to rest once the file is open", 2*time.Second)
+	termBefore = activity().TerminalInputs
 	do("type in the editor", chromedp.Click(chromedp.CSS(`.monaco-editor .view-lines`)), chromedp.KeyEvent("typed by the agent test "))
 	waitFor(t, "typing in the editor to move LastInput", func() bool { return activity().LastInput.After(before) })
+	if n := activity().TerminalInputs; n != termBefore {
+		t.Errorf("typing in the editor counted as terminal input (%d, was %d)", n, termBefore)
+	}
 	testenv.Screenshot(t, ctx, "typed")
 
 	a = activity()

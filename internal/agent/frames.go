@@ -130,36 +130,46 @@ func newClassifier(dirs ...string) *classifier {
 // forwarding, say). A message of VS Code's counts when one of its frames
 // carries an input call (see inputMethods).
 func (c *classifier) isInput(mt int, head []byte) bool {
+	in, _ := c.classify(mt, head)
+	return in
+}
+
+// classify is isInput, and whether the input was typed into a terminal.
+func (c *classifier) classify(mt int, head []byte) (input, terminal bool) {
 	if mt != websocket.BinaryMessage {
-		return mt == websocket.TextMessage
+		return mt == websocket.TextMessage, false
 	}
 	fs, ok := frames(head)
 	if !ok {
-		return len(head) > 0
+		return len(head) > 0, false
 	}
 	for _, f := range fs {
-		if f.typ == frameRegular && c.regularIsInput(f) {
-			return true
+		if f.typ != frameRegular {
+			continue
+		}
+		if in, term := c.regularIsInput(f); in {
+			input = true
+			terminal = terminal || term
 		}
 	}
-	return false
+	return input, terminal
 }
 
-func (c *classifier) regularIsInput(f frame) bool {
+func (c *classifier) regularIsInput(f frame) (input, terminal bool) {
 	cl := parseCall(f.data)
 	if !cl.complete {
-		return false
+		return false, false
 	}
 	switch {
 	case cl.kind == kindRPC:
-		return inputMethods[cl.name]
+		return inputMethods[cl.name], false
 	case cl.kind == kindIPC && cl.channel == "remoteterminal":
-		return terminalInput[cl.name]
+		return terminalInput[cl.name], terminalInput[cl.name]
 	case cl.kind == kindIPC && cl.channel == "remoteFilesystem" && fileChanges[cl.name]:
 		path, complete := uriPath(cl.rest, f.cut)
-		return !c.inIDEDirs(path, complete)
+		return !c.inIDEDirs(path, complete), false
 	}
-	return false
+	return false, false
 }
 
 // inIDEDirs reports whether path is within the IDE's own directories. A

@@ -173,3 +173,28 @@ func TestIDEUserDataDir(t *testing.T) {
 		}
 	}
 }
+
+// TestClassifyTerminal: input typed into a terminal is told apart from
+// other input, for the terminal access audit.
+func TestClassifyTerminal(t *testing.T) {
+	c := newClassifier("/home/alice/state", "/home/alice/extensions")
+	cases := []struct {
+		name            string
+		msg             string
+		input, terminal bool
+	}{
+		{"typing in a terminal", frameOf(frameRegular, ipcCall("remoteterminal", "$input", "")), true, true},
+		{"a signal to a terminal", frameOf(frameRegular, ipcCall("remoteterminal", "$sendSignal", "")), true, true},
+		{"terminal bookkeeping", frameOf(frameRegular, ipcCall("remoteterminal", "$setTerminalLayoutInfo", "")), false, false},
+		{"typing in an editor", frameOf(frameRegular, rpcRequest("$acceptModelChanged")), true, false},
+		{"editor then terminal", frameOf(frameRegular, rpcRequest("$acceptModelChanged")) +
+			frameOf(frameRegular, ipcCall("remoteterminal", "$input", "")), true, true},
+		{"keep-alive", capturedKeepAlive, false, false},
+	}
+	for _, tc := range cases {
+		in, term := c.classify(websocket.BinaryMessage, []byte(tc.msg))
+		if in != tc.input || term != tc.terminal {
+			t.Errorf("%s: classify = %v, %v; want %v, %v", tc.name, in, term, tc.input, tc.terminal)
+		}
+	}
+}

@@ -58,6 +58,10 @@ type Activity struct {
 	Connections int `json:"connections"`
 	// CPUSeconds is the CPU time used by the IDE's processes so far.
 	CPUSeconds float64 `json:"cpuSeconds"`
+	// LastTerminalInput is the last input typed into a terminal, and
+	// TerminalInputs the number of such messages since the agent started.
+	LastTerminalInput time.Time `json:"lastTerminalInput,omitzero"`
+	TerminalInputs    int64     `json:"terminalInputs"`
 }
 
 // Usage is what the workspace consumes.

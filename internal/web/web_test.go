@@ -15,7 +15,7 @@ func TestPagesRender(t *testing.T) {
 	}
 	type loginData struct {
 		CSRF, To, Error, Username, Hint string
-		AskUsername, CanSignUp         bool
+		AskUsername, CanSignUp          bool
 	}
 	type message struct {
 		Message, Detail string

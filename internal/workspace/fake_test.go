@@ -330,6 +330,8 @@ type fakeAgent struct {
 	userID     string
 	ready      bool
 	lastActive time.Time
+	terminal   time.Time // last terminal input
+	termInputs int64
 	rejected   int
 	dead       bool
 }
@@ -351,6 +353,7 @@ func (a *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	ready, lastActive, user := a.ready, a.lastActive, a.userID
+	terminal, termInputs := a.terminal, a.termInputs
 	a.mu.Unlock()
 	var body any
 	switch r.URL.Path {
@@ -361,7 +364,7 @@ func (a *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		body = h
 	case agentapi.PathActivity:
-		body = agentapi.Activity{LastActive: lastActive}
+		body = agentapi.Activity{LastActive: lastActive, LastTerminalInput: terminal, TerminalInputs: termInputs}
 	case agentapi.PathUsage:
 		body = agentapi.Usage{StorageBytes: 1 << 20, StorageLimitBytes: 1 << 30, MemoryBytes: 64 << 20, CPUSeconds: 1.5}
 	default:
@@ -382,6 +385,14 @@ func (a *fakeAgent) setReady(on bool) {
 func (a *fakeAgent) setLastActive(t time.Time) {
 	a.mu.Lock()
 	a.lastActive = t
+	a.mu.Unlock()
+}
+
+// typeInTerminal records n terminal inputs at t, as the agent would.
+func (a *fakeAgent) typeInTerminal(t time.Time, n int64) {
+	a.mu.Lock()
+	a.lastActive, a.terminal = t, t
+	a.termInputs += n
 	a.mu.Unlock()
 }
 

@@ -67,6 +67,21 @@ type Config struct {
 	OnStopped  func(w *Workspace, reason string)
 	OnQueue    func(n int)
 	OnPoolSize func(n int)
+	// OnTerminal is told when its user starts typing into a workspace's
+	// terminal after TerminalGap without (at most once an IdleInterval):
+	// inputs is the number of terminal messages since the last call.
+	OnTerminal func(w *Workspace, at time.Time, inputs int64)
+}
+
+// TerminalGap is the pause in terminal input after which typing again is
+// a new use of the terminal, for OnTerminal.
+const TerminalGap = 10 * time.Minute
+
+// terminalSeen is the terminal activity last seen of a workspace.
+type terminalSeen struct {
+	inputs   int64     // the agent's count
+	last     time.Time // its last terminal input
+	reported int64     // the count at the last OnTerminal
 }
 
 // Progress is what a person waiting for their workspace is told.
@@ -92,12 +107,13 @@ type Manager struct {
 	queue  *startQueue
 
 	mu         sync.Mutex
-	running    map[string]*Workspace // by user ID, verified recently
-	progress   map[string]*Progress  // by user ID
-	keepAlive  map[string]time.Time  // by user ID: "keep working" clicks
-	failures   map[string]int        // by workspace ID: failed health checks in a row
-	startedBy  map[string]bool       // workspace IDs this Manager launched
-	startFails map[string]int        // by workspace ID: starts that failed in a row
+	running    map[string]*Workspace   // by user ID, verified recently
+	progress   map[string]*Progress    // by user ID
+	keepAlive  map[string]time.Time    // by user ID: "keep working" clicks
+	failures   map[string]int          // by workspace ID: failed health checks in a row
+	startedBy  map[string]bool         // workspace IDs this Manager launched
+	startFails map[string]int          // by workspace ID: starts that failed in a row
+	terminals  map[string]terminalSeen // by workspace ID
 	refillMu   sync.Mutex
 }
 
@@ -143,6 +159,7 @@ func NewManager(cfg Config, log hclog.Logger) *Manager {
 		failures:   map[string]int{},
 		startedBy:  map[string]bool{},
 		startFails: map[string]int{},
+		terminals:  map[string]terminalSeen{},
 	}
 	m.queue = newStartQueue(cfg.StartConcurrency, func(n int) {
 		if cfg.OnQueue != nil {
@@ -667,6 +684,7 @@ func (m *Manager) forget(w *Workspace) {
 	delete(m.failures, w.ID)
 	delete(m.startedBy, w.ID)
 	delete(m.startFails, w.ID)
+	delete(m.terminals, w.ID)
 }
 
 // KeepAlive records that the user asked to keep their workspace running:
@@ -700,6 +718,11 @@ func (m *Manager) idleStatus(ctx context.Context, w *Workspace) (IdleStatus, err
 	if err != nil {
 		return IdleStatus{}, err
 	}
+	return m.idleFrom(ctx, w, act)
+}
+
+// idleFrom is idleStatus from an activity report.
+func (m *Manager) idleFrom(ctx context.Context, w *Workspace, act agentapi.Activity) (IdleStatus, error) {
 	last := act.LastActive
 	if w.StartedAt.After(last) {
 		last = w.StartedAt
@@ -870,7 +893,12 @@ func (m *Manager) checkIdle(ctx context.Context) {
 	m.mu.Unlock()
 	now := m.cfg.Now()
 	for _, w := range ws {
-		st, err := m.idleStatus(ctx, w)
+		act, err := m.Activity(ctx, w)
+		if err != nil {
+			continue
+		}
+		m.noteTerminal(w, act)
+		st, err := m.idleFrom(ctx, w, act)
 		if err != nil {
 			continue
 		}
@@ -885,6 +913,40 @@ func (m *Manager) checkIdle(ctx context.Context) {
 				m.log.Warn("stop idle workspace", "workspace", w.ID, "error", err)
 			}
 		}
+	}
+}
+
+// noteTerminal calls OnTerminal when the user typed into a terminal of w
+// after a pause of TerminalGap or more (or for the first time). The first
+// report of a workspace this Manager sees only sets the baseline, unless
+// its last terminal input is recent: a gateway that restarts does not
+// report old use again.
+func (m *Manager) noteTerminal(w *Workspace, act agentapi.Activity) {
+	if m.cfg.OnTerminal == nil || w.UserID == "" {
+		return
+	}
+	m.mu.Lock()
+	seen, known := m.terminals[w.ID]
+	cur := terminalSeen{inputs: act.TerminalInputs, last: act.LastTerminalInput, reported: seen.reported}
+	report := false
+	switch {
+	case act.TerminalInputs == 0:
+	case !known:
+		report = m.cfg.Now().Sub(act.LastTerminalInput) <= 2*m.cfg.IdleInterval
+	case act.TerminalInputs < seen.inputs: // the agent restarted
+		report = true
+		cur.reported = 0
+	case act.TerminalInputs > seen.inputs:
+		report = seen.last.IsZero() || act.LastTerminalInput.Sub(seen.last) >= TerminalGap
+	}
+	inputs := act.TerminalInputs - cur.reported
+	if report || !known {
+		cur.reported = act.TerminalInputs
+	}
+	m.terminals[w.ID] = cur
+	m.mu.Unlock()
+	if report {
+		m.cfg.OnTerminal(w, act.LastTerminalInput, inputs)
 	}
 }
 
