@@ -100,6 +100,11 @@ func TestAgentWithCodeServer(t *testing.T) {
 		if h.IDE.Restarts != 1 {
 			t.Errorf("after one crash: %+v", h.IDE)
 		}
+		// Only the launcher was killed: its children (VS Code's server)
+		// must not run on, orphaned, in the old process group.
+		waitFor(t, "the crashed code-server's children to be gone", func() bool {
+			return syscall.Kill(-old, 0) != nil
+		})
 		if resp := r.do(t, "GET", "/healthz"); resp.StatusCode != http.StatusOK {
 			t.Errorf("code-server after its restart: %d", resp.StatusCode)
 		}

@@ -272,6 +272,10 @@ func (s *Supervisor) runOnce(ctx context.Context) error {
 
 	select {
 	case <-exited:
+		// Its children (VS Code's server, extension hosts, terminals)
+		// outlive a killed parent and would run on, orphaned, holding
+		// memory and CPU: end the whole process group.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		return fmt.Errorf("code-server (pid %d) %w", pid, exitErr)
 	case <-ctx.Done():
 		s.stop(pid, exited)
