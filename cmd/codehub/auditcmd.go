@@ -44,7 +44,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	if *configFile == "" {
 		*configFile = firstNonEmpty(getenv("CODEHUB_CONFIG"), getenv("CODE_SERVER_CONFIG"))
 	}
-	cfg, err := config.Load(config.LoadOptions{File: *configFile, Getenv: getenv})
+	cfg, _, err := multiUserSettings(*configFile, getenv, nil)
 	if err != nil {
 		return err
 	}

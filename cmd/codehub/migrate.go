@@ -111,12 +111,12 @@ func runMigrateData(ctx context.Context, args []string, getenv func(string) stri
 	}
 	// Check the mode before openApp, which in single-user mode would
 	// generate a password.
-	cfg, err := config.Load(config.LoadOptions{File: *configFile, Getenv: getenv, Flags: settings})
+	cfg, settings, err := multiUserSettings(*configFile, getenv, settings)
 	if err != nil {
 		return err
 	}
 	if cfg.DeploymentMode != config.ModeMulti {
-		return errors.New("migrate-data moves data into multi-user mode: set deployment-mode = multi in the configuration (or CODE_SERVER_DEPLOYMENT_MODE=multi)")
+		return fmt.Errorf("migrate-data moves data into multi-user mode, and %s sets deployment-mode = %q", cfg.SourceOf("deployment-mode"), cfg.DeploymentMode)
 	}
 	app, err := openApp(ctx, *configFile, getenv, settings, io.Discard, stderr)
 	if err != nil {

@@ -348,7 +348,7 @@ func TestMigrateDataBadInput(t *testing.T) {
 	e := newMigrateEnv(t)
 	e.createUser(t, "alice")
 	single := filepath.Join(e.dir, "single.hcl")
-	mustOK(t, os.WriteFile(single, []byte(fmt.Sprintf("data_dir = %q\n", filepath.Join(e.dir, "single-data"))), 0o600))
+	mustOK(t, os.WriteFile(single, []byte(fmt.Sprintf("deployment_mode = \"single\"\ndata_dir = %q\n", filepath.Join(e.dir, "single-data"))), 0o600))
 	e.singleUserTree(t)
 	mustOK(t, os.MkdirAll(e.base, 0o711))
 	for _, c := range []struct {
@@ -358,7 +358,7 @@ func TestMigrateDataBadInput(t *testing.T) {
 		usage bool
 	}{
 		{"single-user config", []string{"--from-single-user", "--to-user", "alice", "--config", single, "--yes"},
-			"migrate-data moves data into multi-user mode: set deployment-mode = multi", false},
+			"migrate-data moves data into multi-user mode, and " + single + `:1:1 sets deployment-mode = "single"`, false},
 		{"no such user", []string{"--from-single-user", "--to-user", "nobody", "--config", e.conf, "--yes"},
 			`no user "nobody"`, false},
 		{"missing source", []string{"--from-single-user", "--to-user", "alice", "--config", e.conf, "--yes",

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/codehub-dev/codehub/internal/buildinfo"
@@ -82,4 +83,22 @@ func runConfig(args []string, getenv func(string) string, stdout, stderr io.Writ
 	}
 	fmt.Fprintf(stdout, "%s: valid (deployment mode %s, listening on %s)\n", file, cfg.DeploymentMode, cfg.BindAddr)
 	return nil
+}
+
+// multiUserSettings is what the account commands (user, migrate-data,
+// audit verify) run with: their flags, plus deployment-mode "multi" when
+// nothing sets the mode, since accounts exist only there and `codehub`
+// run with no configuration (make run) is multi-user through a flag the
+// commands do not see. A configuration that says "single" still wins.
+func multiUserSettings(file string, getenv func(string) string, settings []config.Setting) (*config.Config, []config.Setting, error) {
+	cfg, err := config.Load(config.LoadOptions{File: file, Getenv: getenv, Flags: settings})
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.DeploymentMode == config.ModeMulti || cfg.SourceOf("deployment-mode").String() != "default" {
+		return cfg, settings, nil
+	}
+	settings = append(slices.Clone(settings), config.Setting{Path: "deployment-mode", Value: config.ModeMulti, Flag: "(multi-user by default)"})
+	cfg, err = config.Load(config.LoadOptions{File: file, Getenv: getenv, Flags: settings})
+	return cfg, settings, err
 }

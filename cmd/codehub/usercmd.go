@@ -96,14 +96,14 @@ func runUser(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	// Check the mode before opening anything: single-user mode has no
 	// accounts, and opening it would generate its password.
-	cfg, err := config.Load(config.LoadOptions{File: *configFile, Getenv: getenv})
+	cfg, settings, err := multiUserSettings(*configFile, getenv, nil)
 	if err != nil {
 		return err
 	}
 	if cfg.DeploymentMode != config.ModeMulti {
-		return fmt.Errorf("user accounts exist in multi-user mode: set deployment-mode = \"multi\" in the configuration (or CODE_SERVER_DEPLOYMENT_MODE=multi)")
+		return fmt.Errorf("user accounts exist in multi-user mode, and %s sets deployment-mode = %q", cfg.SourceOf("deployment-mode"), cfg.DeploymentMode)
 	}
-	app, err := openApp(ctx, *configFile, getenv, nil, io.Discard, stderr)
+	app, err := openApp(ctx, *configFile, getenv, settings, io.Discard, stderr)
 	if err != nil {
 		return err
 	}

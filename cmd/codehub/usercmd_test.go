@@ -326,7 +326,7 @@ func TestUserCommandSingleUser(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			file := filepath.Join(dir, "codehub.hcl")
-			body := c.config + fmt.Sprintf("data_dir = %q\n", filepath.Join(dir, "data"))
+			body := "deployment_mode = \"single\"\n" + c.config + fmt.Sprintf("data_dir = %q\n", filepath.Join(dir, "data"))
 			if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -343,5 +343,25 @@ func TestUserCommandSingleUser(t *testing.T) {
 				t.Fatalf("user list with a single-user configuration: %v, want an error about multi-user mode", err)
 			}
 		})
+	}
+}
+
+// TestUserCommandMultiByDefault: with nothing setting the deployment mode
+// (make run starts multi-user mode with a flag), the account commands
+// work on the multi-user database instead of refusing.
+func TestUserCommandMultiByDefault(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "codehub.hcl")
+	body := fmt.Sprintf("data_dir = %q\nmulti_user {\n  auth {\n    password {\n      memory_kib = 8192\n      iterations = 1\n    }\n  }\n}\n", filepath.Join(dir, "data"))
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, file, "A-long-enough-password-1\n", "create", "--username", "zoe", "--email", "zoe@example.com", "--password-stdin")
+	if out := mustCLI(t, file, "", "list"); !strings.Contains(out, "zoe") {
+		t.Fatalf("user list: %q", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "codehub.db")); err != nil {
+		t.Errorf("the multi-user database: %v", err)
 	}
 }

@@ -369,3 +369,24 @@ func TestContainerMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestFilesFollowDataDir: the database and audit log live in the data
+// directory given, unless set themselves.
+func TestFilesFollowDataDir(t *testing.T) {
+	file := writeFile(t, "c.hcl", "data_dir = \"/srv/codehub\"\n")
+	cfg, err := Load(LoadOptions{File: file, Getenv: envMap(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MultiUser.Auth.Database.Path != "/srv/codehub/codehub.db" || cfg.Audit.File != "/srv/codehub/audit.log" {
+		t.Errorf("database %q, audit log %q; want both in /srv/codehub", cfg.MultiUser.Auth.Database.Path, cfg.Audit.File)
+	}
+	file = writeFile(t, "d.hcl", "data_dir = \"/srv/codehub\"\naudit {\n  file = \"/var/log/codehub.audit\"\n}\n")
+	cfg, err = Load(LoadOptions{File: file, Getenv: envMap(map[string]string{"CODEHUB_MULTI_USER_AUTH_DATABASE_PATH": "/db/c.db"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MultiUser.Auth.Database.Path != "/db/c.db" || cfg.Audit.File != "/var/log/codehub.audit" {
+		t.Errorf("database %q, audit log %q; want the ones set", cfg.MultiUser.Auth.Database.Path, cfg.Audit.File)
+	}
+}

@@ -62,6 +62,7 @@ func Load(opts LoadOptions) (*Config, error) {
 	if len(d.errs) > 0 {
 		return nil, d.errs
 	}
+	cfg.followDataDir()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -167,4 +168,19 @@ func LeafPaths() []string {
 	}
 	walk(reflect.TypeOf(Config{}), "")
 	return out
+}
+
+// followDataDir puts the files that live in the data directory by default
+// (the SQLite database, the audit log) in the data directory given, unless
+// they are set themselves: data-dir = "/srv/codehub" moves all of them.
+func (c *Config) followDataDir() {
+	if c.SourceOf("data-dir").String() == "default" {
+		return
+	}
+	if c.SourceOf("multi-user.auth.database.path").String() == "default" {
+		c.MultiUser.Auth.Database.Path = filepath.Join(c.DataDir, "codehub.db")
+	}
+	if c.SourceOf("audit.file").String() == "default" {
+		c.Audit.File = filepath.Join(c.DataDir, "audit.log")
+	}
 }
