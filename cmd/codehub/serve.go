@@ -491,13 +491,21 @@ func announce(w io.Writer, cfg *config.Config, scheme, addr, generatedPassword, 
 	case cfg.DeploymentMode == config.ModeMulti && adminName != "":
 		fmt.Fprintf(w, "  Admin:     %s / %s   (the first administrator; change the password once signed in)\n", adminName, adminPassword)
 	case cfg.DeploymentMode == config.ModeMulti:
-		fmt.Fprintln(w, "  Sign-in:   user accounts (codehub user create --help)")
+		fmt.Fprintln(w, "  Sign-in:   user accounts (codehub user create --help; a lost password: codehub user set-password NAME)")
 	case cfg.Auth == config.AuthNone:
 		fmt.Fprintln(w, "  Auth:      none")
 	case generatedPassword != "":
 		fmt.Fprintf(w, "  Password:  %s   (generated; kept in %s)\n", generatedPassword, passwordFile)
 	default:
 		fmt.Fprintln(w, "  Password:  as configured")
+	}
+	if cfg.DeploymentMode == config.ModeMulti {
+		base := fmt.Sprintf("%s://%s", scheme, net.JoinHostPort(host, port))
+		if cfg.MultiUser.Features.AdminDashboard {
+			fmt.Fprintf(w, "  Dashboard: %s/admin   (administrators; everyone's own page: %s/account)\n", base, base)
+		} else {
+			fmt.Fprintf(w, "  Account:   %s/account\n", base)
+		}
 	}
 	if cfg.Upstream != "" {
 		fmt.Fprintf(w, "  Upstream:  %s\n", cfg.Upstream)
