@@ -301,23 +301,39 @@ func (s *Server) usernames(ctx context.Context, ids []string) map[string]string 
 	return out
 }
 
+// userList is one page of accounts, as the users and usage lists take
+// it: search, offset and limit from the query.
+type userList struct {
+	Search        string
+	Users         []*user.User
+	Total         int
+	Offset, Limit int
+}
+
+func (s *Server) listUsers(r *http.Request) (userList, error) {
+	search, err := queryText(r, "search", 256)
+	if err != nil {
+		return userList{}, err
+	}
+	offset, limit, err := page(r, defaultPage, maxPage)
+	if err != nil {
+		return userList{}, err
+	}
+	us, total, err := s.opts.Identity.ListUsers(r.Context(), user.ListOptions{Search: search, Offset: offset, Limit: limit})
+	if err != nil {
+		return userList{}, err
+	}
+	return userList{Search: search, Users: us, Total: total, Offset: offset, Limit: limit}, nil
+}
+
 func (s *Server) handleAdminUsers() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		search, err := queryText(r, "search", 256)
+		l, err := s.listUsers(r)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		offset, limit, err := page(r, defaultPage, maxPage)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		us, total, err := s.opts.Identity.ListUsers(r.Context(), user.ListOptions{Search: search, Offset: offset, Limit: limit})
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
+		us, total, offset, limit := l.Users, l.Total, l.Offset, l.Limit
 		out := make([]adminUserView, len(us))
 		for i, u := range us {
 			out[i] = s.viewAdminUser(u)
@@ -858,21 +874,12 @@ func (s *Server) adminWorkspaceAction(r *http.Request, action, id string) error 
 
 func (s *Server) handleAdminUsage() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		search, err := queryText(r, "search", 256)
+		l, err := s.listUsers(r)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		offset, limit, err := page(r, defaultPage, maxPage)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		us, total, err := s.opts.Identity.ListUsers(r.Context(), user.ListOptions{Search: search, Offset: offset, Limit: limit})
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
+		us, total, offset, limit := l.Users, l.Total, l.Offset, l.Limit
 		ids := make([]string, len(us))
 		for i, u := range us {
 			ids[i] = u.ID

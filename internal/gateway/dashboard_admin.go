@@ -190,23 +190,13 @@ type usersPage struct {
 
 func (s *Server) handleUsersPage() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		search, err := queryText(r, "search", 256)
+		l, err := s.listUsers(r)
 		if err != nil {
 			s.dashError(w, r, "users", "/admin/users", err)
 			return
 		}
-		offset, limit, err := page(r, defaultPage, maxPage)
-		if err != nil {
-			s.dashError(w, r, "users", "/admin/users", err)
-			return
-		}
-		us, total, err := s.opts.Identity.ListUsers(r.Context(), user.ListOptions{Search: search, Offset: offset, Limit: limit})
-		if err != nil {
-			s.dashError(w, r, "users", "/admin/users", err)
-			return
-		}
-		pg := usersPage{Search: search, Pager: newPager(r, offset, limit, len(us), total)}
-		for _, u := range us {
+		pg := usersPage{Search: l.Search, Pager: newPager(r, l.Offset, l.Limit, len(l.Users), l.Total)}
+		for _, u := range l.Users {
 			pg.Users = append(pg.Users, s.userRow(u))
 		}
 		s.renderDash(w, r, http.StatusOK, "admin_users.html", "Users", "users", pg)
