@@ -250,7 +250,11 @@ func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*
 // Target implements gateway.Upstreams: the user's own workspace, started
 // when a person opens the editor.
 func (ws *workspaces) Target(r *http.Request, p *identity.Principal) (*proxy.Target, error) {
-	t, err := ws.mgr.Target(r.Context(), p.User.ID, isNavigation(r))
+	ctx := r.Context()
+	if p.Session != nil {
+		ctx = workspace.WithSession(ctx, p.Session.ID)
+	}
+	t, err := ws.mgr.Target(ctx, p.User.ID, isNavigation(r))
 	switch {
 	case errors.Is(err, workspace.ErrStarting):
 		return nil, gateway.ErrStarting

@@ -43,6 +43,7 @@ var _ workspace.Orchestrator = (*fakeOrchestrator)(nil)
 // startCall is what Start was asked.
 type startCall struct {
 	WorkspaceID, UserID, Username, Secret, Home string
+	SessionID                                   string
 }
 
 type assignCall struct{ WorkspaceID, UserID, Username string }
@@ -71,7 +72,7 @@ func (f *fakeOrchestrator) Start(ctx context.Context, spec workspace.Spec, progr
 		return workspace.Launched{}, errors.New("fake orchestrator closed")
 	}
 	f.starts = append(f.starts, startCall{WorkspaceID: w.ID, UserID: w.UserID, Username: spec.Username,
-		Secret: w.Secret, Home: w.Home})
+		Secret: w.Secret, Home: w.Home, SessionID: spec.SessionID})
 	f.inflight++
 	f.maxInflight = max(f.maxInflight, f.inflight)
 	var err error

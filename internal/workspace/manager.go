@@ -474,7 +474,7 @@ func (m *Manager) start(ctx context.Context, w *Workspace, warm bool) (*Workspac
 	m.setProgress(userID, StateStarting, "Preparing your workspace", 0, "")
 	startCtx, cancel := context.WithTimeout(ctx, m.cfg.ReadyTimeout)
 	defer cancel()
-	launched, err := m.orch.Start(startCtx, Spec{Workspace: w.Clone(), Username: username, Policy: policy},
+	launched, err := m.orch.Start(startCtx, Spec{Workspace: w.Clone(), Username: username, Policy: policy, SessionID: sessionFrom(ctx)},
 		func(phase string) { m.setProgress(userID, StateStarting, phase, 0, "") })
 	if err != nil {
 		return fail(err)

@@ -49,6 +49,26 @@ type Spec struct {
 	// Username is the owner's name, empty for a warm workspace.
 	Username string
 	Policy   Policy
+	// SessionID names the sign-in session whose request started the
+	// workspace (see WithSession), for correlation; empty when none did.
+	SessionID string
+}
+
+type sessionKey struct{}
+
+// WithSession returns ctx carrying the ID of the session a workspace start
+// is made for: a short prefix of it, enough to correlate with the audit
+// log and the session lists, and no key to anything.
+func WithSession(ctx context.Context, sessionID string) context.Context {
+	if len(sessionID) > 12 {
+		sessionID = sessionID[:12]
+	}
+	return context.WithValue(ctx, sessionKey{}, sessionID)
+}
+
+func sessionFrom(ctx context.Context) string {
+	s, _ := ctx.Value(sessionKey{}).(string)
+	return s
 }
 
 // Launched says where a started workspace's agent listens.

@@ -1,6 +1,7 @@
 package workspace_test
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -70,5 +71,27 @@ func TestOnTerminal(t *testing.T) {
 	waitFor(t, "the second report", func() bool { return len(reports()) == 2 })
 	if r := reports()[1]; !r.at.Equal(later) || r.inputs != 11 {
 		t.Errorf("second report: %+v, want 11 inputs (10 unreported and 1 new) at %s", r, later)
+	}
+}
+
+// TestSessionReachesTheOrchestrator: the session a start is made for is
+// in the Spec, cut to a short prefix.
+func TestSessionReachesTheOrchestrator(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	m := e.manager(e.config())
+	e.run(m)
+	ctx := workspace.WithSession(context.Background(), "0123456789abcdefSECRETISH")
+	if _, err := m.Ensure(ctx, "noa"); err != nil {
+		t.Fatal(err)
+	}
+	e.orch.mu.Lock()
+	starts := append([]startCall(nil), e.orch.starts...)
+	e.orch.mu.Unlock()
+	if len(starts) != 1 {
+		t.Fatalf("starts: %+v", starts)
+	}
+	if got := starts[0].SessionID; got != "0123456789ab" {
+		t.Errorf("Spec.SessionID = %q, want the 12-character prefix", got)
 	}
 }

@@ -106,6 +106,7 @@ func (o *Orchestrator) dispatchMeta(spec workspace.Spec) map[string]string {
 		return strconv.Itoa(n)
 	}
 	set(MetaUsername, spec.Username)
+	set(MetaSessionID, spec.SessionID)
 	set(MetaMemoryMB, pos(p.MemoryMB))
 	if p.MemoryMaxMB > p.MemoryMB {
 		set(MetaMemoryMaxMB, pos(p.MemoryMaxMB))

@@ -320,6 +320,7 @@ func TestStartRunsTheAgentAndStopEndsIt(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	spec := newSpec("u-1", small)
+	spec.SessionID = "sess-4f2a9c"
 	p := &phrases{}
 	var before map[string]int
 	if e.fake != nil {
@@ -373,7 +374,7 @@ func TestStartRunsTheAgentAndStopEndsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{"user_id": "u-1", "workspace_id": spec.Workspace.ID, "policy": "small", "username": "name-u-1",
-		"memory_mb": "64", "memory_max_mb": "128", "cpu": "200", "storage_mb": "100"}
+		"memory_mb": "64", "memory_max_mb": "128", "cpu": "200", "storage_mb": "100", "session_id": "sess-4f2a9c"}
 	for k, v := range want {
 		if child.Meta[k] != v {
 			t.Errorf("dispatch meta %s = %q, want %q", k, child.Meta[k], v)
