@@ -80,6 +80,17 @@ func TestActivityInBrowser(t *testing.T) {
 	do("open a terminal",
 		chromedp.KeyEvent("`", chromedp.KeyModifiers(chromedp.ModifierCtrl)),
 		chromedp.WaitVisible(chromedp.CSS(`.terminal-wrapper .xterm`)))
+	// The terminal takes the keyboard when it has rendered, which on a
+	// loaded machine may be well after it shows: until then, what is
+	// typed goes to the editor area. Wait for it to have the focus.
+	waitFor(t, "the terminal to take the keyboard", func() bool {
+		focused, err := chromedp.Run(ctx, chromedp.Evaluate[bool](
+			`!!document.activeElement && document.activeElement.classList.contains("xterm-helper-textarea")`))
+		if err == nil && !focused {
+			_, _ = chromedp.Run(ctx, chromedp.Click(chromedp.CSS(`.terminal-wrapper .xterm-screen`)))
+		}
+		return err == nil && focused
+	})
 	before := rest("LastInput to rest once the terminal is open", 2*time.Second)
 	termBefore := activity().TerminalInputs
 	do("type in the terminal", typeInTerminal("echo hi"))
