@@ -18,6 +18,15 @@
 // to standard error. Everything runs on one machine, including the
 // upstream, so the numbers compare the paths with each other rather than
 // describe production capacity.
+//
+// With -workspaces N it also measures many users with workspaces through
+// one gateway (workspaces.go): the real codehub binary in multi-user mode,
+// N users signing in and opening their IDE, each workspace the real
+// `codehub agent` supervising a stand-in for code-server, which is this
+// same executable run under the name codehub-loadgen-ide (standin.go).
+// -workspaces-only measures that alone:
+//
+//	go run ./cmd/loadgen -gateway bin/codehub -workspaces 100 -workspaces-only
 package main
 
 import (
@@ -71,6 +80,11 @@ const (
 )
 
 func main() {
+	// The workspace scenario runs this executable as each workspace's
+	// code-server, through a link of the stand-in's name.
+	if isStandin(os.Args[0]) {
+		os.Exit(standinMain(os.Args[1:], os.Stderr))
+	}
 	opts, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -106,6 +120,10 @@ type options struct {
 	connections int           // concurrent HTTP connections
 	skipNginx   bool          // measure without nginx
 	burst       int           // concurrent sign-ins in the multi-user burst
+
+	workspaces     int           // users with workspaces through one gateway (0: not measured)
+	workspaceLoad  time.Duration // of the workspace scenario's HTTP load
+	workspacesOnly bool          // measure the workspace scenario alone
 }
 
 // parseFlags reads and validates the command line (without the program
@@ -125,6 +143,9 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	fs.IntVar(&o.connections, "connections", 64, "concurrent HTTP connections")
 	fs.IntVar(&o.burst, "burst", 200, "concurrent sign-ins in the multi-user burst")
 	fs.BoolVar(&o.skipNginx, "skip-nginx", false, "do not measure nginx (print a note instead), e.g. when it is not installed")
+	fs.IntVar(&o.workspaces, "workspaces", 0, "also measure this many users with workspaces through one gateway (0: not measured)")
+	fs.DurationVar(&o.workspaceLoad, "workspace-load", 20*time.Second, "length of the HTTP load of the workspace scenario")
+	fs.BoolVar(&o.workspacesOnly, "workspaces-only", false, "measure only the workspace scenario (needs -workspaces)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
@@ -141,12 +162,22 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 		return options{}, fmt.Errorf("-connections %d: must be positive", o.connections)
 	case o.burst < 1:
 		return options{}, fmt.Errorf("-burst %d: must be positive", o.burst)
+	case o.workspaces < 0:
+		return options{}, fmt.Errorf("-workspaces %d: must not be negative", o.workspaces)
+	case o.workspaces > maxWorkspaceUsers:
+		return options{}, fmt.Errorf("-workspaces %d: at most %d", o.workspaces, maxWorkspaceUsers)
+	case o.workspaceLoad < time.Second:
+		return options{}, fmt.Errorf("-workspace-load %v: must be at least 1s", o.workspaceLoad)
+	case o.workspacesOnly && o.workspaces == 0:
+		return options{}, errors.New("-workspaces-only needs -workspaces N")
 	}
 	return o, nil
 }
 
 // run starts the upstream, nginx and codehub, measures every path and
-// writes the report to stdout. It stops what it started before returning.
+// writes the report to stdout; with -workspaces it then measures the
+// workspace scenario (alone with -workspaces-only). It stops what it
+// started before returning.
 func run(ctx context.Context, opts options, stdout, progress io.Writer) error {
 	gateway, err := filepath.Abs(opts.gateway)
 	if err != nil {
@@ -154,14 +185,6 @@ func run(ctx context.Context, opts options, stdout, progress io.Writer) error {
 	}
 	if _, err := os.Stat(gateway); err != nil {
 		return fmt.Errorf("-gateway: %w (build it with `make build`)", err)
-	}
-
-	var notes []string
-	var nginxBin string
-	if opts.skipNginx {
-		notes = append(notes, "nginx: not measured (-skip-nginx)")
-	} else if nginxBin, err = findNginx(); err != nil {
-		return err
 	}
 
 	tmp, err := os.MkdirTemp("", "codehub-loadgen-")
@@ -179,10 +202,44 @@ func run(ctx context.Context, opts options, stdout, progress io.Writer) error {
 		},
 		progress: progress,
 	}
+	rep := report{when: time.Now(), opts: opts}
+	if !opts.workspacesOnly {
+		if err := b.compare(ctx, gateway, tmp, &rep); err != nil {
+			return err
+		}
+	}
+	if opts.workspaces > 0 {
+		if rep.workspaces, err = b.measureWorkspaces(ctx, gateway, filepath.Join(tmp, "workspaces")); err != nil {
+			return fmt.Errorf("codehub workspaces: %w", err)
+		}
+	}
+	if err := rep.write(stdout); err != nil {
+		return err
+	}
+	// A misroute, one user's request answered by another's workspace, fails
+	// the run; errors are reported.
+	if w := rep.workspaces; w != nil && w.misroutes > 0 {
+		return fmt.Errorf("codehub workspaces: %d MISROUTES under load (first problem: %s)", w.misroutes, w.firstError)
+	}
+	return nil
+}
+
+// compare measures the upstream directly, through nginx and through
+// codehub, then codehub's sign-ins in single- and multi-user mode, into
+// rep.
+func (b *bench) compare(ctx context.Context, gateway, tmp string, rep *report) error {
+	var nginxBin string
+	var err error
+	if b.opts.skipNginx {
+		rep.notes = append(rep.notes, "nginx: not measured (-skip-nginx)")
+	} else if nginxBin, err = findNginx(); err != nil {
+		return err
+	}
 	if b.wrk, err = exec.LookPath("wrk"); err != nil {
 		b.wrk = ""
 		b.logf("wrk not found on PATH: using the built-in Go load generator")
 	}
+	rep.httpTool = b.httpToolDescription()
 
 	up, err := startUpstream()
 	if err != nil {
@@ -213,7 +270,6 @@ func run(ctx context.Context, opts options, stdout, progress io.Writer) error {
 	codehub := &target{name: "codehub", base: base, header: http.Header{"Cookie": {cookie.String()}}}
 	targets = append(targets, codehub)
 
-	rep := report{when: time.Now(), opts: opts, httpTool: b.httpToolDescription(), notes: notes}
 	for _, t := range targets {
 		r, err := b.measure(ctx, t)
 		if err != nil {
@@ -229,7 +285,7 @@ func run(ctx context.Context, opts options, stdout, progress io.Writer) error {
 	if rep.multi, err = b.measureMultiUser(ctx, gateway, filepath.Join(tmp, "multi"), up.addr); err != nil {
 		return fmt.Errorf("codehub multi-user: %w", err)
 	}
-	return rep.write(stdout)
+	return nil
 }
 
 // findNginx returns the nginx binary: the Debian package's, else the one on
@@ -691,11 +747,17 @@ func extractCSRF(page string) (string, error) {
 // the form and its CSRF cookie, then POST the form. It returns the session
 // cookie.
 func (b *bench) signIn(ctx context.Context, base, password string) (*http.Cookie, error) {
+	return signInAs(ctx, b.client.Transport, base, "", password)
+}
+
+// signInAs is signIn with a username (multi-user mode; "" for single-user
+// mode's password alone), over transport.
+func signInAs(ctx context.Context, transport http.RoundTripper, base, username, password string) (*http.Cookie, error) {
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		return nil, err
 	}
-	client := &http.Client{Transport: b.client.Transport, Jar: jar, CheckRedirect: noRedirect, Timeout: requestTimeout}
+	client := &http.Client{Transport: transport, Jar: jar, CheckRedirect: noRedirect, Timeout: requestTimeout}
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/login", nil)
 	if err != nil {
@@ -720,6 +782,9 @@ func (b *bench) signIn(ctx context.Context, base, password string) (*http.Cookie
 	}
 
 	form := url.Values{"csrf": {csrf}, "password": {password}, "to": {"/"}}
+	if username != "" {
+		form.Set("username", username)
+	}
 	req, err = http.NewRequestWithContext(ctx, http.MethodPost, base+"/login", strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, err
@@ -1040,6 +1105,8 @@ type report struct {
 	rows     []row
 	login    []time.Duration // sorted sign-in latencies
 	multi    *multiResult
+
+	workspaces *workspaceResult // the workspace scenario, when measured
 }
 
 // write prints the report as Markdown.
@@ -1047,43 +1114,53 @@ func (r *report) write(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "codehub load comparison: %s, nproc %d, %s %s/%s\n\n",
 		r.when.Format("2006-01-02 15:04:05 MST"), runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(&b, "HTTP: GET %s (%d B body) with %s. WebSocket: %d sequential round trips of %d B after %d warm-up, one connection.\n\n",
+	if len(r.rows) > 0 {
+		r.writeComparison(&b)
+	}
+	if r.multi != nil {
+		r.multi.write(&b, r.opts.burst)
+	}
+	if r.workspaces != nil {
+		r.workspaces.write(&b)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeComparison prints the table of paths and the sign-in latency.
+func (r *report) writeComparison(b *strings.Builder) {
+	fmt.Fprintf(b, "HTTP: GET %s (%d B body) with %s. WebSocket: %d sequential round trips of %d B after %d warm-up, one connection.\n\n",
 		benchPath, bodySize, r.httpTool, r.opts.wsRounds, wsMessageSize, wsWarmup)
 	for _, n := range r.notes {
-		fmt.Fprintf(&b, "Note: %s\n\n", n)
+		fmt.Fprintf(b, "Note: %s\n\n", n)
 	}
 
 	b.WriteString("| path | HTTP req/s | HTTP p50 | HTTP p99 | WS RTT p50 | WS RTT p99 |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|\n")
 	var errs []string
 	for _, row := range r.rows {
-		fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %s | %s |\n", row.name, row.http.rps,
+		fmt.Fprintf(b, "| %s | %.0f | %s | %s | %s | %s |\n", row.name, row.http.rps,
 			formatLatency(row.http.p50), formatLatency(row.http.p99),
 			formatMicros(row.ws.p50), formatMicros(row.ws.p99))
 		errs = append(errs, fmt.Sprintf("%s %d/%d", row.name, row.http.non2xx, row.http.errors))
 	}
-	fmt.Fprintf(&b, "\nHTTP non-2xx/errors: %s\n", strings.Join(errs, ", "))
+	fmt.Fprintf(b, "\nHTTP non-2xx/errors: %s\n", strings.Join(errs, ", "))
 
 	direct, nginx, codehub := r.find("direct"), r.find("nginx"), r.find("codehub")
 	if direct != nil && codehub != nil {
-		fmt.Fprintf(&b, "codehub overhead vs direct: WS p50 %+.0f µs\n", micros(codehub.ws.p50-direct.ws.p50))
+		fmt.Fprintf(b, "codehub overhead vs direct: WS p50 %+.0f µs\n", micros(codehub.ws.p50-direct.ws.p50))
 	}
 	switch {
 	case codehub == nil:
 	case nginx == nil:
 		b.WriteString("codehub vs nginx throughput: n/a (nginx not measured)\n")
 	case nginx.http.rps > 0:
-		fmt.Fprintf(&b, "codehub vs nginx throughput: %.0f%%\n", 100*codehub.http.rps/nginx.http.rps)
+		fmt.Fprintf(b, "codehub vs nginx throughput: %.0f%%\n", 100*codehub.http.rps/nginx.http.rps)
 	}
 	if len(r.login) > 0 {
-		fmt.Fprintf(&b, "codehub login (%d sign-ins, GET + POST /login): p50 %.1f ms, p99 %.1f ms\n",
+		fmt.Fprintf(b, "codehub login (%d sign-ins, GET + POST /login): p50 %.1f ms, p99 %.1f ms\n",
 			len(r.login), millis(percentile(r.login, 50)), millis(percentile(r.login, 99)))
 	}
-	if r.multi != nil {
-		r.multi.write(&b, r.opts.burst)
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 // find returns the row named name, or nil.

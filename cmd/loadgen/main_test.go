@@ -195,9 +195,17 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := options{gateway: "bin/codehub", duration: 5 * time.Second, wsRounds: 10, connections: 64, burst: 200}
+	want := options{gateway: "bin/codehub", duration: 5 * time.Second, wsRounds: 10, connections: 64, burst: 200,
+		workspaceLoad: 20 * time.Second}
 	if o != want {
 		t.Errorf("parseFlags = %+v, want %+v", o, want)
+	}
+	o, err = parseFlags([]string{"-gateway", "bin/codehub", "-workspaces", "100", "-workspaces-only", "-workspace-load", "5s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.workspaces != 100 || !o.workspacesOnly || o.workspaceLoad != 5*time.Second {
+		t.Errorf("parseFlags with the workspace scenario = %+v", o)
 	}
 	for _, args := range [][]string{
 		{},
@@ -205,6 +213,10 @@ func TestParseFlags(t *testing.T) {
 		{"-gateway", "x", "-burst", "0"},
 		{"-gateway", "x", "-duration", "10ms"},
 		{"-gateway", "x", "extra"},
+		{"-gateway", "x", "-workspaces", "-1"},
+		{"-gateway", "x", "-workspaces", "100000"},
+		{"-gateway", "x", "-workspaces", "3", "-workspace-load", "10ms"},
+		{"-gateway", "x", "-workspaces-only"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) succeeded, want an error", args)
