@@ -34,6 +34,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/cgroup"
 	"github.com/codehub-dev/codehub/internal/netns"
 	"github.com/codehub-dev/codehub/internal/osuser"
+	"github.com/codehub-dev/codehub/internal/procenv"
 	"github.com/codehub-dev/codehub/internal/quota"
 	"github.com/codehub-dev/codehub/internal/userfs"
 	"github.com/codehub-dev/codehub/internal/workspace"
@@ -519,6 +520,7 @@ func (o *Orchestrator) launch(ctx context.Context, w *workspace.Workspace, args 
 		"SHELL=/bin/bash",
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"TERM=xterm-256color",
+		workspaceMark(w),
 	}, o.cfg.Env...)
 	cmd.Stderr = logFile
 	// Its own session: the agent outlives a gateway restart. (With the
@@ -616,6 +618,9 @@ func (o *Orchestrator) Stop(ctx context.Context, w *workspace.Workspace) error {
 func (o *Orchestrator) release(ctx context.Context, w *workspace.Workspace, cg *cgroup.Group, ns *netns.NS) {
 	if cg != nil {
 		_ = cg.Kill()
+	}
+	o.killLeftovers(ctx, w)
+	if cg != nil {
 		if err := cg.Remove(); err != nil {
 			o.log.Warn("remove workspace cgroup", "workspace", w.ID, "error", err)
 		}
@@ -639,6 +644,34 @@ func (o *Orchestrator) release(ctx context.Context, w *workspace.Workspace, cg *
 	_ = os.RemoveAll(o.runDir(w))
 }
 
+// workspaceMark is the environment entry every process of a workspace
+// inherits from its agent.
+func workspaceMark(w *workspace.Workspace) string { return "CODEHUB_WORKSPACE_ID=" + w.ID }
+
+// killLeftovers ends the processes of a workspace that outlived its agent:
+// when the agent is killed outright, code-server's processes are
+// re-parented rather than ended, and without a cgroup (the directory
+// strategy) nothing else ends them. They are found by the mark in their
+// environment, among the processes of the workspace's account.
+func (o *Orchestrator) killLeftovers(ctx context.Context, w *workspace.Workspace) {
+	uid := os.Geteuid()
+	if s := w.Meta["uid"]; s != "" {
+		if n, err := strconv.Atoi(s); err == nil {
+			uid = n
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	n, err := procenv.Kill(ctx, uid, workspaceMark(w))
+	if err != nil {
+		o.log.Warn("end the workspace's remaining processes", "workspace", w.ID, "error", err)
+	}
+	if n > 0 {
+		o.log.Info("ended processes the workspace's agent left behind", "workspace", w.ID, "processes", n)
+	}
+}
+
+// askStop asks the agent to stop (it stops code-server first).
 func (o *Orchestrator) askStop(ctx context.Context, w *workspace.Workspace) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -65,6 +65,17 @@ func fakeAgent(args []string) {
 		line, _ := bufio.NewReader(c).ReadString('\n')
 		fmt.Fprintf(w, "ok %s", strings.TrimSpace(line))
 	})
+	// /spawn starts a process in a session of its own, as code-server's
+	// are: it outlives the agent when the agent is killed.
+	mux.HandleFunc("/spawn", func(w http.ResponseWriter, r *http.Request) {
+		cmd := exec.Command("sleep", "300")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprint(w, cmd.Process.Pid)
+	})
 	mux.HandleFunc(agentapi.PathStop, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		go func() { time.Sleep(50 * time.Millisecond); os.Exit(0) }()

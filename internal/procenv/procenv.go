@@ -1,0 +1,104 @@
+// Package procenv finds the processes that carry a variable in their
+// environment, and ends them. Every process inherits its parent's
+// environment unless it clears it, so a variable set on a workspace's
+// first process marks all it starts, including those that left its
+// process group or were re-parented when their parent died. Where there is
+// no cgroup to end (the directory strategy, the test fakes), that is how
+// a workspace's processes are all found.
+package procenv
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// AnyUID makes Kill consider processes of every user.
+const AnyUID = -1
+
+// Find returns the processes, other than this one, whose environment
+// holds every entry of marks (each "KEY=value", matched whole) and whose
+// effective user is uid (or any, with AnyUID). Processes it may not read
+// are skipped. root is the proc file system's mount point ("/proc").
+func Find(root string, uid int, marks ...string) ([]int, error) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, err
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		if uid != AnyUID {
+			fi, err := os.Stat(filepath.Join(root, e.Name()))
+			if err != nil {
+				continue
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != uid {
+				continue
+			}
+		}
+		env, err := os.ReadFile(filepath.Join(root, e.Name(), "environ"))
+		if err != nil || !holdsAll(env, marks) {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
+}
+
+// holdsAll reports whether the NUL-separated environment env has every
+// entry of marks. An empty marks matches nothing: Kill must never mean
+// every process.
+func holdsAll(env []byte, marks []string) bool {
+	if len(marks) == 0 {
+		return false
+	}
+	for _, m := range marks {
+		found := false
+		for entry := range bytes.SplitSeq(env, []byte{0}) {
+			if string(entry) == m {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// Kill sends SIGKILL to every process Find returns, again until none is
+// left (processes may fork meanwhile) or ctx ends, and returns how many it
+// signalled. A zombie's environment reads empty, so processes killed but
+// not yet reaped do not count as left.
+func Kill(ctx context.Context, uid int, marks ...string) (int, error) {
+	killed := map[int]bool{}
+	for {
+		pids, err := Find("/proc", uid, marks...)
+		if err != nil {
+			return len(killed), err
+		}
+		if len(pids) == 0 {
+			return len(killed), nil
+		}
+		for _, pid := range pids {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				killed[pid] = true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return len(killed), ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
