@@ -1,6 +1,7 @@
 package nomad_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -533,4 +534,50 @@ func TestCloseStopsTasks(t *testing.T) {
 	if syscall.Kill(pid, 0) == nil {
 		t.Errorf("task %d survived Close", pid)
 	}
+}
+
+// TestKilledTaskLeavesNoProcess: as Nomad ends a task's cgroup, killing a
+// task ends the processes it started in a session and process group of
+// their own too (code-server's, under the agent).
+func TestKilledTaskLeavesNoProcess(t *testing.T) {
+	t.Parallel()
+	s, c := newFake(t, nomad.Options{})
+	script := `setsid sleep 300 & echo $! > "$NOMAD_ALLOC_DIR/child.tmp" && mv "$NOMAD_ALLOC_DIR/child.tmp" "$NOMAD_ALLOC_DIR/child"; exec sleep 300`
+	if _, _, err := c.Jobs().Register(shellJob("ws", script), nil); err != nil {
+		t.Fatal(err)
+	}
+	resp, _, err := c.Jobs().Dispatch("ws", map[string]string{"user_id": "a"}, []byte("x"), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := waitAlloc(t, c, resp.DispatchedJobID, api.AllocClientStatusRunning)
+	var child int
+	for i := 0; i < 500 && child == 0; i++ {
+		b, _ := os.ReadFile(filepath.Join(s.AllocDir(a.ID), "alloc", "child"))
+		child, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		time.Sleep(20 * time.Millisecond)
+	}
+	if child == 0 {
+		t.Fatal("the task did not start its child")
+	}
+	if err := s.KillTask(a.ID, "t"); err != nil {
+		t.Fatal(err)
+	}
+	waitAlloc(t, c, resp.DispatchedJobID, api.AllocClientStatusFailed)
+	for i := 0; i < 100 && running(child); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if running(child) {
+		t.Errorf("the task's child %d (own session) outlived the killed task", child)
+	}
+}
+
+// running reports whether pid is a live process (not a zombie).
+func running(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }

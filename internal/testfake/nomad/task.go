@@ -2,6 +2,7 @@ package nomad
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/procenv"
 	"github.com/hashicorp/nomad/api"
 )
 
@@ -259,6 +261,10 @@ func (s *Server) runTask(ar *allocRun, job *api.Job, tg *api.TaskGroup, t *api.T
 			waitErr = <-exited
 		}
 	}
+	// Nomad ends a task's whole cgroup when its main process is gone: no
+	// process the task started outlives it, whatever process group or
+	// parent it ended up with.
+	_, _ = procenv.Kill(context.Background(), procenv.AnyUID, "NOMAD_ALLOC_ID="+ar.alloc.ID, "NOMAD_TASK_NAME="+name)
 	s.deregisterServices(svcs)
 	s.mu.Lock()
 	oom := tr.oom
