@@ -19,12 +19,13 @@
 // upstream, so the numbers compare the paths with each other rather than
 // describe production capacity.
 //
-// With -workspaces N it also measures many users with workspaces through
-// one gateway (workspaces.go): the real codehub binary in multi-user mode,
-// N users signing in and opening their IDE, each workspace the real
-// `codehub agent` supervising a stand-in for code-server, which is this
-// same executable run under the name codehub-loadgen-ide (standin.go).
-// -workspaces-only measures that alone:
+// Then it measures many users with workspaces through one gateway
+// (workspaces.go; -workspaces N users, 100 by default, 0 to skip): the
+// real codehub binary in multi-user mode, N users signing in and opening
+// their IDE at once, each workspace the real `codehub agent` supervising a
+// stand-in for code-server, which is this same executable run under the
+// name codehub-loadgen-ide (standin.go). -workspaces-only measures that
+// alone:
 //
 //	go run ./cmd/loadgen -gateway bin/codehub -workspaces 100 -workspaces-only
 package main
@@ -143,7 +144,7 @@ func parseFlags(args []string, output io.Writer) (options, error) {
 	fs.IntVar(&o.connections, "connections", 64, "concurrent HTTP connections")
 	fs.IntVar(&o.burst, "burst", 200, "concurrent sign-ins in the multi-user burst")
 	fs.BoolVar(&o.skipNginx, "skip-nginx", false, "do not measure nginx (print a note instead), e.g. when it is not installed")
-	fs.IntVar(&o.workspaces, "workspaces", 0, "also measure this many users with workspaces through one gateway (0: not measured)")
+	fs.IntVar(&o.workspaces, "workspaces", 100, "users with workspaces through one gateway, measured last (0: not measured; each workspace takes about 35 MiB)")
 	fs.DurationVar(&o.workspaceLoad, "workspace-load", 20*time.Second, "length of the HTTP load of the workspace scenario")
 	fs.BoolVar(&o.workspacesOnly, "workspaces-only", false, "measure only the workspace scenario (needs -workspaces)")
 	if err := fs.Parse(args); err != nil {

@@ -196,16 +196,19 @@ func TestParseFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := options{gateway: "bin/codehub", duration: 5 * time.Second, wsRounds: 10, connections: 64, burst: 200,
-		workspaceLoad: 20 * time.Second}
+		workspaces: 100, workspaceLoad: 20 * time.Second}
 	if o != want {
 		t.Errorf("parseFlags = %+v, want %+v", o, want)
 	}
-	o, err = parseFlags([]string{"-gateway", "bin/codehub", "-workspaces", "100", "-workspaces-only", "-workspace-load", "5s"}, io.Discard)
+	o, err = parseFlags([]string{"-gateway", "bin/codehub", "-workspaces", "50", "-workspaces-only", "-workspace-load", "5s"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.workspaces != 100 || !o.workspacesOnly || o.workspaceLoad != 5*time.Second {
+	if o.workspaces != 50 || !o.workspacesOnly || o.workspaceLoad != 5*time.Second {
 		t.Errorf("parseFlags with the workspace scenario = %+v", o)
+	}
+	if o, err := parseFlags([]string{"-gateway", "x", "-workspaces", "0"}, io.Discard); err != nil || o.workspaces != 0 {
+		t.Errorf("-workspaces 0 (skip the scenario): %+v, %v", o, err)
 	}
 	for _, args := range [][]string{
 		{},
@@ -216,7 +219,7 @@ func TestParseFlags(t *testing.T) {
 		{"-gateway", "x", "-workspaces", "-1"},
 		{"-gateway", "x", "-workspaces", "100000"},
 		{"-gateway", "x", "-workspaces", "3", "-workspace-load", "10ms"},
-		{"-gateway", "x", "-workspaces-only"},
+		{"-gateway", "x", "-workspaces", "0", "-workspaces-only"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) succeeded, want an error", args)
