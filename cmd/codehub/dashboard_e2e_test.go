@@ -295,6 +295,29 @@ func TestDashboardAdminAndAccount(t *testing.T) {
 		t.Errorf("live sessions on the overview after the revocation: %q", n)
 	}
 
+	// Add a person: erin, created with the users page's form, signs in
+	// with the password chosen for her.
+	err = chromedp.Do(admin,
+		clickAndLoad(chromedp.CSS(`nav.dash-nav a[href="/admin/users"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#create-user")),
+		chromedp.SendKeys(chromedp.CSS("#new-username"), "erin"),
+		chromedp.SendKeys(chromedp.CSS("#new-email"), "erin@example.com"),
+		chromedp.SendKeys(chromedp.CSS("#new-password"), pw),
+		clickAndLoad(chromedp.CSS("#action-create")),
+		chromedp.WaitVisible(chromedp.CSS("#user-status")),
+	)
+	testenv.Screenshot(t, admin, "user-created")
+	if err != nil {
+		t.Fatalf("create erin with the form: %v", err)
+	}
+	wantFlash(t, admin, "erin is created")
+	if h := heading(t, admin); !strings.HasPrefix(h, "erin") {
+		t.Errorf("after creating erin the page is %q, want her page", h)
+	}
+	if resp, _ := formLogin(t, g, "erin", pw); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("erin cannot sign in: %d", resp.StatusCode)
+	}
+
 	// dave, in a browser of his own, with another session elsewhere.
 	daveOther := mustFormLogin(t, g, "dave", pw)
 	_, otherMe := getMe(t, g, "Cookie", sessionCookie(daveOther))

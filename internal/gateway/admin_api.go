@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -363,35 +364,42 @@ func (s *Server) handleAdminCreateUser() http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		if err := required(map[string]string{"username": req.Username, "email": req.Email, "password": req.Password}); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if err := identity.ValidateMetadata(req.Metadata); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if err := s.checkPolicy(req.Policy); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		md := req.Metadata
-		if req.Policy != "" {
-			if md == nil {
-				md = map[string]any{}
-			}
-			md[identity.PolicyKey] = req.Policy
-		}
-		u, err := s.opts.Identity.CreateUser(r.Context(), identity.NewUser{
-			Username: req.Username, Email: req.Email, Password: req.Password, Role: req.Role, Metadata: md,
-		})
+		u, err := s.adminCreateUser(r, req)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		s.adminAction(r, u.ID, u.Username, "user.create", map[string]any{"role": strings.Join(u.Roles, ","), "email": u.Email})
 		writeJSON(w, http.StatusCreated, s.viewAdminUser(u))
 	})
+}
+
+// adminCreateUser creates an account as an administrator asked, through
+// the API or the dashboard, and records admin.action.
+func (s *Server) adminCreateUser(r *http.Request, req adminCreateUser) (*user.User, error) {
+	if err := required(map[string]string{"username": req.Username, "email": req.Email, "password": req.Password}); err != nil {
+		return nil, err
+	}
+	if err := identity.ValidateMetadata(req.Metadata); err != nil {
+		return nil, err
+	}
+	if err := s.checkPolicy(req.Policy); err != nil {
+		return nil, err
+	}
+	md := req.Metadata
+	if req.Policy != "" {
+		if md == nil {
+			md = map[string]any{}
+		}
+		md[identity.PolicyKey] = req.Policy
+	}
+	u, err := s.opts.Identity.CreateUser(r.Context(), identity.NewUser{
+		Username: req.Username, Email: req.Email, Password: req.Password, Role: req.Role, Metadata: md,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.adminAction(r, u.ID, u.Username, "user.create", map[string]any{"role": strings.Join(u.Roles, ","), "email": u.Email})
+	return u, nil
 }
 
 func (s *Server) handleAdminUser() http.Handler {
@@ -669,31 +677,46 @@ func (s *Server) handleAdminInvite() http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		ttl := 72 * time.Hour
-		if req.TTL != "" {
-			d, err := time.ParseDuration(req.TTL)
-			if err != nil {
-				s.writeError(w, r, badInput(`"ttl" must be a duration such as "72h", got %q`, truncate(req.TTL, 32)))
-				return
-			}
-			ttl = d
-		}
-		p := principalOf(r)
-		tok, inv, err := s.opts.Identity.CreateInvite(r.Context(), p.User.Username, req.Email, req.Role, ttl)
+		tok, inv, err := s.adminInvite(r, req.Email, req.Role, req.TTL)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		s.adminAction(r, "", "", "invite.create", map[string]any{"email": inv.Email, "role": inv.Role,
-			"expiresAt": inv.ExpiresAt.UTC().Format(time.RFC3339)})
 		writeJSON(w, http.StatusCreated, struct {
 			Token        string       `json:"token"`
 			URL          string       `json:"url"`
 			Invite       *user.Invite `json:"invite"`
 			Registration string       `json:"registration"`
-		}{tok, "/signup?invite=" + tok, inv, s.opts.Identity.Registration()})
+		}{tok, invitePath(tok), inv, s.opts.Identity.Registration()})
 	})
 }
+
+// defaultInviteTTL is how long an invite lasts unless asked otherwise.
+const defaultInviteTTL = 72 * time.Hour
+
+// adminInvite creates an invite as an administrator asked (ttl a Go
+// duration, "" for the default), through the API or the dashboard, and
+// records admin.action. It returns the token to hand over.
+func (s *Server) adminInvite(r *http.Request, email, role, ttl string) (string, *user.Invite, error) {
+	d := defaultInviteTTL
+	if ttl != "" {
+		var err error
+		if d, err = time.ParseDuration(ttl); err != nil {
+			return "", nil, badInput(`"ttl" must be a duration such as "72h", got %q`, truncate(ttl, 32))
+		}
+	}
+	p := principalOf(r)
+	tok, inv, err := s.opts.Identity.CreateInvite(r.Context(), p.User.Username, email, role, d)
+	if err != nil {
+		return "", nil, err
+	}
+	s.adminAction(r, "", "", "invite.create", map[string]any{"email": inv.Email, "role": inv.Role,
+		"expiresAt": inv.ExpiresAt.UTC().Format(time.RFC3339)})
+	return tok, inv, nil
+}
+
+// invitePath is where an invite's token is redeemed.
+func invitePath(token string) string { return "/signup?invite=" + url.QueryEscape(token) }
 
 // adminSessionView is a session as administrators see it.
 type adminSessionView struct {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -216,6 +217,8 @@ type adminSetup struct {
 	limits   *APILimits
 	mutate   func(*config.Config)
 	policies []string
+	// registration is identity's registration mode (default "invite").
+	registration string
 }
 
 func newAdminEnv(t *testing.T, st adminSetup) *adminEnv {
@@ -263,7 +266,7 @@ func newAdminEnv(t *testing.T, st adminSetup) *adminEnv {
 	conns := proxy.NewRegistry(proxy.RegistryConfig{})
 	t.Cleanup(conns.Stop)
 	e.id = identity.New(identity.Config{SessionTTL: time.Hour, MinPasswordLength: 10, MaxSessionsPerUser: 5,
-		Registration: identity.RegisterInvite}, identity.Deps{
+		Registration: cmp.Or(st.registration, identity.RegisterInvite)}, identity.Deps{
 		Authn: auth.NewDatabase(db.Users(), hasher, user.LockPolicy{}, nil, log), Users: db.Users(),
 		Sessions: db.Sessions(), Tokens: tokens, Hasher: hasher, Audit: e.audit,
 		OnRevoke: func(ids []string) {

@@ -206,6 +206,9 @@ type pendingAction struct {
 	// Then, if set, is where the browser goes afterwards instead of
 	// the page the form was on.
 	Then string
+	// Immediate actions are taken without confirmation: they add
+	// something and take nothing away.
+	Immediate bool
 }
 
 // confirmData is the data of dash_confirm.html, the confirmation page
@@ -244,7 +247,7 @@ func (s *Server) dashAction(section, fallback string, prepare func(r *http.Reque
 			s.dashError(w, r, section, back, err)
 			return
 		}
-		if r.PostFormValue("confirmed") != "yes" {
+		if !pa.Immediate && r.PostFormValue("confirmed") != "yes" {
 			var fields []formField
 			for name, vs := range r.PostForm {
 				if name == csrfField || name == "confirmed" || len(vs) == 0 {

@@ -35,6 +35,8 @@ func (s *Server) dashboardRoutes(r *mux.Router) {
 	page("/admin", s.handleOverviewPage())
 	page("/admin/users", s.handleUsersPage())
 	page("/admin/users/{id}", s.handleUserPage())
+	action("/admin/users/create", s.dashAction("users", "/admin/users", s.createUserAction()))
+	action("/admin/users/invite", s.handleInviteAction())
 	for _, name := range []string{"disable", "enable", "unlock", "role", "policy", "delete", "revoke-sessions"} {
 		action("/admin/users/{id}/"+name, s.dashAction("users", "/admin/users", s.userAction(name)))
 	}
@@ -186,6 +188,12 @@ type usersPage struct {
 	Search string
 	Users  []userRow
 	Pager  pager
+	// Roles and Policies are the choices of the forms that add people;
+	// CanInvite whether invites can be redeemed (registration "invite"
+	// or "open").
+	Roles, Policies []option
+	CanInvite       bool
+	InviteTTLs      []option
 }
 
 func (s *Server) handleUsersPage() http.Handler {
@@ -195,7 +203,10 @@ func (s *Server) handleUsersPage() http.Handler {
 			s.dashError(w, r, "users", "/admin/users", err)
 			return
 		}
-		pg := usersPage{Search: l.Search, Pager: newPager(r, l.Offset, l.Limit, len(l.Users), l.Total)}
+		pg := usersPage{Search: l.Search, Pager: newPager(r, l.Offset, l.Limit, len(l.Users), l.Total),
+			Roles: s.roleOptions(user.RoleUser), Policies: s.policyOptions(""),
+			CanInvite:  s.opts.Identity.Registration() != identity.RegisterAdmin,
+			InviteTTLs: []option{{"24h", "1 day", false}, {"72h", "3 days", true}, {"168h", "7 days", false}, {"720h", "30 days", false}}}
 		for _, u := range l.Users {
 			pg.Users = append(pg.Users, s.userRow(u))
 		}
@@ -228,15 +239,8 @@ func (s *Server) handleUserPage() http.Handler {
 			return
 		}
 		pg := userPage{User: s.userRow(u), Self: u.ID == principalOf(r).User.ID}
-		for _, role := range []string{user.RoleUser, user.RoleAuditor, user.RoleAdmin} {
-			pg.Roles = append(pg.Roles, option{role, role, u.HasRole(role)})
-		}
-		if len(s.opts.Policies) > 0 {
-			pg.Policies = append(pg.Policies, option{"", "default", pg.User.Policy == ""})
-			for _, name := range s.opts.Policies {
-				pg.Policies = append(pg.Policies, option{name, name, name == pg.User.Policy})
-			}
-		}
+		pg.Roles = s.roleOptions(u.Roles...)
+		pg.Policies = s.policyOptions(pg.User.Policy)
 		if s.opts.Resources != nil {
 			qs, err := s.opts.Resources.Quotas(r.Context(), u.ID)
 			if err != nil {
@@ -251,6 +255,86 @@ func (s *Server) handleUserPage() http.Handler {
 		}
 		pg.Sessions = s.sessionRows(ss)
 		s.renderDash(w, r, http.StatusOK, "admin_user.html", u.Username, "users", pg)
+	})
+}
+
+// roleOptions are the roles to choose from, those of selected chosen.
+func (s *Server) roleOptions(selected ...string) []option {
+	var out []option
+	for _, role := range []string{user.RoleUser, user.RoleAuditor, user.RoleAdmin} {
+		out = append(out, option{role, role, slices.Contains(selected, role)})
+	}
+	return out
+}
+
+// policyOptions are the isolation policies to choose from, selected
+// chosen (""; the default), or none when the policies are not known (the
+// page then offers a text field).
+func (s *Server) policyOptions(selected string) []option {
+	if len(s.opts.Policies) == 0 {
+		return nil
+	}
+	out := []option{{"", "default", selected == ""}}
+	for _, name := range s.opts.Policies {
+		out = append(out, option{name, name, name == selected})
+	}
+	return out
+}
+
+// createUserAction creates an account from the users page's form and
+// goes to its page.
+func (s *Server) createUserAction() func(r *http.Request) (*pendingAction, error) {
+	return func(r *http.Request) (*pendingAction, error) {
+		pa := &pendingAction{Immediate: true}
+		pa.Do = func() (string, error) {
+			u, err := s.adminCreateUser(r, adminCreateUser{
+				Username: r.PostFormValue("username"), Email: r.PostFormValue("email"),
+				Password: r.PostFormValue("password"), Role: r.PostFormValue("role"),
+				Policy: strings.TrimSpace(r.PostFormValue("policy")),
+			})
+			if err != nil {
+				return "", err
+			}
+			pa.Then = "/admin/users/" + u.ID
+			return fmt.Sprintf("%s is created: they sign in with the password you chose, and can change it on their account page.", u.Username), nil
+		}
+		return pa, nil
+	}
+}
+
+// invitePage is the data of admin_invite.html.
+type invitePage struct {
+	URL, Email, Role string
+	Expires          when
+}
+
+// handleInviteAction creates an invite from the users page's form and
+// shows its link, once: only its hash is kept.
+func (s *Server) handleInviteAction() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+		if err := r.ParseForm(); err != nil {
+			s.dashError(w, r, "users", "/admin/users", badInput("the form could not be read"))
+			return
+		}
+		if !s.checkCSRF(r) {
+			s.dashError(w, r, "users", "/admin/users", &identity.Error{Code: identity.CodeForbidden,
+				Message: "the form expired or your browser blocks cookies; reload the page and try again"})
+			return
+		}
+		tok, inv, err := s.adminInvite(r, r.PostFormValue("email"), r.PostFormValue("role"), r.PostFormValue("ttl"))
+		if err != nil {
+			s.dashError(w, r, "users", "/admin/users", err)
+			return
+		}
+		scheme := "http"
+		if s.secureCookies(r) {
+			scheme = "https"
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		s.renderDash(w, r, http.StatusOK, "admin_invite.html", "Invitation", "users", invitePage{
+			URL: scheme + "://" + r.Host + invitePath(tok), Email: inv.Email, Role: inv.Role, Expires: s.when(inv.ExpiresAt),
+		})
 	})
 }
 
