@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/codehub-dev/codehub/internal/config"
-	"time"
 )
 
 func TestPercentile(t *testing.T) {
