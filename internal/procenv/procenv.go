@@ -102,3 +102,16 @@ func Kill(ctx context.Context, uid int, marks ...string) (int, error) {
 		}
 	}
 }
+
+// Alive reports whether pid is a running process: it exists and is not a
+// zombie (ended, waiting for its parent to reap it).
+func Alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses and
+	// may itself hold any character.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
+}

@@ -71,24 +71,13 @@ func TestKillEndsOrphans(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("Kill = %d, %v; want 1", n, err)
 	}
-	for i := 0; i < 100 && alive(orphan); i++ {
+	for i := 0; i < 100 && Alive(orphan); i++ {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if alive(orphan) {
+	if Alive(orphan) {
 		t.Errorf("marked orphan %d still runs", orphan)
 	}
-	if !alive(other.Process.Pid) {
+	if !Alive(other.Process.Pid) {
 		t.Errorf("unmarked process %d was killed", other.Process.Pid)
 	}
-}
-
-// alive reports whether pid runs (exists and is not a zombie).
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z'
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/codehub-dev/codehub/internal/orchestrator/local"
+	"github.com/codehub-dev/codehub/internal/procenv"
 	"github.com/codehub-dev/codehub/internal/testenv"
 	"github.com/codehub-dev/codehub/internal/workspace"
 )
@@ -63,33 +64,22 @@ func TestStopEndsWhatAKilledAgentLeft(t *testing.T) {
 	if err := syscall.Kill(a.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 100 && running(a.PID); i++ {
+	for i := 0; i < 100 && procenv.Alive(a.PID); i++ {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !running(orphan) {
+	if !procenv.Alive(orphan) {
 		t.Fatal("the test's premise: the agent's session-leading child should outlive the agent")
 	}
 	if err := o.Stop(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 100 && running(orphan); i++ {
+	for i := 0; i < 100 && procenv.Alive(orphan); i++ {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if running(orphan) {
+	if procenv.Alive(orphan) {
 		t.Errorf("process %d of the stopped workspace still runs", orphan)
 	}
-	if !running(other) {
+	if !procenv.Alive(other) {
 		t.Errorf("process %d of another workspace was ended", other)
 	}
-}
-
-// running reports whether pid runs (exists and is not a zombie).
-func running(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z'
 }

@@ -1,7 +1,6 @@
 package nomad_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/procenv"
 	"github.com/codehub-dev/codehub/internal/testenv"
 	"github.com/codehub-dev/codehub/internal/testfake/nomad"
 	consulapi "github.com/hashicorp/consul/api"
@@ -564,20 +564,10 @@ func TestKilledTaskLeavesNoProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAlloc(t, c, resp.DispatchedJobID, api.AllocClientStatusFailed)
-	for i := 0; i < 100 && running(child); i++ {
+	for i := 0; i < 100 && procenv.Alive(child); i++ {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if running(child) {
+	if procenv.Alive(child) {
 		t.Errorf("the task's child %d (own session) outlived the killed task", child)
 	}
-}
-
-// running reports whether pid is a live process (not a zombie).
-func running(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
