@@ -152,6 +152,22 @@ func TestDerive(t *testing.T) {
 		t.Error("a changed policy derives the same hash")
 	}
 
+	// Only a limit, below the job's memory: Nomad refuses memory_max <
+	// memory, so the limit becomes the (hard) memory.
+	withMem := cloneJob(tmpl)
+	withMem.TaskGroups[0].Tasks[0].Resources = &api.Resources{MemoryMB: new(2048), MemoryMaxMB: new(4096)}
+	j, _, err = o.derive(withMem, workspace.Policy{Name: "small", MemoryMaxMB: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := j.TaskGroups[0].Tasks[0].Resources; *r.MemoryMB != 1024 || r.MemoryMaxMB != nil {
+		t.Errorf("memory_max 1024 under memory 2048: memory %d, memory_max %v", *r.MemoryMB, r.MemoryMaxMB)
+	}
+	j, _, _ = o.derive(withMem, workspace.Policy{Name: "burst", MemoryMaxMB: 3072})
+	if r := j.TaskGroups[0].Tasks[0].Resources; *r.MemoryMB != 2048 || *r.MemoryMaxMB != 3072 {
+		t.Errorf("memory_max 3072 over memory 2048: memory %d, memory_max %v", *r.MemoryMB, r.MemoryMaxMB)
+	}
+
 	exec := workspace.Policy{Name: "exec", Driver: "exec", MemoryMB: 512, Datacenter: "dc9"}
 	j, _, err = o.derive(tmpl, exec)
 	if err != nil {

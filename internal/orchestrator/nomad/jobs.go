@@ -276,6 +276,14 @@ func (o *Orchestrator) derive(tmpl *api.Job, p workspace.Policy) (*api.Job, stri
 	if p.MemoryMaxMB > p.MemoryMB {
 		t.Resources.MemoryMaxMB = new(p.MemoryMaxMB)
 	}
+	// Nomad refuses a memory_max below memory. A policy that names only a
+	// limit lower than the job's memory: that limit is the memory, hard.
+	if m, mm := t.Resources.MemoryMB, t.Resources.MemoryMaxMB; m != nil && mm != nil && *mm > 0 && *mm < *m {
+		if p.MemoryMB <= 0 && p.MemoryMaxMB > 0 {
+			t.Resources.MemoryMB = new(p.MemoryMaxMB)
+		}
+		t.Resources.MemoryMaxMB = nil
+	}
 	if t.Driver == "docker" && p.Pids > 0 {
 		if t.Config == nil {
 			t.Config = map[string]any{}

@@ -318,6 +318,33 @@ func TestDispatchValidation(t *testing.T) {
 	}
 }
 
+// TestRegisterValidatesResources: Nomad refuses a memory_max below memory
+// (0 and -1 excepted) and memory under 10 MB; so does the fake.
+func TestRegisterValidatesResources(t *testing.T) {
+	t.Parallel()
+	_, c := newFake(t, nomad.Options{})
+	for _, tc := range []struct {
+		mem, max int
+		msg      string
+	}{
+		{2048, 1024, "MemoryMaxMB value (1024) should be larger than MemoryMB value (2048)"},
+		{5, 0, "minimum MemoryMB value is 10"},
+		{2048, 0, ""},
+		{2048, -1, ""},
+		{2048, 4096, ""},
+	} {
+		job := shellJob("ws-"+strconv.Itoa(tc.mem)+"-"+strconv.Itoa(tc.max), "true")
+		job.TaskGroups[0].Tasks[0].Resources = &api.Resources{CPU: new(100), MemoryMB: new(tc.mem), MemoryMaxMB: new(tc.max)}
+		_, _, err := c.Jobs().Register(job, nil)
+		switch {
+		case tc.msg == "" && err != nil:
+			t.Errorf("memory %d, memory_max %d: %v", tc.mem, tc.max, err)
+		case tc.msg != "" && (statusCode(err) != 400 || !strings.Contains(err.Error(), tc.msg)):
+			t.Errorf("memory %d, memory_max %d: %v, want 400 %q", tc.mem, tc.max, err, tc.msg)
+		}
+	}
+}
+
 func TestACLAndNamespaces(t *testing.T) {
 	t.Parallel()
 	s, c := newFake(t, nomad.Options{Token: "secret-token", Namespaces: []string{"team"}})

@@ -106,6 +106,9 @@ func (s *Server) register(in *api.Job) (*api.JobRegisterResponse, error) {
 			if t.DispatchPayload != nil && escapes(t.DispatchPayload.File) {
 				return nil, errorf(http.StatusBadRequest, "dispatch_payload: destination escapes allocation directory")
 			}
+			if err := validateResources(t.Resources); err != nil {
+				return nil, errorf(http.StatusBadRequest, "1 error occurred:\n\t* Task group %s validation failed: Task %s validation failed: %v", *tg.Name, t.Name, err)
+			}
 		}
 	}
 
@@ -141,6 +144,25 @@ func (s *Server) register(in *api.Job) (*api.JobRegisterResponse, error) {
 		s.scheduleAsync(evalID)
 	}
 	return resp, nil
+}
+
+// validateResources is the part of Nomad's Resources.Validate a job
+// registered through the API can get wrong: memory below Nomad's minimum,
+// and a memory_max (other than 0 or -1, no limit) below memory.
+func validateResources(r *api.Resources) error {
+	if r == nil || r.MemoryMB == nil {
+		return nil
+	}
+	mem := *r.MemoryMB
+	if mem < 10 {
+		return fmt.Errorf("minimum MemoryMB value is 10; got %d", mem)
+	}
+	if r.MemoryMaxMB != nil {
+		if mm := *r.MemoryMaxMB; mm != 0 && mm != -1 && mm < mem {
+			return fmt.Errorf("MemoryMaxMB value (%d) should be larger than MemoryMB value (%d)", mm, mem)
+		}
+	}
+	return nil
 }
 
 // escapes reports whether a path relative to a task's local/ leaves the
