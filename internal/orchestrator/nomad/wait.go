@@ -292,7 +292,14 @@ func allocState(a *api.Allocation, p *progress) (bool, error) {
 		return true, nil
 	}
 	if ts != nil {
-		for _, e := range ts.Events {
+		for i, e := range ts.Events {
+			if e.Type == api.TaskDriverFailure && !terminal(a.ClientStatus) && !gaveUp(ts.Events[i+1:]) {
+				// Nomad retries what its driver calls recoverable (a
+				// registry that timed out, say) under the restart policy,
+				// and says Not Restarting at once for the rest (an image
+				// that does not exist): only then is it the end.
+				continue
+			}
 			if err := fatalEvent(e, a, name); err != nil {
 				return false, err
 			}
@@ -309,6 +316,20 @@ func allocState(a *api.Allocation, p *progress) (bool, error) {
 	}
 	p.say(pendingPhase(a, ts))
 	return false, nil
+}
+
+// gaveUp reports whether Nomad decided not to restart the task in events
+// (those after a failure) before restarting it.
+func gaveUp(events []*api.TaskEvent) bool {
+	for _, e := range events {
+		switch e.Type {
+		case api.TaskNotRestarting:
+			return true
+		case api.TaskRestarting, api.TaskStarted:
+			return false
+		}
+	}
+	return false
 }
 
 func eventMessage(e *api.TaskEvent) string {
@@ -393,6 +414,10 @@ func pendingPhase(a *api.Allocation, ts *api.TaskState) string {
 		switch {
 		case e.Type == api.TaskDriverMessage && (strings.Contains(msg, "download") || strings.Contains(msg, "pull")):
 			return phaseImage
+		case e.Type == api.TaskRestarting && retriedDriverFailure(ts.Events):
+			return "Retrying: " + truncateMessage(eventMessage(lastDriverFailure(ts.Events)))
+		case e.Type == api.TaskDriverFailure:
+			return "Nomad is deciding whether to retry: " + truncateMessage(eventMessage(e))
 		case e.Type == api.TaskRestarting:
 			return phaseRestart
 		case e.Type == api.TaskDownloadingArtifacts:
@@ -400,4 +425,36 @@ func pendingPhase(a *api.Allocation, ts *api.TaskState) string {
 		}
 	}
 	return fmt.Sprintf("Starting your workspace on %s", a.NodeName)
+}
+
+// lastDriverFailure is the latest Driver Failure event of events, or nil.
+func lastDriverFailure(events []*api.TaskEvent) *api.TaskEvent {
+	for i := len(events) - 1; i >= 0; i-- {
+		if events[i].Type == api.TaskDriverFailure {
+			return events[i]
+		}
+	}
+	return nil
+}
+
+// retriedDriverFailure reports whether the task's latest restart follows a
+// driver failure (rather than a crash of the agent).
+func retriedDriverFailure(events []*api.TaskEvent) bool {
+	for i := len(events) - 2; i >= 0; i-- {
+		switch events[i].Type {
+		case api.TaskDriverFailure:
+			return true
+		case api.TaskTerminated, api.TaskStarted:
+			return false
+		}
+	}
+	return false
+}
+
+// truncateMessage keeps a progress line short.
+func truncateMessage(s string) string {
+	if r := []rune(s); len(r) > 160 {
+		return string(r[:160]) + "…"
+	}
+	return s
 }
