@@ -163,14 +163,81 @@ func Unmount(ctx context.Context, dir string) error {
 	if err := checkPath("mount point", dir); err != nil {
 		return err
 	}
-	mounted, err := IsMounted(dir)
-	if err != nil || !mounted {
+	m, err := mountAt(dir)
+	if err != nil || m == nil {
 		return err
 	}
+	backing := loopBacking(m.source)
 	if err := run(ctx, "umount", "--", dir); err != nil {
 		return fmt.Errorf("unmount %s: %w", dir, err)
 	}
+	// The kernel frees the loop device by itself, but later: until then
+	// a mount of the same image would reuse it, with its old size and its
+	// cached blocks, which are stale once the image is changed (grown)
+	// offline. Free it now, unless it serves another image already.
+	if backing != "" && loopBacking(m.source) == backing && !sourceMounted(m.source) {
+		if err := run(ctx, "losetup", "--detach", m.source); err != nil && loopBacking(m.source) == backing {
+			return fmt.Errorf("unmount %s: free %s: %w", dir, m.source, err)
+		}
+	}
 	return nil
+}
+
+// loopBacking is the file behind a loop device ("/dev/loop3"), "" when
+// device is no loop device or serves no file.
+func loopBacking(device string) string {
+	name, ok := strings.CutPrefix(device, "/dev/")
+	if !ok || !strings.HasPrefix(name, "loop") {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/block", name, "loop", "backing_file"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// sourceMounted reports whether device is mounted anywhere (in this
+// process's mount namespace).
+func sourceMounted(device string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return true // unknown: assume so, and leave it alone
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		_, post, ok := strings.Cut(sc.Text(), " - ")
+		if f := strings.Fields(post); ok && len(f) >= 2 && unescapeMount(f[1]) == device {
+			return true
+		}
+	}
+	return false
+}
+
+// idleLoops are the loop devices that serve image but are mounted
+// nowhere (left over, or being freed); busy reports whether one is
+// mounted.
+func idleLoops(image string) (idle []string, busy bool, err error) {
+	want, err := filepath.EvalSymlinks(image)
+	if err != nil {
+		return nil, false, err
+	}
+	entries, err := os.ReadDir("/sys/block")
+	if err != nil {
+		return nil, false, err
+	}
+	for _, e := range entries {
+		dev := "/dev/" + e.Name()
+		if !strings.HasPrefix(e.Name(), "loop") || loopBacking(dev) != want {
+			continue
+		}
+		if sourceMounted(dev) {
+			busy = true
+			continue
+		}
+		idle = append(idle, dev)
+	}
+	return idle, busy, nil
 }
 
 // IsMounted reports whether a file system is mounted on dir (as the mount
@@ -218,6 +285,22 @@ func Grow(ctx context.Context, image, dir string, newSize int64) error {
 				return fmt.Errorf("grow %s: %s is mounted on %s: %w", image, m.source, dir, ErrBusy)
 			}
 			loop = m.source
+		}
+	}
+	if loop == "" {
+		// Offline, nothing may hold the image: a mount elsewhere would be
+		// corrupted, and a loop device left over would keep stale blocks.
+		idle, busy, err := idleLoops(image)
+		if err != nil {
+			return fmt.Errorf("grow %s: %w", image, err)
+		}
+		if busy {
+			return fmt.Errorf("grow %s: it is mounted elsewhere: %w", image, ErrBusy)
+		}
+		for _, dev := range idle {
+			if err := run(ctx, "losetup", "--detach", dev); err != nil && loopBacking(dev) != "" {
+				return fmt.Errorf("grow %s: free %s: %w", image, dev, err)
+			}
 		}
 	}
 	if err := os.Truncate(image, newSize); err != nil {

@@ -281,6 +281,18 @@ func TestQuota(t *testing.T) {
 	if err := quota.Unmount(ctx, home); err != nil {
 		t.Errorf("second Unmount: %v", err)
 	}
+	if devs := loopsOf(t, image); len(devs) != 0 {
+		t.Errorf("loop devices %v still serve the image after Unmount: a mount would reuse their stale blocks", devs)
+	}
+	// Offline growth refuses an image mounted elsewhere.
+	elsewhere := filepath.Join(t.TempDir(), "elsewhere")
+	mountImage(t, ctx, image, elsewhere)
+	if err := quota.Grow(ctx, image, home, 3*size); !errors.Is(err, quota.ErrBusy) {
+		t.Errorf("offline Grow of an image mounted elsewhere = %v, want ErrBusy", err)
+	}
+	if err := quota.Unmount(ctx, elsewhere); err != nil {
+		t.Fatal(err)
+	}
 	// Offline growth, while unmounted.
 	if err := quota.Grow(ctx, image, home, 3*size); err != nil {
 		t.Fatal(err)
@@ -338,4 +350,22 @@ func mountOptions(t *testing.T, dir string) string {
 		t.Fatalf("%s not mounted", dir)
 	}
 	return strings.Fields(lines[len(lines)-1])[5]
+}
+
+// loopsOf lists the loop devices that serve image.
+func loopsOf(t *testing.T, image string) []string {
+	t.Helper()
+	want, err := filepath.EvalSymlinks(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var devs []string
+	entries, _ := os.ReadDir("/sys/block")
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/sys/block", e.Name(), "loop", "backing_file"))
+		if err == nil && strings.TrimSpace(string(b)) == want {
+			devs = append(devs, e.Name())
+		}
+	}
+	return devs
 }

@@ -312,6 +312,15 @@ func (o *Orchestrator) mountHome(ctx context.Context, w *workspace.Workspace, p 
 		}
 	} else if err != nil {
 		return err
+	} else if fi, err := os.Stat(img); err == nil && size > fi.Size() {
+		// Storage grows with the policy, offline while the workspace is
+		// stopped: that needs no CAP_SYS_RESOURCE, which online growth
+		// does and which containers often drop even for root.
+		if mounted, _ := quota.IsMounted(w.Home); !mounted {
+			if err := quota.Grow(ctx, img, "", size); err != nil {
+				o.log.Warn("could not grow the workspace's storage; it keeps its size", "workspace", w.ID, "error", err)
+			}
+		}
 	}
 	if err := quota.Mount(ctx, img, w.Home, quota.MountOptions{NoSuid: true, NoDev: true}); err != nil {
 		return fmt.Errorf("mount storage: %w", err)
