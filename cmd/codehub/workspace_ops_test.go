@@ -241,9 +241,12 @@ func TestMetricsAfterLoginStartStop(t *testing.T) {
 		t.Fatalf("the editor's WebSocket: %v (%v)", err, resp)
 	}
 	defer ws.Close()
-	if v, _ := value(scrape(t, g), "codehub_websockets_open", nil); v != 1 {
-		t.Errorf("codehub_websockets_open = %v with the editor's WebSocket open, want 1", v)
-	}
+	// The gateway counts the connection once it has joined both ends,
+	// which may be just after the browser's handshake completed.
+	eventually(t, guard, "codehub_websockets_open = 1 with the editor's WebSocket open", func() bool {
+		v, _ := value(scrape(t, g), "codehub_websockets_open", nil)
+		return v == 1
+	})
 
 	// While running, once the sampler (every second) has seen it.
 	var s []metricSample

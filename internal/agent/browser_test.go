@@ -82,14 +82,25 @@ func TestActivityInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`.terminal-wrapper .xterm`)))
 	// The terminal takes the keyboard when it has rendered, which on a
 	// loaded machine may be well after it shows: until then, what is
-	// typed goes to the editor area. Wait for it to have the focus.
-	waitFor(t, "the terminal to take the keyboard", func() bool {
-		focused, err := chromedp.Run(ctx, chromedp.Evaluate[bool](
-			`!!document.activeElement && document.activeElement.classList.contains("xterm-helper-textarea")`))
-		if err == nil && !focused {
-			_, _ = chromedp.Run(ctx, chromedp.Click(chromedp.CSS(`.terminal-wrapper .xterm-screen`)))
+	// typed goes to the editor area. Give it the focus, as a click would,
+	// until it has it.
+	active := ""
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the focused element was %s", active)
+			testenv.Screenshot(t, ctx, "terminal-focus")
 		}
-		return err == nil && focused
+	})
+	waitFor(t, "the terminal to take the keyboard", func() bool {
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(() => {
+			const a = document.activeElement;
+			if (a && a.classList.contains("xterm-helper-textarea")) return "the terminal";
+			const ta = document.querySelector(".terminal-wrapper .xterm-helper-textarea");
+			if (ta) ta.focus();
+			return a ? a.tagName + " " + a.className : "nothing";
+		})()`))
+		active = got
+		return err == nil && got == "the terminal"
 	})
 	before := rest("LastInput to rest once the terminal is open", 2*time.Second)
 	termBefore := activity().TerminalInputs
