@@ -388,22 +388,15 @@ func mountAt(dir string) (*mount, error) {
 
 // backedBy reports whether device is a loop device attached to image.
 func backedBy(device, image string) (bool, error) {
-	name, ok := strings.CutPrefix(device, "/dev/")
-	if !ok || !strings.HasPrefix(name, "loop") {
+	backing := loopBacking(device)
+	if backing == "" {
 		return false, nil
-	}
-	b, err := os.ReadFile(filepath.Join("/sys/block", name, "loop", "backing_file"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
 	}
 	want, err := filepath.EvalSymlinks(image)
 	if err != nil {
 		return false, err
 	}
-	return strings.TrimSpace(string(b)) == want, nil
+	return backing == want, nil
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for a space…).
