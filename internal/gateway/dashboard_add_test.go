@@ -104,12 +104,26 @@ func TestDashboardAddPeople(t *testing.T) {
 		if err != nil || link.Path != "/signup" || link.Host == "" || link.Query().Get("invite") == "" {
 			t.Fatalf("invitation link %q", m[1])
 		}
-		erin, err := e.id.Register(ctx, identity.NewUser{Username: "erin", Email: "erin@example.com", Password: multiPW}, link.Query().Get("invite"))
-		if err != nil {
-			t.Fatalf("the link does not sign erin up: %v", err)
+		// erin follows the link in a browser of her own and signs up.
+		guest := e.anonymous()
+		guest.t = t
+		signup := guest.get(link.RequestURI())
+		wantPage(t, "the sign-up page of the link", signup, http.StatusOK, `name="invite" value="`+link.Query().Get("invite")+`"`)
+		r = guest.post("/signup", url.Values{"invite": {link.Query().Get("invite")}, "username": {"erin"},
+			"email": {"erin@example.com"}, "password": {multiPW}})
+		if r.status != http.StatusSeeOther || r.location != "/" || !strings.Contains(strings.Join(r.header.Values("Set-Cookie"), "\n"), "codehub_session=") {
+			t.Fatalf("signing up with the link: %d to %q: %.400s", r.status, r.location, r.body)
 		}
-		if !erin.HasRole(user.RoleUser) {
-			t.Errorf("erin's roles %v", erin.Roles)
+		erin, err := e.db.Users().GetByUsername(ctx, "erin")
+		if err != nil || !erin.HasRole(user.RoleUser) {
+			t.Fatalf("erin after signing up: %+v, %v", erin, err)
+		}
+		again := e.anonymous()
+		again.t = t
+		r = again.post("/signup", url.Values{"invite": {link.Query().Get("invite")}, "username": {"frank"},
+			"email": {"erin@example.com"}, "password": {multiPW}})
+		if r.status == http.StatusSeeOther || exists("frank") {
+			t.Errorf("the link signed up a second account: %d", r.status)
 		}
 		var actions []string
 		for _, ev := range e.audit.since(mark) {
