@@ -950,15 +950,18 @@ func (m *Manager) noteTerminal(w *Workspace, act agentapi.Activity) {
 	}
 }
 
-// refillPool starts warm workspaces until the pool is full.
+// refillPool starts warm workspaces until the pool is full, and stops
+// those beyond its size (left by a larger pool before a restart, or by
+// two gateways refilling at once).
 func (m *Manager) refillPool(ctx context.Context) {
-	if m.cfg.WarmPool <= 0 {
-		return
-	}
 	m.refillMu.Lock()
 	defer m.refillMu.Unlock()
 	all, err := m.store.List(ctx)
 	if err != nil {
+		return
+	}
+	if m.cfg.WarmPool <= 0 {
+		m.trimPool(ctx, all)
 		return
 	}
 	ready, starting := 0, 0
@@ -982,6 +985,9 @@ func (m *Manager) refillPool(ctx context.Context) {
 			_ = m.store.Delete(ctx, w.ID)
 		}
 	}
+	if ready > m.cfg.WarmPool {
+		ready -= m.trimPool(ctx, all)
+	}
 	if m.cfg.OnPoolSize != nil {
 		m.cfg.OnPoolSize(ready)
 	}
@@ -1001,6 +1007,55 @@ func (m *Manager) refillPool(ctx context.Context) {
 			}
 		}()
 	}
+}
+
+// trimPool stops the running warm workspaces beyond the pool's size and
+// returns how many it stopped. It picks the newest first, the same ones
+// on every gateway, and tries only as many as are too many: two gateways
+// trimming at once compete for the same workspaces and stop no more than
+// that. A workspace claimed meanwhile is left alone (the registry row is
+// locked and checked).
+func (m *Manager) trimPool(ctx context.Context, all []*Workspace) int {
+	var warm []*Workspace
+	for _, w := range all {
+		if w.UserID == "" && w.State == StateRunning && w.Orchestrator == m.orch.Name() {
+			warm = append(warm, w)
+		}
+	}
+	excess := len(warm) - max(m.cfg.WarmPool, 0)
+	if excess <= 0 {
+		return 0
+	}
+	sort.Slice(warm, func(i, j int) bool {
+		if !warm[i].CreatedAt.Equal(warm[j].CreatedAt) {
+			return warm[i].CreatedAt.After(warm[j].CreatedAt)
+		}
+		return warm[i].ID > warm[j].ID
+	})
+	stopped := 0
+	for _, w := range warm[:excess] {
+		if !m.owns(w) {
+			continue
+		}
+		rec, err := m.store.Update(ctx, w.ID, func(x *Workspace) error {
+			if x.UserID != "" || x.State != StateRunning {
+				return ErrConflict
+			}
+			x.State = StateStopping
+			return nil
+		})
+		if err != nil {
+			continue // claimed, or being stopped, meanwhile
+		}
+		m.forget(rec)
+		if err := m.orch.Stop(ctx, rec); err != nil {
+			m.log.Warn("stop a warm workspace beyond the pool's size", "workspace", rec.ID, "error", err)
+		}
+		_ = m.store.Delete(ctx, rec.ID)
+		m.log.Info("warm workspace stopped: the pool is above its size", "workspace", rec.ID, "pool_size", m.cfg.WarmPool)
+		stopped++
+	}
+	return stopped
 }
 
 func (m *Manager) refillPoolCount(ctx context.Context) {

@@ -314,3 +314,50 @@ func TestClaimedWarmWorkspaceIdleCountsFromClaim(t *testing.T) {
 		t.Error("the workspace just claimed was stopped")
 	}
 }
+
+// TestWarmPoolShrinksToItsSize: a gateway started again with a smaller
+// pool (here, after one of 3) stops the warm workspaces beyond its size,
+// the newest first, and leaves claimed ones alone; with no pool at all it
+// stops every warm one.
+func TestWarmPoolShrinksToItsSize(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.WarmPool = 3
+	stop := e.run(e.manager(cfg))
+	waitFor(t, "the pool of 3 to fill", func() bool { return len(e.warmRunning()) == 3 })
+	if p := stop(); p != nil {
+		t.Fatalf("Run panicked: %v", p)
+	}
+	pool := e.warmRunning()
+	oldest := pool[0]
+	for _, w := range pool {
+		if w.CreatedAt.Before(oldest.CreatedAt) || w.CreatedAt.Equal(oldest.CreatedAt) && w.ID < oldest.ID {
+			oldest = w
+		}
+	}
+
+	cfg.WarmPool = 1
+	m := e.manager(cfg)
+	stop = e.run(m)
+	waitFor(t, "the pool to shrink to 1", func() bool { return len(e.warm()) == 1 })
+	if left := e.warm(); left[0].ID != oldest.ID {
+		t.Errorf("the pool kept %s, want the oldest, %s", left[0].ID, oldest.ID)
+	}
+	for _, w := range pool {
+		if w.ID != oldest.ID && e.orch.agent(w.ID).alive() {
+			t.Errorf("warm workspace %s beyond the pool's size still runs", w.ID)
+		}
+	}
+	w := ensure(t, m, "uma") // claims the one left
+	if p := stop(); p != nil {
+		t.Fatalf("Run panicked: %v", p)
+	}
+
+	cfg.WarmPool = 0
+	e.run(e.manager(cfg))
+	waitFor(t, "no warm workspace to be left", func() bool { return len(e.warm()) == 0 })
+	if got := e.get(w.ID); got.UserID != "uma" || got.State != workspace.StateRunning || !e.orch.agent(w.ID).alive() {
+		t.Errorf("uma's workspace after the pool was emptied: %+v", got)
+	}
+}
