@@ -290,3 +290,26 @@ func TestMultiUserConfigIsValid(t *testing.T) {
 		t.Fatalf("the gateway refuses loadgen's configuration: %v", err)
 	}
 }
+
+func TestFitWorkspaces(t *testing.T) {
+	for _, c := range []struct {
+		want  int
+		avail int64
+		fit   int
+	}{
+		{100, 8 << 30, 100},                            // plenty
+		{100, 2 << 30, (2<<30 - 512<<20) / (40 << 20)}, // 38
+		{100, 256 << 20, 1},                            // never none
+		{3, 1 << 30, 3},
+	} {
+		if got := fitWorkspaces(c.want, c.avail); got != c.fit {
+			t.Errorf("fitWorkspaces(%d, %d MiB) = %d, want %d", c.want, c.avail>>20, got, c.fit)
+		}
+	}
+	if _, err := os.Stat("/proc/meminfo"); err != nil {
+		return // not Linux
+	}
+	if avail, ok := memAvailable(); !ok || avail <= 0 {
+		t.Errorf("memAvailable = %d, %v", avail, ok)
+	}
+}

@@ -156,6 +156,13 @@ type workspaceResult struct {
 // the workspaces and the gateway, and checks that nothing is left.
 func (b *bench) measureWorkspaces(ctx context.Context, bin, dir string) (*workspaceResult, error) {
 	n := b.opts.workspaces
+	if avail, ok := memAvailable(); ok {
+		if fit := fitWorkspaces(n, avail); fit < n {
+			b.logf("workspaces: %d MiB of memory available, enough for %d users' workspaces: measuring %d instead of %d",
+				avail>>20, fit, fit, n)
+			n = fit
+		}
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
 		return nil, err
 	}
@@ -931,4 +938,40 @@ func (r *workspaceResult) write(b *strings.Builder) {
 		fmt.Fprintf(b, "First error: %s\n", r.firstError)
 	}
 	fmt.Fprintf(b, "Stop: every user stopped their workspace through the API, no workspace process was left; the gateway %s.\n", r.gatewayExit)
+}
+
+// Memory the workspace scenario needs: each workspace (agent and
+// stand-in) takes about 35 MiB, and the gateway's sign-ins, the
+// stand-ins' start and loadgen itself need room besides.
+const (
+	perWorkspaceMemory = 40 << 20
+	scenarioMemory     = 512 << 20
+)
+
+// fitWorkspaces is how many of want users' workspaces fit in avail bytes
+// of memory (at least 1).
+func fitWorkspaces(want int, avail int64) int {
+	fit := int((avail - scenarioMemory) / perWorkspaceMemory)
+	return max(min(want, fit), 1)
+}
+
+// memAvailable is the kernel's estimate of the memory available to new
+// work (MemAvailable in /proc/meminfo), in bytes.
+func memAvailable() (int64, bool) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, "MemAvailable:")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		return kb << 10, true
+	}
+	return 0, false
 }
