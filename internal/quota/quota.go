@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -175,10 +176,25 @@ func Unmount(ctx context.Context, dir string) error {
 	// a mount of the same image would reuse it, with its old size and its
 	// cached blocks, which are stale once the image is changed (grown)
 	// offline. Free it now, unless it serves another image already.
-	if backing != "" && loopBacking(m.source) == backing && !sourceMounted(m.source) {
-		if err := run(ctx, "losetup", "--detach", m.source); err != nil && loopBacking(m.source) == backing {
-			return fmt.Errorf("unmount %s: free %s: %w", dir, m.source, err)
+	if backing != "" {
+		ms, err := mounts()
+		if err == nil && !mountedFrom(ms, m.source) {
+			if err := detachLoop(ctx, m.source, backing); err != nil {
+				return fmt.Errorf("unmount %s: %w", dir, err)
+			}
 		}
+	}
+	return nil
+}
+
+// detachLoop frees the loop device dev while it still serves backing; it
+// is done when the kernel freed it meanwhile (or gave it to another file).
+func detachLoop(ctx context.Context, dev, backing string) error {
+	if backing == "" || loopBacking(dev) != backing {
+		return nil
+	}
+	if err := run(ctx, "losetup", "--detach", dev); err != nil && loopBacking(dev) == backing {
+		return fmt.Errorf("free %s: %w", dev, err)
 	}
 	return nil
 }
@@ -197,23 +213,6 @@ func loopBacking(device string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// sourceMounted reports whether device is mounted anywhere (in this
-// process's mount namespace).
-func sourceMounted(device string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return true // unknown: assume so, and leave it alone
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		_, post, ok := strings.Cut(sc.Text(), " - ")
-		if f := strings.Fields(post); ok && len(f) >= 2 && unescapeMount(f[1]) == device {
-			return true
-		}
-	}
-	return false
-}
-
 // idleLoops are the loop devices that serve image but are mounted
 // nowhere (left over, or being freed); busy reports whether one is
 // mounted.
@@ -226,12 +225,16 @@ func idleLoops(image string) (idle []string, busy bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
+	ms, err := mounts()
+	if err != nil {
+		return nil, false, err
+	}
 	for _, e := range entries {
 		dev := "/dev/" + e.Name()
 		if !strings.HasPrefix(e.Name(), "loop") || loopBacking(dev) != want {
 			continue
 		}
-		if sourceMounted(dev) {
+		if mountedFrom(ms, dev) {
 			busy = true
 			continue
 		}
@@ -298,8 +301,8 @@ func Grow(ctx context.Context, image, dir string, newSize int64) error {
 			return fmt.Errorf("grow %s: it is mounted elsewhere: %w", image, ErrBusy)
 		}
 		for _, dev := range idle {
-			if err := run(ctx, "losetup", "--detach", dev); err != nil && loopBacking(dev) != "" {
-				return fmt.Errorf("grow %s: free %s: %w", image, dev, err)
+			if err := detachLoop(ctx, dev, loopBacking(dev)); err != nil {
+				return fmt.Errorf("grow %s: %w", image, err)
 			}
 		}
 	}
@@ -352,21 +355,14 @@ type mount struct {
 	point, source, fstype, options string
 }
 
-// mountAt returns the top mount on dir, or nil if dir is not a mount
-// point (or does not exist).
-func mountAt(dir string) (*mount, error) {
-	real, err := filepath.EvalSymlinks(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
+// mounts reads this process's mount table (/proc/self/mountinfo), in
+// mount order.
+func mounts() ([]mount, error) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
-	var top *mount
+	var out []mount
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		// id parent maj:min root mountpoint opts [optional…] - fstype source superopts
@@ -378,12 +374,37 @@ func mountAt(dir string) (*mount, error) {
 		if len(pf) < 6 || len(sf) < 2 {
 			continue
 		}
-		if unescapeMount(pf[4]) == real {
-			// Later lines are mounted on top of earlier ones.
-			top = &mount{point: real, source: unescapeMount(sf[1]), fstype: sf[0], options: pf[5]}
+		out = append(out, mount{point: unescapeMount(pf[4]), source: unescapeMount(sf[1]), fstype: sf[0], options: pf[5]})
+	}
+	return out, nil
+}
+
+// mountAt returns the top mount on dir, or nil if dir is not a mount
+// point (or does not exist).
+func mountAt(dir string) (*mount, error) {
+	real, err := filepath.EvalSymlinks(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ms, err := mounts()
+	if err != nil {
+		return nil, err
+	}
+	var top *mount
+	for i := range ms {
+		if ms[i].point == real {
+			top = &ms[i] // later lines are mounted on top of earlier ones
 		}
 	}
 	return top, nil
+}
+
+// mountedFrom reports whether device is the source of one of ms.
+func mountedFrom(ms []mount, device string) bool {
+	return slices.ContainsFunc(ms, func(m mount) bool { return m.source == device })
 }
 
 // backedBy reports whether device is a loop device attached to image.
