@@ -17,6 +17,7 @@ import (
 	"time"
 
 	. "github.com/codehub-dev/codehub/internal/codeserver"
+	"github.com/codehub-dev/codehub/internal/procenv"
 	"github.com/codehub-dev/codehub/internal/testenv"
 )
 
@@ -259,8 +260,7 @@ func TestStopKillsProcessGroup(t *testing.T) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		// The child is reaped by init once killed; a zombie counts as gone.
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
-		if err != nil || strings.Contains(string(stat), ") Z ") {
+		if !procenv.Alive(child) {
 			break
 		}
 		if time.Now().After(deadline) {

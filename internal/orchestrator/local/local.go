@@ -716,8 +716,7 @@ func (o *Orchestrator) isAgent(pid int) bool {
 func waitGone(ctx context.Context, pid int, d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil || strings.Contains(string(stat), ") Z ") {
+		if !procenv.Alive(pid) {
 			return true
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
