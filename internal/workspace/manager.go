@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -960,11 +961,8 @@ func (m *Manager) refillPool(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	if m.cfg.WarmPool <= 0 {
-		m.trimPool(ctx, all)
-		return
-	}
-	ready, starting := 0, 0
+	var ready []*Workspace
+	starting := 0
 	for _, w := range all {
 		if w.UserID != "" || w.Orchestrator != m.orch.Name() {
 			continue
@@ -978,20 +976,18 @@ func (m *Manager) refillPool(ctx context.Context) {
 					continue
 				}
 			}
-			ready++
+			ready = append(ready, w)
 		case StateQueued, StateStarting:
 			starting++
 		case StateFailed, StateStopped:
 			_ = m.store.Delete(ctx, w.ID)
 		}
 	}
-	if ready > m.cfg.WarmPool {
-		ready -= m.trimPool(ctx, all)
-	}
+	ready = m.trimPool(ctx, ready)
 	if m.cfg.OnPoolSize != nil {
-		m.cfg.OnPoolSize(ready)
+		m.cfg.OnPoolSize(len(ready))
 	}
-	for i := ready + starting; i < m.cfg.WarmPool; i++ {
+	for i := len(ready) + starting; i < m.cfg.WarmPool; i++ {
 		w := &Workspace{ID: newID(), State: StateQueued, Orchestrator: m.orch.Name(), Node: m.cfg.Node, CreatedAt: m.cfg.Now()}
 		w.Home = m.homeOf(w.ID)
 		if err := m.store.Create(ctx, w); err != nil {
@@ -1009,53 +1005,53 @@ func (m *Manager) refillPool(ctx context.Context) {
 	}
 }
 
-// trimPool stops the running warm workspaces beyond the pool's size and
-// returns how many it stopped. It picks the newest first, the same ones
-// on every gateway, and tries only as many as are too many: two gateways
-// trimming at once compete for the same workspaces and stop no more than
-// that. A workspace claimed meanwhile is left alone (the registry row is
-// locked and checked).
-func (m *Manager) trimPool(ctx context.Context, all []*Workspace) int {
-	var warm []*Workspace
-	for _, w := range all {
-		if w.UserID == "" && w.State == StateRunning && w.Orchestrator == m.orch.Name() {
-			warm = append(warm, w)
-		}
-	}
-	excess := len(warm) - max(m.cfg.WarmPool, 0)
+// trimPool stops the ready warm workspaces beyond the pool's size and
+// returns those left. It picks the newest first, the same ones on every
+// gateway, and tries only as many as are too many: two gateways trimming
+// at once compete for the same workspaces and stop no more than that. A
+// workspace claimed meanwhile is left alone (the registry row is locked
+// and checked).
+func (m *Manager) trimPool(ctx context.Context, ready []*Workspace) []*Workspace {
+	excess := len(ready) - max(m.cfg.WarmPool, 0)
 	if excess <= 0 {
-		return 0
+		return ready
 	}
-	sort.Slice(warm, func(i, j int) bool {
-		if !warm[i].CreatedAt.Equal(warm[j].CreatedAt) {
-			return warm[i].CreatedAt.After(warm[j].CreatedAt)
+	sort.Slice(ready, func(i, j int) bool {
+		if !ready[i].CreatedAt.Equal(ready[j].CreatedAt) {
+			return ready[i].CreatedAt.After(ready[j].CreatedAt)
 		}
-		return warm[i].ID > warm[j].ID
+		return ready[i].ID > ready[j].ID
 	})
-	stopped := 0
-	for _, w := range warm[:excess] {
-		if !m.owns(w) {
+	kept := slices.Clone(ready[excess:])
+	for _, w := range ready[:excess] {
+		if m.owns(w) && m.retireWarm(ctx, w) {
 			continue
 		}
-		rec, err := m.store.Update(ctx, w.ID, func(x *Workspace) error {
-			if x.UserID != "" || x.State != StateRunning {
-				return ErrConflict
-			}
-			x.State = StateStopping
-			return nil
-		})
-		if err != nil {
-			continue // claimed, or being stopped, meanwhile
-		}
-		m.forget(rec)
-		if err := m.orch.Stop(ctx, rec); err != nil {
-			m.log.Warn("stop a warm workspace beyond the pool's size", "workspace", rec.ID, "error", err)
-		}
-		_ = m.store.Delete(ctx, rec.ID)
-		m.log.Info("warm workspace stopped: the pool is above its size", "workspace", rec.ID, "pool_size", m.cfg.WarmPool)
-		stopped++
+		kept = append(kept, w)
 	}
-	return stopped
+	return kept
+}
+
+// retireWarm stops a warm workspace unless it was claimed or stopped
+// meanwhile, and reports whether it did.
+func (m *Manager) retireWarm(ctx context.Context, w *Workspace) bool {
+	rec, err := m.store.Update(ctx, w.ID, func(x *Workspace) error {
+		if x.UserID != "" || x.State != StateRunning {
+			return ErrConflict
+		}
+		x.State = StateStopping
+		return nil
+	})
+	if err != nil {
+		return false
+	}
+	m.forget(rec)
+	if err := m.orch.Stop(ctx, rec); err != nil {
+		m.log.Warn("stop a warm workspace beyond the pool's size", "workspace", rec.ID, "error", err)
+	}
+	_ = m.store.Delete(ctx, rec.ID)
+	m.log.Info("warm workspace stopped: the pool is above its size", "workspace", rec.ID, "pool_size", m.cfg.WarmPool)
+	return true
 }
 
 func (m *Manager) refillPoolCount(ctx context.Context) {
