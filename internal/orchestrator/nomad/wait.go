@@ -411,11 +411,12 @@ func pendingPhase(a *api.Allocation, ts *api.TaskState) string {
 	if ts != nil && len(ts.Events) > 0 {
 		e := ts.Events[len(ts.Events)-1]
 		msg := strings.ToLower(eventMessage(e))
+		retried := retriedFailure(ts.Events)
 		switch {
 		case e.Type == api.TaskDriverMessage && (strings.Contains(msg, "download") || strings.Contains(msg, "pull")):
 			return phaseImage
-		case e.Type == api.TaskRestarting && retriedDriverFailure(ts.Events):
-			return "Retrying: " + truncateMessage(eventMessage(lastDriverFailure(ts.Events)))
+		case e.Type == api.TaskRestarting && retried != nil:
+			return "Retrying: " + truncateMessage(eventMessage(retried))
 		case e.Type == api.TaskDriverFailure:
 			return "Nomad is deciding whether to retry: " + truncateMessage(eventMessage(e))
 		case e.Type == api.TaskRestarting:
@@ -427,28 +428,18 @@ func pendingPhase(a *api.Allocation, ts *api.TaskState) string {
 	return fmt.Sprintf("Starting your workspace on %s", a.NodeName)
 }
 
-// lastDriverFailure is the latest Driver Failure event of events, or nil.
-func lastDriverFailure(events []*api.TaskEvent) *api.TaskEvent {
-	for i := len(events) - 1; i >= 0; i-- {
-		if events[i].Type == api.TaskDriverFailure {
-			return events[i]
-		}
-	}
-	return nil
-}
-
-// retriedDriverFailure reports whether the task's latest restart follows a
-// driver failure (rather than a crash of the agent).
-func retriedDriverFailure(events []*api.TaskEvent) bool {
+// retriedFailure is the driver failure the task's latest restart follows,
+// or nil when it follows something else (a crash of the agent).
+func retriedFailure(events []*api.TaskEvent) *api.TaskEvent {
 	for i := len(events) - 2; i >= 0; i-- {
 		switch events[i].Type {
 		case api.TaskDriverFailure:
-			return true
+			return events[i]
 		case api.TaskTerminated, api.TaskStarted:
-			return false
+			return nil
 		}
 	}
-	return false
+	return nil
 }
 
 // truncateMessage keeps a progress line short.
