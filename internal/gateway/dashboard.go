@@ -230,16 +230,8 @@ type formField struct{ Name, Value string }
 // browser back to the page the form was on with the outcome.
 func (s *Server) dashAction(section, fallback string, prepare func(r *http.Request) (*pendingAction, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-		if err := r.ParseForm(); err != nil {
-			s.dashError(w, r, section, fallback, badInput("the form could not be read"))
-			return
-		}
-		back := dashBack(r.PostFormValue("back"), fallback)
-		if !s.checkCSRF(r) {
-			s.log.Warn("dashboard action refused: missing or wrong CSRF token", "path", r.URL.Path, "client", r.RemoteAddr)
-			s.dashError(w, r, section, back, &identity.Error{Code: identity.CodeForbidden,
-				Message: "the form expired or your browser blocks cookies; reload the page and try again"})
+		back, ok := s.readDashForm(w, r, section, fallback)
+		if !ok {
 			return
 		}
 		pa, err := prepare(r)
@@ -272,6 +264,25 @@ func (s *Server) dashAction(section, fallback string, prepare func(r *http.Reque
 		s.setFlash(w, r, msg)
 		http.Redirect(w, r, back, http.StatusSeeOther)
 	})
+}
+
+// readDashForm reads an action's form and checks its CSRF token; it
+// answers and reports false when either fails. back is where the action
+// returns (dashBack).
+func (s *Server) readDashForm(w http.ResponseWriter, r *http.Request, section, fallback string) (back string, ok bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		s.dashError(w, r, section, fallback, badInput("the form could not be read"))
+		return "", false
+	}
+	back = dashBack(r.PostFormValue("back"), fallback)
+	if !s.checkCSRF(r) {
+		s.log.Warn("dashboard action refused: missing or wrong CSRF token", "path", r.URL.Path, "client", r.RemoteAddr)
+		s.dashError(w, r, section, back, &identity.Error{Code: identity.CodeForbidden,
+			Message: "the form expired or your browser blocks cookies; reload the page and try again"})
+		return "", false
+	}
+	return back, true
 }
 
 // dashBack is where an action returns: the form's "back" when it is a

@@ -312,19 +312,13 @@ type invitePage struct {
 // shows its link, once: only its hash is kept.
 func (s *Server) handleInviteAction() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-		if err := r.ParseForm(); err != nil {
-			s.dashError(w, r, "users", "/admin/users", badInput("the form could not be read"))
-			return
-		}
-		if !s.checkCSRF(r) {
-			s.dashError(w, r, "users", "/admin/users", &identity.Error{Code: identity.CodeForbidden,
-				Message: "the form expired or your browser blocks cookies; reload the page and try again"})
+		back, ok := s.readDashForm(w, r, "users", "/admin/users")
+		if !ok {
 			return
 		}
 		tok, inv, err := s.adminInvite(r, r.PostFormValue("email"), r.PostFormValue("role"), r.PostFormValue("ttl"))
 		if err != nil {
-			s.dashError(w, r, "users", "/admin/users", err)
+			s.dashError(w, r, "users", back, err)
 			return
 		}
 		scheme := "http"
