@@ -446,15 +446,7 @@ func startUpstream() (*upstream, error) {
 			return // Upgrade has answered the client
 		}
 		defer conn.Close()
-		for {
-			kind, msg, err := conn.ReadMessage()
-			if err != nil {
-				return
-			}
-			if err := conn.WriteMessage(kind, msg); err != nil {
-				return
-			}
-		}
+		echoMessages(conn)
 	})
 	srv := &http.Server{
 		Handler:           mux,
@@ -1186,4 +1178,17 @@ func formatLatency(d time.Duration) string {
 		return formatMicros(d)
 	}
 	return fmt.Sprintf("%.2f ms", millis(d))
+}
+
+// echoMessages sends every message of conn back, until either side fails.
+func echoMessages(conn *websocket.Conn) {
+	for {
+		kind, msg, err := conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		if err := conn.WriteMessage(kind, msg); err != nil {
+			return
+		}
+	}
 }

@@ -225,13 +225,5 @@ func (s *standin) echo(w http.ResponseWriter, r *http.Request) {
 	if err := conn.WriteMessage(websocket.TextMessage, []byte(s.identity())); err != nil {
 		return
 	}
-	for {
-		kind, msg, err := conn.ReadMessage()
-		if err != nil {
-			return
-		}
-		if err := conn.WriteMessage(kind, msg); err != nil {
-			return
-		}
-	}
+	echoMessages(conn)
 }
