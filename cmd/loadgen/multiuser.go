@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -98,25 +96,18 @@ func (b *bench) measureMultiUser(ctx context.Context, bin, dir, upstreamAddr str
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: b.opts.burst}, Timeout: 2 * time.Minute}
 	login := func() (time.Duration, string, error) {
-		body, _ := json.Marshal(map[string]string{"username": benchUser, "password": password})
-		start := time.Now()
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/auth/login", bytes.NewReader(body))
-		if err != nil {
-			return 0, "", err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
 		var pair struct {
 			AccessToken string `json:"access_token"`
 		}
-		err = json.NewDecoder(resp.Body).Decode(&pair)
+		start := time.Now()
+		code, err := postJSON(ctx, client, base+"/api/v1/auth/login", "",
+			map[string]string{"username": benchUser, "password": password}, &pair)
 		d := time.Since(start)
-		if resp.StatusCode != http.StatusOK || err != nil {
-			return 0, "", fmt.Errorf("sign-in answered %s", resp.Status)
+		if err != nil {
+			return 0, "", fmt.Errorf("sign-in: %w", err)
+		}
+		if code != http.StatusOK {
+			return 0, "", fmt.Errorf("sign-in answered %d", code)
 		}
 		return d, pair.AccessToken, nil
 	}
