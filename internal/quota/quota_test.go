@@ -369,3 +369,55 @@ func loopsOf(t *testing.T, image string) []string {
 	}
 	return devs
 }
+
+// TestLoopDevicesAreFreed: a loop device that outlives its mount (set up
+// without the kernel's autoclear, or not yet cleared) would serve a later
+// mount of the image with its old size and cached blocks. Unmount frees
+// the one it unmounted, and an offline Grow frees any left idle.
+func TestLoopDevicesAreFreed(t *testing.T) {
+	needLoop(t)
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	image, home := filepath.Join(dir, "img"), filepath.Join(dir, "home")
+	if err := quota.Create(ctx, image, 16<<20, quota.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	attach := func() string {
+		t.Helper()
+		out, err := exec.CommandContext(ctx, "losetup", "--find", "--show", image).Output()
+		if err != nil {
+			t.Fatalf("losetup: %v", err)
+		}
+		dev := strings.TrimSpace(string(out))
+		t.Cleanup(func() { _ = exec.Command("losetup", "--detach", dev).Run() })
+		return dev
+	}
+
+	// Mounted from a loop device of its own (no autoclear).
+	dev := attach()
+	if err := os.Mkdir(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, "mount", dev, home).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v: %s", err, out)
+	}
+	if err := quota.Unmount(ctx, home); err != nil {
+		t.Fatal(err)
+	}
+	if devs := loopsOf(t, image); len(devs) != 0 {
+		t.Errorf("loop devices %v still serve the image after Unmount", devs)
+	}
+
+	// Left attached, mounted nowhere: an offline Grow frees it first.
+	attach()
+	if err := quota.Grow(ctx, image, home, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	if devs := loopsOf(t, image); len(devs) != 0 {
+		t.Errorf("loop devices %v still serve the image after an offline Grow", devs)
+	}
+	mountImage(t, ctx, image, home)
+	if _, total, err := quota.Usage(home); err != nil || total < 24<<20 {
+		t.Errorf("total %d after growing to 32 MiB (%v)", total, err)
+	}
+}
