@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,7 +22,17 @@ import (
 // moves it, and a busy terminal command moves LastCPU.
 func TestActivityInBrowser(t *testing.T) {
 	t.Parallel()
-	r := startAgent(t)
+	// Workspace trust is not what this test is about: a folder VS Code
+	// does not trust asks, in a dialog, before a terminal may start.
+	r := startAgent(t, func(c *Config) {
+		user := filepath.Join(c.UserDataDir, "User")
+		if err := os.MkdirAll(user, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(user, "settings.json"), []byte(`{"security.workspace.trust.enabled": false}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
 	ide := r.waitRunning(t).IDE.PID
 	g := gateway(t, r)
 	ctx := testenv.Browser(t)
@@ -102,6 +113,14 @@ func TestActivityInBrowser(t *testing.T) {
 		active = got
 		return err == nil && got == "the terminal"
 	})
+	// Headless, VS Code starts the terminal's shell on the first input,
+	// and may send that input in one message with the process's creation
+	// (its whole environment), past the part of a message the agent reads:
+	// a known limit, the first keys of a new terminal may not count. So
+	// the shell is started first, then the typing is measured.
+	do("start the terminal's shell", chromedp.KeyEvent("\r"))
+	var shell int
+	waitFor(t, "the terminal's shell", func() bool { shell = shellUnder(ide); return shell != 0 })
 	before := rest("LastInput to rest once the terminal is open", 2*time.Second)
 	termBefore := activity().TerminalInputs
 	do("type in the terminal", typeInTerminal("echo hi"))
@@ -110,9 +129,6 @@ func TestActivityInBrowser(t *testing.T) {
 		a := activity()
 		return a.TerminalInputs > termBefore && a.LastTerminalInput.After(before)
 	})
-	// Headless, VS Code starts the terminal's shell on the first input.
-	var shell int
-	waitFor(t, "the terminal's shell", func() bool { shell = shellUnder(ide); return shell != 0 })
 
 	// A busy command: its CPU time is the IDE's, through the terminal's
 	// shell, a descendant of code-server. It burns 6 s of CPU however busy
