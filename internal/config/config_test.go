@@ -268,6 +268,14 @@ func TestErrors(t *testing.T) {
 			want: []string{`DIR/c.toml: unknown configuration format: name the file *.hcl, *.yaml or *.yml`},
 		},
 		{
+			name: "trusted origins: a path, another scheme", file: "c.yaml",
+			content: "trusted-origins: [\"https://ide.example.com/editor\", \"ws://ide.example.com\", \"https://ide.example.com:8443\", \"ide.example.com\"]\n",
+			want: []string{
+				`DIR/c.yaml:1:19: trusted-origins: expected a host, host:port or an origin (http:// or https:// host[:port], no path), got "https://ide.example.com/editor"`,
+				`DIR/c.yaml:1:53: trusted-origins: expected a host, host:port or an origin (http:// or https:// host[:port], no path), got "ws://ide.example.com"`,
+			},
+		},
+		{
 			name: "not a mapping", file: "c.yaml", content: "- a\n- b\n",
 			want: []string{`DIR/c.yaml:1:1: the document must be a mapping of keys to values`},
 		},

@@ -50,8 +50,8 @@ func (c *Config) Validate() error {
 		v.upstream("upstream", c.Upstream)
 	}
 	for i, o := range c.TrustedOrigins {
-		if o == "" || strings.ContainsAny(o, "/ ") && !strings.Contains(o, "://") {
-			v.fail(fmt.Sprintf("trusted-origins[%d]", i), "expected a host, host:port or origin URL, got %q", o)
+		if !validTrustedOrigin(o) {
+			v.fail(fmt.Sprintf("trusted-origins[%d]", i), "expected a host, host:port or an origin (http:// or https:// host[:port], no path), got %q", o)
 		}
 	}
 	for i, p := range c.TrustedProxies {
@@ -341,4 +341,19 @@ func validCookieName(s string) bool {
 		}
 	}
 	return true
+}
+
+// validTrustedOrigin accepts a trusted-origins entry: "host", "host:port"
+// (the gateway's own scheme) or "http(s)://host[:port]", which names the
+// scheme too. A path, query, user or fragment is never part of an origin.
+func validTrustedOrigin(o string) bool {
+	o = strings.TrimSpace(o)
+	if !strings.Contains(o, "://") {
+		o = "http://" + o
+	} else if s, _, _ := strings.Cut(o, "://"); !strings.EqualFold(s, "http") && !strings.EqualFold(s, "https") {
+		return false
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host != "" && u.Hostname() != "" && (u.Path == "" || u.Path == "/") &&
+		u.User == nil && u.RawQuery == "" && u.Fragment == "" && !u.ForceQuery && !strings.HasSuffix(u.Host, ":")
 }
