@@ -105,6 +105,14 @@ func (c *Config) Validate() error {
 	}
 	v.positive("login-throttle.per-address-interval", c.LoginThrottle.PerAddressInterval)
 	v.positive("login-throttle.global-interval", c.LoginThrottle.GlobalInterval)
+	if c.RequestBody.IdleTimeout < 0 {
+		v.fail("request-body.idle-timeout", "must not be negative (0 turns the limits off)")
+	}
+	if c.RequestBody.MinRate < 0 {
+		v.fail("request-body.min-rate", "must not be negative (0: no minimum rate)")
+	} else if c.RequestBody.MinRate > 0 && c.RequestBody.IdleTimeout == 0 {
+		v.fail("request-body.min-rate", "needs request-body.idle-timeout, the time a body has before the rate counts; set both, or both to 0")
+	}
 	if c.Metrics.BindAddr != "" {
 		v.addr("metrics.bind-addr", c.Metrics.BindAddr, false)
 		if c.Metrics.BindAddr == c.BindAddr {

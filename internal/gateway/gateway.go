@@ -169,7 +169,7 @@ func New(opts Options) (*Server, error) {
 		InjectHTML:     opts.InjectHTML,
 	})
 	s.limits = newConnLimits(opts.MaxConnections)
-	s.handler = s.routes()
+	s.handler = s.bodyDeadlines(s.routes())
 	return s, nil
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -84,6 +85,14 @@ func newEnv(t testing.TB, mutate ...func(*config.Config)) *env {
 				}
 				c.WriteMessage(mt, m)
 			}
+		}
+		if r.URL.Path == "/upload" { // counts the body, then waits as asked
+			n, err := io.Copy(io.Discard, r.Body)
+			if d, _ := time.ParseDuration(r.URL.Query().Get("then-wait")); d > 0 {
+				time.Sleep(d)
+			}
+			fmt.Fprintf(w, "IDE:received %d %v", n, err)
+			return
 		}
 		io.WriteString(w, "IDE:"+r.URL.Path)
 	}))

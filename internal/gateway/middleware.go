@@ -285,6 +285,11 @@ func retryAfter(w http.ResponseWriter, d time.Duration) {
 
 // upstreamFailed answers a request whose workspace could not be reached.
 func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errBodyTooSlow) {
+		// Not the workspace's fault: the client's upload stalled.
+		s.fail(w, r, http.StatusRequestTimeout, codeRequestTimeout, "the request body arrived too slowly")
+		return
+	}
 	if wantsHTML(r) {
 		p, _ := s.principal(r)
 		s.starting(w, r, p)
