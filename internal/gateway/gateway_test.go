@@ -26,6 +26,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/throttle"
 	"github.com/codehub-dev/codehub/internal/web"
 	"github.com/gorilla/websocket"
+	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -67,6 +68,12 @@ type env struct {
 // newEnv runs a gateway in front of a small stand-in IDE that answers HTTP
 // with "IDE:<path>" and echoes WebSocket messages.
 func newEnv(t testing.TB, mutate ...func(*config.Config)) *env {
+	t.Helper()
+	return newEnvLogging(t, testenv.Logger(t), mutate...)
+}
+
+// newEnvLogging is newEnv with another logger.
+func newEnvLogging(t testing.TB, logger hclog.Logger, mutate ...func(*config.Config)) *env {
 	t.Helper()
 	e := &env{t: t, upstream: &upstreamLog{}}
 	wsUp := websocket.Upgrader{}
@@ -124,7 +131,6 @@ func newEnv(t testing.TB, mutate ...func(*config.Config)) *env {
 	e.conns = proxy.NewRegistry(proxy.RegistryConfig{})
 	t.Cleanup(e.conns.Stop)
 	u, _ := url.Parse(ide.URL)
-	logger := testenv.Logger(t)
 	opts := Options{
 		Config: cfg, Logger: logger, Metrics: e.metrics,
 		Upstreams: FixedUpstream{T: &proxy.Target{Key: "ide", URL: u}},
