@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -153,4 +154,34 @@ func readRequest(method, target string) (*http.Request, error) {
 		return nil, http.ErrNotSupported
 	}
 	return http.ReadRequest(bufio.NewReader(strings.NewReader(method + " " + target + " HTTP/1.1\r\nHost: agent\r\n\r\n")))
+}
+
+// FuzzParseStat: a workspace's user names their processes as they like,
+// parentheses, spaces and digits included; /proc/<pid>/stat of any such
+// process reads back the numbers the kernel wrote, so that a name can
+// neither fake CPU use (activity) nor hide a process from its tree.
+func FuzzParseStat(f *testing.F) {
+	f.Add(1234, "bash", 1, uint64(10), uint64(20), uint64(30), uint64(40), uint64(5000), uint64(300))
+	f.Add(7, "a) R 1 2 3 4", 6, uint64(1), uint64(2), uint64(3), uint64(4), uint64(5), uint64(6))
+	f.Add(9, ") (", 8, uint64(0), uint64(0), uint64(0), uint64(0), uint64(0), uint64(0))
+	f.Add(9, "x\n) 1", 1, uint64(1<<63), uint64(1), uint64(0), uint64(0), uint64(0), uint64(0))
+	f.Fuzz(func(t *testing.T, pid int, comm string, ppid int, utime, stime, cutime, cstime, start, rss uint64) {
+		if pid < 1 || ppid < 0 || len(comm) > 64 || strings.ContainsRune(comm, 0) {
+			return // what the kernel writes: a pid, a name of at most 15 bytes
+		}
+		// Fields 3 to 24 of proc(5), and more after them.
+		fields := []string{"S", strconv.Itoa(ppid), "1", "1", "0", "-1", "4194304", "100", "0", "5", "0",
+			strconv.FormatUint(utime, 10), strconv.FormatUint(stime, 10), strconv.FormatUint(cutime, 10),
+			strconv.FormatUint(cstime, 10), "20", "0", "1", "0", strconv.FormatUint(start, 10), "1000", strconv.FormatUint(rss, 10),
+			"18446744073709551615", "0", "0"}
+		line := strconv.Itoa(pid) + " (" + comm + ") " + strings.Join(fields, " ") + "\n"
+		p, err := parseStat([]byte(line))
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		want := procStat{pid: pid, ppid: ppid, self: utime + stime, children: cutime + cstime, start: start, rssPages: int64(rss)}
+		if p != want {
+			t.Fatalf("%q read as %+v, want %+v", line, p, want)
+		}
+	})
 }

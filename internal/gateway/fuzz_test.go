@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/codehub-dev/codehub/internal/config"
+	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/web"
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/net/http/httpguts"
 )
@@ -436,6 +439,92 @@ func FuzzAPI(f *testing.F) {
 		if strings.HasPrefix(req.URL.Path, "/api/v1/admin") && rec.Code < 400 &&
 			caller != e.admin.Username && !(caller == e.auditor.Username && method == http.MethodGet) {
 			t.Fatalf("%s %s as %q: %d, the admin API answered a non-administrator", method, path, caller, rec.Code)
+		}
+	})
+}
+
+// FuzzPages sends the dashboard, the account page and the sign-up form any
+// method, path, form and flash cookie, as nobody, an ordinary user or an
+// administrator ("{bob}", "{root}" stand for their ids), with a valid CSRF
+// pair. The answer is never a server error; the dashboard answers only
+// staff and the account page only the signed in; redirects stay on the
+// site; and no page carries a script but the dashboard's own, whatever
+// the flash cookie or the form says.
+func FuzzPages(f *testing.F) {
+	const tok = "cccccccccccccccccccccccccccccccccccccccccccc"
+	for _, s := range []struct {
+		method, path, form, flash string
+		as                        byte
+	}{
+		{"GET", "/admin", "", "", 1},
+		{"GET", "/admin/users?search=%3Cscript%3E&page=-1", "", "", 1},
+		{"GET", "/admin/users/{bob}", "", "PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg", 1},
+		{"GET", "/admin/audit?user=bob&type=x&since=yesterday", "", "", 1},
+		{"GET", "/admin/users", "", "", 2},
+		{"GET", "/account", "", "PHNjcmlwdD4", 2},
+		{"GET", "/account", "", "", 0},
+		{"POST", "/admin/users/{bob}/role", "csrf=" + tok + "&role=admin&confirmed=yes&back=%2F%2Fevil.example", "", 1},
+		{"POST", "/admin/users/{bob}/policy", "csrf=" + tok + "&policy=%3Cb%3E&confirmed=yes", "", 1},
+		{"POST", "/admin/users/{root}/disable", "csrf=" + tok + "&confirmed=yes", "", 1},
+		{"POST", "/admin/users/{bob}/delete", "csrf=" + tok, "", 1},
+		{"POST", "/admin/users/{bob}/role", "csrf=" + tok + "&role=admin&confirmed=yes", "", 2},
+		{"POST", "/admin/users", "csrf=" + tok + "&username=carol&email=carol%40example.com&password=" + multiPW + "&role=user", "", 1},
+		{"POST", "/admin/invites", "csrf=" + tok + "&email=x%40example.com&role=auditor&ttl=72h", "", 1},
+		{"POST", "/account/password", "csrf=" + tok + "&current_password=" + multiPW + "&new_password=a&confirm_password=b", "", 2},
+		{"POST", "/account/sessions/x/revoke", "csrf=" + tok + "&back=%2Faccount%3Fx", "", 2},
+		{"POST", "/signup", "csrf=" + tok + "&username=dave&email=d%D0%B0ve%40example.com&password=" + multiPW, "", 0},
+		{"GET", "/signup?invite=%3Cx%3E", "", "", 0},
+		{"POST", "/logout", "csrf=" + tok, "", 2},
+	} {
+		f.Add(s.method, s.path, s.form, s.flash, s.as)
+	}
+	e := newAdminEnv(f, adminSetup{logger: quiet, registration: "open"})
+	sessions := []string{""}
+	for _, u := range []string{e.admin.Username, e.plain.Username, e.auditor.Username} {
+		res, err := e.id.Login(context.Background(), u, multiPW, identity.Client{IP: "192.0.2.7"})
+		if err != nil {
+			f.Fatal(err)
+		}
+		sessions = append(sessions, res.CookieToken)
+	}
+	f.Fuzz(func(t *testing.T, method, path, form, flash string, as byte) {
+		if len(form) > 4*maxFormBytes || len(path) > 2048 {
+			return
+		}
+		ids := strings.NewReplacer("{bob}", e.plain.ID, "{root}", e.admin.ID)
+		req, err := http.NewRequest(method, "http://gw.example"+ids.Replace(path), strings.NewReader(ids.Replace(form)))
+		if err != nil || req.URL.Host != "gw.example" || !httpguts.ValidHeaderFieldValue(flash) {
+			return
+		}
+		who := int(as) % len(sessions)
+		req.Header.Set("Accept", "text/html")
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		req.AddCookie(&http.Cookie{Name: csrfCookie, Value: tok})
+		if sessions[who] != "" {
+			req.AddCookie(&http.Cookie{Name: e.cfg.Session.CookieName, Value: sessions[who]})
+		}
+		if flash != "" {
+			req.Header.Add("Cookie", flashCookie+"="+flash)
+		}
+		rec := httptest.NewRecorder()
+		e.srv.ServeHTTP(rec, req)
+		p := req.URL.Path
+		switch {
+		case rec.Code >= 500:
+			t.Fatalf("%s %s as %d: %d\n%s", method, p, who, rec.Code, rec.Body)
+		case rec.Code < 300 && (p == "/admin" || strings.HasPrefix(p, "/admin/")) && (who == 0 || who == 2):
+			t.Fatalf("%s %s: %d to someone not staff", method, p, rec.Code)
+		case rec.Code < 300 && (p == "/account" || strings.HasPrefix(p, "/account/")) && who == 0:
+			t.Fatalf("%s %s: %d to someone not signed in", method, p, rec.Code)
+		case rec.Code >= 300 && rec.Code < 400 && !onSite(rec.Header().Get("Location")):
+			t.Fatalf("%s %s: redirected off the site to %q", method, p, rec.Header().Get("Location"))
+		}
+		if strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") {
+			body := strings.ToLower(rec.Body.String())
+			if n, own := strings.Count(body, "<script"), strings.Count(body, `<script src="`+web.StaticPrefix); n != own {
+				t.Fatalf("%s %s: a script that is not the dashboard's:\n%s", method, p, rec.Body)
+			}
 		}
 	})
 }
