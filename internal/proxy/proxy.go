@@ -214,7 +214,7 @@ func stripCookies(h http.Header, names []string) {
 	var kept []string
 	for _, line := range lines {
 		for _, part := range strings.Split(line, ";") {
-			part = strings.TrimSpace(part)
+			part = strings.Trim(part, " \t") // as Go reads cookies: other white space is part of them
 			name, _, _ := strings.Cut(part, "=")
 			name = strings.TrimFunc(name, isCookieSpace)
 			drop := false
