@@ -127,7 +127,7 @@ func (a *app) openLocal(ctx context.Context, getenv func(string) string, strat, 
 		Strategy: strat, BasePath: base, RuntimeDir: runtimeDir, Agent: agentBin, CodeServer: cs,
 		UIDMin: cfg.MultiUser.Isolation.UIDMin, UIDMax: cfg.MultiUser.Isolation.UIDMax,
 		Network: cfg.MultiUser.Isolation.Network, Egress: cfg.MultiUser.Isolation.Egress,
-		ExtraArgs: cfg.CodeServer.Args, Env: env,
+		ExtraArgs: cfg.CodeServer.Args, Env: env, ReadOnlyPaths: cfg.MultiUser.Isolation.ReadOnlyPaths,
 	}, a.log.Named("local"))
 	if err != nil {
 		return nil, err

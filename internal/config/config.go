@@ -373,8 +373,13 @@ type Isolation struct {
 	// marketplace), NATed through the uplink of the host's default route.
 	// Off, they reach nothing but the gateway's connections to them.
 	// Either way they cannot open connections to the host itself.
-	Egress    bool      `config:"egress"`
-	Container Container `config:"container"`
+	Egress bool `config:"egress"`
+	// ReadOnlyPaths are host paths (tools under /opt, a shared SDK...)
+	// that process-strategy workspaces see, read-only; their view of the
+	// machine has only the system directories, /etc without its secrets,
+	// their own home and the IDE's runtime otherwise.
+	ReadOnlyPaths []string  `config:"read-only-paths"`
+	Container     Container `config:"container"`
 }
 
 // Container is the design's container isolation block.

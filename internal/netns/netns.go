@@ -36,6 +36,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -578,4 +579,49 @@ func output(ctx context.Context, name string, args ...string) ([]byte, error) {
 		return nil, &cmdError{cmd: name + " " + strings.Join(args, " "), stderr: strings.TrimSpace(stderr.String()), err: err}
 	}
 	return stdout.Bytes(), nil
+}
+
+// Names returns the names starting with prefix of every namespace this
+// package may have left something of on the host: a namespace under
+// RunDir, files under EtcDir, or tagged iptables rules. After a crash,
+// Remove each that is no longer wanted.
+func Names(ctx context.Context, prefix string) ([]string, error) {
+	seen := map[string]bool{}
+	for _, dir := range []string{RunDir, EtcDir} {
+		ents, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), prefix) && validName(e.Name()) {
+				seen[e.Name()] = true
+			}
+		}
+	}
+	if _, err := exec.LookPath("iptables"); err == nil {
+		for _, tc := range [][2]string{{"nat", "POSTROUTING"}, {"filter", "FORWARD"}, {"filter", "INPUT"}} {
+			out, err := output(ctx, "iptables", "-w", "-t", tc[0], "-S", tc[1])
+			if err != nil {
+				continue // no usable netfilter: no rules of ours either
+			}
+			for _, line := range strings.Split(string(out), "\n") {
+				f := strings.Fields(line)
+				for i := 0; i+1 < len(f); i++ {
+					if f[i] != "--comment" {
+						continue
+					}
+					name, ok := strings.CutPrefix(strings.Trim(f[i+1], `"`), ruleTag)
+					if ok && strings.HasPrefix(name, prefix) && validName(name) {
+						seen[name] = true
+					}
+				}
+			}
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names, nil
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/osuser"
 	"github.com/codehub-dev/codehub/internal/procenv"
 	"github.com/codehub-dev/codehub/internal/quota"
+	"github.com/codehub-dev/codehub/internal/sandbox"
 	"github.com/codehub-dev/codehub/internal/userfs"
 	"github.com/codehub-dev/codehub/internal/workspace"
 	"github.com/hashicorp/go-hclog"
@@ -80,6 +81,9 @@ type Config struct {
 	ExtraArgs []string
 	// Env is added to every agent's environment (LANG, proxies...).
 	Env []string
+	// ReadOnlyPaths are further host paths the process strategy's
+	// sandboxes show, read-only (tools under /opt...).
+	ReadOnlyPaths []string
 	// ReadyTimeout bounds the wait for an agent to listen (default 30s).
 	ReadyTimeout time.Duration
 }
@@ -91,6 +95,10 @@ type Orchestrator struct {
 
 	mu     sync.Mutex
 	netIdx map[int]string // network namespace index -> workspace
+
+	// runtime are the paths of the agent and code-server that the
+	// sandboxes bind read-only.
+	runtime []string
 
 	// firewall: iptables works, so namespaces are kept from the host and
 	// can have egress.
@@ -111,7 +119,7 @@ func New(cfg Config, log hclog.Logger) (*Orchestrator, error) {
 		if os.Geteuid() != 0 {
 			return nil, errors.New(`isolation strategy "process" needs root (it creates accounts, cgroups and mounts); run as root or use "directory"`)
 		}
-		for _, tool := range []string{"useradd", "setpriv", "mkfs.ext4", "mount", "ip"} {
+		for _, tool := range []string{"useradd", "userdel", "mkfs.ext4", "mount", "ip"} {
 			if _, err := exec.LookPath(tool); err != nil {
 				return nil, fmt.Errorf(`isolation strategy "process" needs %s (Debian packages passwd, util-linux, e2fsprogs, iproute2)`, tool)
 			}
@@ -146,6 +154,21 @@ func New(cfg Config, log hclog.Logger) (*Orchestrator, error) {
 		}
 	}
 	o := &Orchestrator{cfg: cfg, log: log, netIdx: map[int]string{}}
+	if cfg.Strategy == StrategyProcess {
+		for _, d := range []string{o.sandboxRoot(), filepath.Dir(o.specFile(&workspace.Workspace{ID: "x"}))} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return nil, fmt.Errorf("sandbox directory: %w", err)
+			}
+			if err := os.Chmod(d, 0o700); err != nil {
+				return nil, err
+			}
+		}
+		paths, warn := runtimePaths(cfg.Agent, cfg.CodeServer)
+		if warn != "" {
+			log.Warn(warn)
+		}
+		o.runtime = paths
+	}
 	if cfg.Strategy == StrategyProcess && cfg.Network {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -196,6 +219,16 @@ func (o *Orchestrator) runDir(w *workspace.Workspace) string {
 	return filepath.Join(o.cfg.RuntimeDir, w.ID)
 }
 
+// sandboxRoot is the empty directory every sandbox mounts its root on,
+// each in its own mount namespace.
+func (o *Orchestrator) sandboxRoot() string { return filepath.Join(o.cfg.RuntimeDir, ".sandbox-root") }
+
+// specFile is where a workspace's sandbox spec is kept while it runs, in
+// a directory of root's alone.
+func (o *Orchestrator) specFile(w *workspace.Workspace) string {
+	return filepath.Join(o.cfg.RuntimeDir, ".sandbox", w.ID+".json")
+}
+
 // Start implements workspace.Orchestrator.
 func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress func(string)) (_ workspace.Launched, err error) {
 	w, p := spec.Workspace, spec.Policy
@@ -239,7 +272,6 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 	}
 
 	listen := "127.0.0.1:0"
-	var prefix []string
 	if o.cfg.Strategy == StrategyProcess {
 		cg, err = o.newCgroup(w, p)
 		if err != nil {
@@ -262,10 +294,7 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 				}
 			}
 			listen = net.JoinHostPort(ns.Addr(), strconv.Itoa(agentPort))
-			prefix = ns.ExecArgs()
 		}
-		prefix = append(prefix, "setpriv", "--reuid", strconv.Itoa(uid), "--regid", strconv.Itoa(gid),
-			"--clear-groups", "--inh-caps=-all", "--no-new-privs", "--")
 	}
 
 	secretFile, err := o.writeSecret(w, uid, gid)
@@ -273,7 +302,7 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 		return workspace.Launched{}, err
 	}
 	layout := workspace.Layout{Home: w.Home}
-	args := append(prefix, o.cfg.Agent, "agent",
+	args := []string{o.cfg.Agent, "agent",
 		"--listen", listen,
 		"--secret-file", secretFile,
 		"--code-server", o.cfg.CodeServer,
@@ -284,13 +313,55 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 		"--storage-limit", strconv.FormatInt(int64(p.StorageMB)<<20, 10),
 		"--wait-start",
 		"--log-format", "json",
-	)
+	}
 	for _, a := range o.cfg.ExtraArgs {
 		args = append(args, "--extra-arg", a)
 	}
+	env := append([]string{
+		"HOME=" + w.Home,
+		"USER=" + filepath.Base(w.Home),
+		"SHELL=/bin/bash",
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"TERM=xterm-256color",
+		workspaceMark(w),
+	}, o.cfg.Env...)
+
+	var cmd *exec.Cmd
+	if o.cfg.Strategy == StrategyProcess {
+		// The agent starts inside the workspace's sandbox: its own
+		// mount, PID, IPC, UTS and cgroup namespaces, as its account,
+		// without privileges, under the seccomp filter.
+		sb := sandbox.Spec{
+			Root:     o.sandboxRoot(),
+			Hostname: "workspace",
+			UID:      uid, GID: gid,
+			HideUIDs: [2]int{o.cfg.UIDMin, o.cfg.UIDMax},
+			ReadOnly: append(append([]string{o.runDir(w)}, o.runtime...), o.cfg.ReadOnlyPaths...),
+			Writable: []string{w.Home},
+			Dir:      w.Home,
+			Env:      env,
+			Argv:     args,
+		}
+		if ns != nil {
+			sb.NetNS = ns.Path()
+			sb.ResolvConf = filepath.Join(netns.EtcDir, ns.Name(), "resolv.conf")
+		}
+		specFile := o.specFile(w)
+		if err := sandbox.WriteSpec(specFile, sb); err != nil {
+			return workspace.Launched{}, fmt.Errorf("workspace sandbox: %w", err)
+		}
+		cmd = sandbox.Command(o.cfg.Agent, specFile)
+		cmd.Env = []string{workspaceMark(w)}
+	} else {
+		cmd = exec.Command(args[0], args[1:]...)
+		cmd.Env = env
+		// Its own session: the agent outlives a gateway restart.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
+	cmd.Dir = w.Home
 
 	progress("Starting your editor")
-	launched, err := o.launch(ctx, w, args, uid, gid, cg)
+	launched, err := o.launch(ctx, w, cmd, uid, gid, cg)
 	if err != nil {
 		return workspace.Launched{}, err
 	}
@@ -509,10 +580,11 @@ func (o *Orchestrator) writeSecret(w *workspace.Workspace, uid, gid int) (string
 	return file, nil
 }
 
-// launch starts the agent in its own session (it outlives the gateway),
-// puts it into its cgroup before it starts code-server, and waits for the
-// line saying where it listens.
-func (o *Orchestrator) launch(ctx context.Context, w *workspace.Workspace, args []string, uid, gid int, cg *cgroup.Group) (workspace.Launched, error) {
+// launch starts the agent (or the sandbox that starts it) in its own
+// session, so that it outlives the gateway, puts it into its cgroup
+// before it may start anything, and waits for the line saying where the
+// agent listens.
+func (o *Orchestrator) launch(ctx context.Context, w *workspace.Workspace, cmd *exec.Cmd, uid, gid int, cg *cgroup.Group) (workspace.Launched, error) {
 	layout := workspace.Layout{Home: w.Home}
 	logFile, err := os.OpenFile(filepath.Join(layout.Logs(), "agent.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -520,22 +592,7 @@ func (o *Orchestrator) launch(ctx context.Context, w *workspace.Workspace, args 
 	}
 	defer logFile.Close()
 	_ = logFile.Chown(uid, gid)
-
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Dir = w.Home
-	cmd.Env = append([]string{
-		"HOME=" + w.Home,
-		"USER=" + filepath.Base(w.Home),
-		"SHELL=/bin/bash",
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"TERM=xterm-256color",
-		workspaceMark(w),
-	}, o.cfg.Env...)
 	cmd.Stderr = logFile
-	// Its own session: the agent outlives a gateway restart. (With the
-	// process strategy, setpriv drops to the workspace's account after
-	// `ip netns exec` entered the namespace.)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return workspace.Launched{}, err
@@ -566,7 +623,8 @@ func (o *Orchestrator) launch(ctx context.Context, w *workspace.Workspace, args 
 			return workspace.Launched{}, fmt.Errorf("place the agent in its cgroup: %w", err)
 		}
 	}
-	// The agent waits for this byte before it starts code-server.
+	// The sandbox (or the agent) waits for this byte before it starts
+	// anything.
 	_, _ = stdin.Write([]byte{'\n'})
 	stdin.Close()
 
@@ -651,6 +709,7 @@ func (o *Orchestrator) release(ctx context.Context, w *workspace.Workspace, cg *
 		}
 	}
 	_ = os.RemoveAll(o.runDir(w))
+	_ = os.Remove(o.specFile(w))
 }
 
 // workspaceMark is the environment entry every process of a workspace
@@ -697,11 +756,15 @@ func (o *Orchestrator) askStop(ctx context.Context, w *workspace.Workspace) {
 	}
 }
 
-// isAgent reports whether pid is still a codehub agent (not a reused pid).
+// isAgent reports whether pid is still a codehub agent, or the sandbox
+// that runs one (not a reused pid).
 func (o *Orchestrator) isAgent(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
 		return false
+	}
+	if sandbox.IsInit(b, o.cfg.Agent) {
+		return true
 	}
 	args := strings.Split(string(b), "\x00")
 	for i, a := range args {
