@@ -67,6 +67,8 @@ func TestMain(m *testing.M) {
 			os.Exit(0)
 		case hogCommand:
 			os.Exit(runHog(os.Stdin, os.Stdout))
+		case probeCommand:
+			os.Exit(runProbe(os.Args[2:]))
 		}
 	}
 	code := m.Run()
