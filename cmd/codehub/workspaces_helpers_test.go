@@ -26,9 +26,9 @@ import (
 	"github.com/codehub-dev/codehub/internal/cgroup"
 	"github.com/codehub-dev/codehub/internal/netns"
 	"github.com/codehub-dev/codehub/internal/osuser"
+	"github.com/codehub-dev/codehub/internal/sandbox"
 	"github.com/codehub-dev/codehub/internal/sqlstore"
 	"github.com/codehub-dev/codehub/internal/testenv"
-	"github.com/codehub-dev/codehub/internal/sandbox"
 	"github.com/codehub-dev/codehub/internal/workspace"
 )
 

@@ -23,8 +23,8 @@ import (
 	"github.com/codehub-dev/codehub/internal/cgroup"
 	"github.com/codehub-dev/codehub/internal/netns"
 	"github.com/codehub-dev/codehub/internal/orchestrator/local"
-	"github.com/codehub-dev/codehub/internal/sandbox"
 	"github.com/codehub-dev/codehub/internal/osuser"
+	"github.com/codehub-dev/codehub/internal/sandbox"
 	"github.com/codehub-dev/codehub/internal/testenv"
 	"github.com/codehub-dev/codehub/internal/workspace"
 )
