@@ -39,6 +39,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Error is the type of the package's sentinel errors; they are constants so
@@ -334,6 +335,9 @@ func (n *NS) Delete(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("delete netns %s: %w", n.name, err)
 	}
+	if _, err := RestoreForwarding(ctx); err != nil {
+		return fmt.Errorf("delete netns %s: %w", n.name, err)
+	}
 	return nil
 }
 
@@ -343,7 +347,9 @@ func (n *NS) Delete(ctx context.Context) error {
 // STATE:
 //
 //   - it turns on IPv4 forwarding for the whole host
-//     (net.ipv4.ip_forward=1), and leaves it on after Delete;
+//     (net.ipv4.ip_forward=1); Delete and Remove turn it off again when
+//     no namespace with NAT is left and it was off before the first
+//     EnableNAT (see RestoreForwarding);
 //   - it gives the namespace a default route through its link;
 //   - it adds iptables rules, tagged like Create's, that Delete removes: a
 //     MASQUERADE rule in nat/POSTROUTING and, at the top of filter/FORWARD,
@@ -360,7 +366,7 @@ func (n *NS) EnableNAT(ctx context.Context, uplink string) error {
 	if _, err := net.InterfaceByName(uplink); err != nil {
 		return fmt.Errorf("enable NAT for %s: uplink %q: %w", n.name, uplink, err)
 	}
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
+	if err := enableForwarding(); err != nil {
 		return fmt.Errorf("enable NAT for %s: %w", n.name, err)
 	}
 	host, src := n.HostInterface(), n.subnet().String()
@@ -491,6 +497,9 @@ func Remove(ctx context.Context, name string) error {
 		errs = append(errs, run(ctx, "ip", "netns", "del", name))
 	}
 	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove netns %s: %w", name, err)
+	}
+	if _, err := RestoreForwarding(ctx); err != nil {
 		return fmt.Errorf("remove netns %s: %w", name, err)
 	}
 	return nil
@@ -624,4 +633,79 @@ func Names(ctx context.Context, prefix string) ([]string, error) {
 	}
 	slices.Sort(names)
 	return names, nil
+}
+
+// Paths of the host's IPv4 forwarding switch, and of the record of its
+// setting before the first EnableNAT turned it on (a variable for tests).
+var (
+	forwardingSwitch = "/proc/sys/net/ipv4/ip_forward"
+	forwardingRecord = "/run/codehub-ip_forward"
+)
+
+// enableForwarding turns the host's IPv4 forwarding on, first recording
+// that it was off, unless a record is there already (an earlier
+// EnableNAT's).
+func enableForwarding() error {
+	return withForwardingLock(func() error {
+		cur, err := os.ReadFile(forwardingSwitch)
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(cur)) == "0" {
+			if _, err := os.Stat(forwardingRecord); errors.Is(err, fs.ErrNotExist) {
+				if err := os.WriteFile(forwardingRecord, []byte("0\n"), 0o600); err != nil {
+					return fmt.Errorf("record the host's forwarding setting: %w", err)
+				}
+			}
+		}
+		return os.WriteFile(forwardingSwitch, []byte("1"), 0)
+	})
+}
+
+// RestoreForwarding turns the host's IPv4 forwarding off again when
+// EnableNAT turned it on and no namespace with NAT is left (no rule of
+// this package's in nat/POSTROUTING, whichever process made it). It
+// reports whether it did. Delete and Remove call it.
+func RestoreForwarding(ctx context.Context) (bool, error) {
+	restored := false
+	err := withForwardingLock(func() error {
+		if _, err := os.Stat(forwardingRecord); errors.Is(err, fs.ErrNotExist) {
+			return nil // on before codehub, or never turned on by it
+		}
+		if natLeft(ctx) {
+			return nil // a namespace still has NAT
+		}
+		if err := os.WriteFile(forwardingSwitch, []byte("0"), 0); err != nil {
+			return fmt.Errorf("restore the host's forwarding setting: %w", err)
+		}
+		restored = true
+		return os.Remove(forwardingRecord)
+	})
+	return restored, err
+}
+
+// natLeft reports whether any namespace still has NAT: a rule of this
+// package's in nat/POSTROUTING, whichever process made it (a variable for
+// tests).
+var natLeft = func(ctx context.Context) bool {
+	out, err := output(ctx, "iptables", "-w", "-t", "nat", "-S", "POSTROUTING")
+	if err != nil {
+		return true // cannot tell: leave forwarding as it is
+	}
+	return strings.Contains(string(out), ruleTag)
+}
+
+// withForwardingLock runs fn holding an exclusive lock that every process
+// of this package takes around the forwarding switch and its record.
+func withForwardingLock(fn func() error) error {
+	f, err := os.OpenFile(forwardingRecord+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
+	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing unlocks too
+	return fn()
 }

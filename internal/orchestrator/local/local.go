@@ -84,6 +84,10 @@ type Config struct {
 	// ReadOnlyPaths are further host paths the process strategy's
 	// sandboxes show, read-only (tools under /opt...).
 	ReadOnlyPaths []string
+	// CleanupGrace is how long Sweep waits before it deletes the account,
+	// storage and home of an unclaimed workspace the registry no longer
+	// has (default 1h; negative: at once).
+	CleanupGrace time.Duration
 	// ReadyTimeout bounds the wait for an agent to listen (default 30s).
 	ReadyTimeout time.Duration
 }
@@ -113,6 +117,9 @@ var _ workspace.Orchestrator = (*Orchestrator)(nil)
 func New(cfg Config, log hclog.Logger) (*Orchestrator, error) {
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 30 * time.Second
+	}
+	if cfg.CleanupGrace == 0 {
+		cfg.CleanupGrace = time.Hour
 	}
 	switch cfg.Strategy {
 	case StrategyProcess:
@@ -649,26 +656,49 @@ func (o *Orchestrator) launch(ctx context.Context, w *workspace.Workspace, cmd *
 }
 
 // Stop implements workspace.Orchestrator: ask the agent to stop, then make
-// sure, then release the cgroup, namespace and mount (the image stays).
+// sure, then free what it held (the image and home stay).
 func (o *Orchestrator) Stop(ctx context.Context, w *workspace.Workspace) error {
 	if w.Address != "" && w.Secret != "" {
 		o.askStop(ctx, w)
 	}
-	var cg *cgroup.Group
-	if name := w.Meta["cgroup"]; name != "" {
-		cg, _ = cgroup.Open(name)
-	}
 	if w.PID > 0 && o.isAgent(w.PID) {
 		if !waitGone(ctx, w.PID, 15*time.Second) {
-			if cg != nil {
+			if cg := o.openCgroup(w); cg != nil {
 				_ = cg.Kill()
 			}
 			_ = syscall.Kill(-w.PID, syscall.SIGKILL) // its session's process group
 			waitGone(ctx, w.PID, 5*time.Second)
 		}
 	}
+	o.cleanup(ctx, w)
+	return nil
+}
+
+// openCgroup returns the workspace's cgroup if it exists.
+func (o *Orchestrator) openCgroup(w *workspace.Workspace) *cgroup.Group {
+	for _, name := range []string{w.Meta["cgroup"], o.cgroupName(w)} {
+		if name == "" || o.cfg.Strategy != StrategyProcess && name != w.Meta["cgroup"] {
+			continue
+		}
+		if cg, err := cgroup.Open(name); err == nil {
+			return cg
+		}
+	}
+	return nil
+}
+
+// cleanup frees everything the host may hold of w while it runs, found
+// by the names derived from its id as well as by what Start recorded, so
+// that a start cut short (the gateway killed before it recorded
+// anything) is undone too. Freeing what is not there is no error.
+func (o *Orchestrator) cleanup(ctx context.Context, w *workspace.Workspace) {
+	cg := o.openCgroup(w)
 	var ns *netns.NS
-	if name := w.Meta["netns"]; name != "" {
+	name := w.Meta["netns"]
+	if name == "" && o.cfg.Strategy == StrategyProcess {
+		name = o.netnsName(w)
+	}
+	if name != "" {
 		var err error
 		if ns, err = netns.Open(ctx, name); err != nil {
 			// Nothing to attach to, but its rules and files may be left.
@@ -678,7 +708,6 @@ func (o *Orchestrator) Stop(ctx context.Context, w *workspace.Workspace) error {
 		}
 	}
 	o.release(ctx, w, cg, ns)
-	return nil
 }
 
 // release frees what a workspace held while running.
@@ -714,7 +743,10 @@ func (o *Orchestrator) release(ctx context.Context, w *workspace.Workspace, cg *
 
 // workspaceMark is the environment entry every process of a workspace
 // inherits from its agent.
-func workspaceMark(w *workspace.Workspace) string { return "CODEHUB_WORKSPACE_ID=" + w.ID }
+func workspaceMark(w *workspace.Workspace) string { return markKey + "=" + w.ID }
+
+// markKey is the variable of the mark.
+const markKey = "CODEHUB_WORKSPACE_ID"
 
 // killLeftovers ends the processes of a workspace that outlived its agent:
 // when the agent is killed outright, code-server's processes are
