@@ -8,11 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/codehub-dev/codehub/internal/cgroup"
+	"github.com/codehub-dev/codehub/internal/netns"
+	"github.com/codehub-dev/codehub/internal/osuser"
 	"github.com/codehub-dev/codehub/internal/workspace"
 )
 
@@ -232,4 +236,108 @@ func procStatus(t *testing.T, pid int) map[string]string {
 		st[k] = strings.TrimSpace(v)
 	}
 	return st
+}
+
+// hostLeftovers lists what the host holds of workspace id, of the
+// installation e.
+func (e *wsEnv) hostLeftovers(id string) []string {
+	short := strings.TrimPrefix(id, "ws-")
+	var left []string
+	if _, err := cgroup.Open("codehub/" + id); err == nil {
+		left = append(left, "cgroup")
+	}
+	if _, err := os.Stat(filepath.Join(netns.RunDir, "codehub-"+short)); err == nil {
+		left = append(left, "network namespace")
+	}
+	if out, err := exec.Command("iptables-save").CombinedOutput(); err == nil && strings.Contains(string(out), "codehub-netns:codehub-"+short) {
+		left = append(left, "firewall rules")
+	}
+	if _, err := osuser.Lookup("codehub-" + short); err == nil {
+		left = append(left, "account")
+	}
+	for what, p := range map[string]string{
+		"image": filepath.Join(e.Base, ".images", id+".img"), "home": filepath.Join(e.Base, id),
+		"secret": filepath.Join("/run/codehub", id), "sandbox spec": filepath.Join("/run/codehub/.sandbox", id+".json"),
+	} {
+		if _, err := os.Stat(p); err == nil {
+			left = append(left, what)
+		}
+	}
+	for _, m := range e.mounts() {
+		if strings.Contains(m, id) {
+			left = append(left, "mount "+m)
+		}
+	}
+	return left
+}
+
+// TestGatewayKill9MidStart: a gateway killed (SIGKILL) in the middle of
+// starting a warm workspace, after it made the account and storage and
+// before it recorded anything else, leaves debris; the next gateway
+// frees all of it: no namespace, firewall rule, cgroup, account, image,
+// home or mount of that workspace is left, and the pool has a working
+// warm workspace again.
+func TestGatewayKill9MidStart(t *testing.T) {
+	t.Parallel()
+	bin := codehubBinary(t)
+	var (
+		e  *wsEnv
+		id string
+	)
+	for attempt := 1; ; attempt++ {
+		e = newWSEnv(t, wsOptions{WarmPool: 1})
+		p1 := e.startProcGateway(bin)
+		// The warm workspace's storage is made early in its start; kill
+		// the gateway the moment it appears.
+		images := filepath.Join(e.Base, ".images")
+		eventually(t, guard, "the warm workspace's storage to appear", func() bool {
+			ents, _ := os.ReadDir(images)
+			for _, ent := range ents {
+				if name, ok := strings.CutSuffix(ent.Name(), ".img"); ok {
+					id = name
+					return true
+				}
+			}
+			return false
+		})
+		p1.kill()
+		var w *workspace.Workspace
+		for _, x := range e.workspaces() {
+			if x.ID == id {
+				w = x
+			}
+		}
+		if w != nil && w.PID == 0 && w.State != workspace.StateRunning {
+			t.Logf("gateway killed mid-start of %s (attempt %d): the host holds %v", id, attempt, e.hostLeftovers(id))
+			break
+		}
+		if attempt == 3 {
+			t.Fatalf("three times the warm workspace had started before the gateway could be killed (last: %+v)", w)
+		}
+		t.Logf("attempt %d: the start of %s got further than its storage before the kill; again", attempt, id)
+	}
+	if left := e.hostLeftovers(id); !slices.Contains(left, "account") || !slices.Contains(left, "image") {
+		t.Fatalf("the test's premise: the killed start left %v, want at least its account and image", left)
+	}
+
+	p2 := e.startProcGateway(bin)
+	eventually(t, 2*guard, "the next gateway to free what the killed start left", func() bool {
+		return len(e.hostLeftovers(id)) == 0
+	})
+	for _, w := range e.workspaces() {
+		if w.ID == id {
+			t.Errorf("the registry still has the workspace whose start was cut short: %+v", w)
+		}
+	}
+	eventually(t, 2*guard, "a new warm workspace to run", func() bool {
+		for _, w := range e.workspaces() {
+			if w.UserID == "" && w.State == workspace.StateRunning {
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(p2.stderr.String(), "deleted the account of a workspace that no longer exists") {
+		t.Errorf("the next gateway did not log the account it deleted:\n%s", tail(p2.stderr.String(), 60))
+	}
 }

@@ -226,7 +226,7 @@ func (e *wsEnv) config() string {
 	fmt.Fprintf(&b, "    database {\n      type = \"sqlite\"\n      path = %q\n    }\n", e.DBPath)
 	fmt.Fprintf(&b, "    session {\n      store = \"database\"\n    }\n")
 	fmt.Fprintf(&b, "    password {\n      memory_kib = 8192\n      iterations = 1\n    }\n  }\n")
-	fmt.Fprintf(&b, "  isolation {\n    strategy = %q\n    base_path = %q\n    uid_min = %d\n    uid_max = %d\n    network = true\n  }\n",
+	fmt.Fprintf(&b, "  isolation {\n    strategy = %q\n    base_path = %q\n    uid_min = %d\n    uid_max = %d\n    network = true\n    cleanup_grace = \"0s\"\n  }\n",
 		o.Strategy, e.Base, e.UIDMin, e.UIDMax)
 	fmt.Fprintf(&b, "  limits {\n    max_sessions_per_user = 100\n    memory_limit_mb = %d\n    storage_quota_mb = %d\n    cpu_limit_percent = %d\n    max_processes = 2048\n  }\n",
 		o.MemoryMB, o.StorageMB, o.CPUPercent)
@@ -612,11 +612,22 @@ func procOf(pid int) (procInfo, bool) {
 	return p, true
 }
 
-// agentsOf lists the live `agent` processes running as uid.
+// agentsOf lists the workspaces running as uid by their first process:
+// the sandbox's init (process strategy), or the `agent` itself.
 func agentsOf(uid int) []procInfo {
 	var out []procInfo
-	for _, p := range processes() {
-		if p.UID == uid && len(p.Cmdline) > 1 && p.Cmdline[1] == "agent" {
+	all := processes()
+	isInit := map[int]bool{}
+	for _, p := range all {
+		if len(p.Cmdline) > 1 && p.Cmdline[1] == sandbox.InitCommand {
+			isInit[p.PID] = true
+		}
+	}
+	for _, p := range all {
+		if p.UID != uid || len(p.Cmdline) < 2 {
+			continue
+		}
+		if isInit[p.PID] || p.Cmdline[1] == "agent" && !isInit[p.PPID] {
 			out = append(out, p)
 		}
 	}

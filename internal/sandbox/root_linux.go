@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -100,6 +101,20 @@ func buildRoot(spec *Spec) error {
 	if err := unix.Mount("proc", filepath.Join(r, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
+	// The directories holding the home and the links get a tmpfs of
+	// their own: they show nothing but what is put there, and root may add
+	// a link later (a warm workspace claimed by a user).
+	var parents []string
+	for _, p := range slices.Concat(spec.Writable, slices.Collect(maps.Keys(spec.Links))) {
+		if d := filepath.Dir(p); d != "/" && !slices.Contains(parents, d) {
+			parents = append(parents, d)
+		}
+	}
+	for _, d := range parents {
+		if err := tmpfsWith(filepath.Join(r, d), unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755,size=64k"); err != nil {
+			return err
+		}
+	}
 	for _, p := range spec.ReadOnly {
 		if covered(p) {
 			continue
@@ -111,6 +126,14 @@ func buildRoot(spec *Spec) error {
 	for _, p := range spec.Writable {
 		if err := bind(p, filepath.Join(r, p), false); err != nil {
 			return err
+		}
+	}
+	for p, target := range spec.Links {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(r, p)), 0o755); err != nil {
+			return err
+		}
+		if err := os.Symlink(target, filepath.Join(r, p)); err != nil {
+			return fmt.Errorf("link %s: %w", p, err)
 		}
 	}
 

@@ -73,6 +73,9 @@ type Spec struct {
 	// Writable are host paths bound read-write at the same path (the
 	// workspace's home).
 	Writable []string `json:"writable,omitempty"`
+	// Links are symbolic links made inside, path to target (the user's
+	// <base>/<user-id> name of their home).
+	Links map[string]string `json:"links,omitempty"`
 	// Hide are paths under /etc left out (besides DefaultHidden), as
 	// "name" or "dir/name".
 	Hide []string `json:"hide,omitempty"`
@@ -114,6 +117,11 @@ func (s *Spec) Validate() error {
 	for _, p := range append(append([]string{}, s.ReadOnly...), s.Writable...) {
 		if !filepath.IsAbs(p) || filepath.Clean(p) != p || p == "/" {
 			errs = append(errs, fmt.Errorf("bind %q is not a clean absolute path below /", p))
+		}
+	}
+	for p := range s.Links {
+		if !filepath.IsAbs(p) || filepath.Clean(p) != p || p == "/" {
+			errs = append(errs, fmt.Errorf("link %q is not a clean absolute path below /", p))
 		}
 	}
 	for _, h := range s.Hide {

@@ -194,24 +194,31 @@ func New(cfg Config, log hclog.Logger) (*Orchestrator, error) {
 // Name implements workspace.Orchestrator.
 func (o *Orchestrator) Name() string { return "local" }
 
-// Describe says, for the start-up log, what the strategy isolates.
+// Describe says, for the start-up log, what the strategy isolates and
+// what it does not.
 func (o *Orchestrator) Describe() string {
 	if o.cfg.Strategy == StrategyDirectory {
-		return "workspaces run as this account, one directory each: users can read each other's files, " +
-			"see each other's processes and reach each other's ports, and no memory, CPU or storage limit applies. " +
-			"Run as root with isolation.strategy = \"process\" for real isolation"
+		return "workspaces run as this account, one directory each, with NO isolation: every user can read and change " +
+			"the others' files and this gateway's data, see and signal their processes and read their command lines, " +
+			"reach their ports and every service of this host (its UNIX sockets included: databases, Docker, Nomad, Consul), " +
+			"and no memory, CPU, process or storage limit applies. Run as root with isolation.strategy = \"process\" " +
+			"for real isolation"
 	}
-	net := "sharing the host's network"
+	net := "share this host's network: they reach its services on every address, and its abstract UNIX sockets"
 	switch {
 	case o.cfg.Network && !o.firewall:
-		net = "each in its own network namespace, without egress, from which THIS HOST'S SERVICES ARE REACHABLE (no iptables)"
+		net = "each have a network namespace of their own, without egress, from which THIS HOST'S SERVICES ARE REACHABLE " +
+			"over TCP (no iptables)"
 	case o.cfg.Network && o.cfg.Egress:
-		net = "each in its own network namespace, reaching the internet through NAT (egress) but not this host"
+		net = "each have a network namespace of their own, reaching the internet through NAT (egress) but not this host"
 	case o.cfg.Network:
-		net = "each in its own network namespace, without egress (reaching neither the internet nor this host)"
+		net = "each have a network namespace of their own, without egress (reaching neither the internet nor this host)"
 	}
-	return fmt.Sprintf("workspaces run as their own accounts (uid %d-%d), in cgroups with memory, CPU and pids limits, "+
-		"on per-user ext4 images that enforce the storage quota, %s", o.cfg.UIDMin, o.cfg.UIDMax, net)
+	return fmt.Sprintf("workspaces run as their own accounts (uid %d-%d) in sandboxes: their own mount namespace showing "+
+		"only the system directories, /etc without its secrets, their home and the IDE runtime (no host UNIX socket, "+
+		"no other home, nothing of /run or /var/lib), their own PID, IPC, UTS and cgroup namespaces, no capabilities, "+
+		"no_new_privs and a seccomp filter; cgroups limit memory, CPU and processes, per-user ext4 images the storage; "+
+		"they %s", o.cfg.UIDMin, o.cfg.UIDMax, net)
 }
 
 func short(id string) string { return strings.TrimPrefix(id, "ws-") }
@@ -348,6 +355,9 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 			Dir:      w.Home,
 			Env:      env,
 			Argv:     args,
+		}
+		if w.UserID != "" {
+			sb.Links = map[string]string{filepath.Join(o.cfg.BasePath, w.UserID): filepath.Base(w.Home)}
 		}
 		if ns != nil {
 			sb.NetNS = ns.Path()
@@ -827,9 +837,24 @@ func (o *Orchestrator) Alive(_ context.Context, w *workspace.Workspace) (bool, e
 }
 
 // Assign implements workspace.Orchestrator: the warm workspace's home
-// becomes the user's.
-func (o *Orchestrator) Assign(_ context.Context, w *workspace.Workspace, userID, username string) error {
-	return o.linkUser(w, userID)
+// becomes the user's, under <base>/<user-id> on the host and, for the
+// process strategy, inside the running sandbox too.
+func (o *Orchestrator) Assign(ctx context.Context, w *workspace.Workspace, userID, username string) error {
+	if err := o.linkUser(w, userID); err != nil {
+		return err
+	}
+	if o.cfg.Strategy != StrategyProcess || w.PID <= 0 || !o.isAgent(w.PID) {
+		return nil
+	}
+	// The sandbox's own mount namespace; its /var, where the base path
+	// lies, is a tmpfs root may write to.
+	link := filepath.Join(o.cfg.BasePath, userID)
+	out, err := exec.CommandContext(ctx, "nsenter", "--target", strconv.Itoa(w.PID), "--mount", "--",
+		"ln", "-sfn", filepath.Base(w.Home), link).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("link the user's home inside the workspace: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // reachable checks that every directory on the way to path can be
