@@ -153,14 +153,14 @@ func TestIsolationCrossUserAccess(t *testing.T) {
 		}
 		for _, w := range []*workspace.Workspace{wa, wb} {
 			uid, _ := strconv.Atoi(w.Meta["uid"])
-			if p, ok := procOf(w.PID); !ok || p.UID != uid {
+			if p, ok := agentOf(w); !ok || p.UID != uid {
 				t.Errorf("agent of %s: %+v, want uid %d", w.ID, p, uid)
 			}
 			h, err := agentHealth(t, w)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p, ok := procOf(h.IDE.PID); !ok || p.UID != uid {
+			if p, ok := procOf(hostPID(w, h.IDE.PID)); !ok || p.UID != uid {
 				t.Errorf("code-server of %s: %+v, want uid %d", w.ID, p, uid)
 			}
 		}
@@ -539,7 +539,7 @@ func TestHogKilledByCgroup(t *testing.T) {
 	if !ok {
 		t.Fatal("alice's agent is gone")
 	}
-	hog := asWorkspace(wa, agent.Cmdline[0], hogCommand)
+	hog := inCgroup(asWorkspace(wa, agent.Cmdline[0], hogCommand))
 	stdin, err := hog.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -553,7 +553,7 @@ func TestHogKilledByCgroup(t *testing.T) {
 		hog.Process.Kill()
 		t.Fatalf("put the hog into alice's cgroup: %v", err)
 	}
-	io.WriteString(stdin, "go\n")
+	io.WriteString(stdin, "go\ngo\n") // one line for inCgroup, one for the hog
 	stdin.Close()
 	waited := make(chan error, 1)
 	go func() { waited <- hog.Wait() }()
@@ -714,7 +714,7 @@ func TestIsolationAgentAPINotProxied(t *testing.T) {
 		t.Errorf("POST %s through the gateway stops the agent: %d %.200q", agentapi.PathStop, r.Status, r.Body)
 	}
 	time.Sleep(2 * time.Second)
-	if p, ok := procOf(w.PID); !ok || len(p.Cmdline) < 2 || p.Cmdline[1] != "agent" {
-		t.Errorf("alice's agent (pid %d) is gone after her POST %s", w.PID, agentapi.PathStop)
+	if _, ok := agentOf(w); !ok {
+		t.Errorf("alice's agent (workspace pid %d) is gone after her POST %s", w.PID, agentapi.PathStop)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/codehub-dev/codehub/internal/buildinfo"
 	"github.com/codehub-dev/codehub/internal/config"
+	"github.com/codehub-dev/codehub/internal/sandbox"
 )
 
 // usageError is a mistake on the command line; main exits 2 for it.
@@ -47,6 +48,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return runHashPassword(args[2:], stdin, stdout, stderr)
 		case "agent":
 			return runAgent(ctx, args[2:], getenv, stdin, stdout, stderr)
+		case sandbox.InitCommand: // started by the gateway, not by people
+			return runSandboxInit(args[2:], stdin, stderr)
 		case "config":
 			return runConfig(args[2:], getenv, stdout, stderr)
 		case "user":
@@ -65,6 +68,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		}
 	}
 	return runServe(ctx, args, getenv, stdout, stderr)
+}
+
+// runSandboxInit is `codehub sandbox-init --spec FILE`: the first process
+// of a workspace's sandbox (see internal/sandbox). It does not return.
+func runSandboxInit(args []string, stdin io.Reader, stderr io.Writer) error {
+	if len(args) != 2 || args[0] != "--spec" {
+		return usageError{"usage: codehub " + sandbox.InitCommand + " --spec FILE (started by the gateway)"}
+	}
+	sandbox.Init(args[1], stdin, stderr)
+	return nil
 }
 
 func printVersion(w io.Writer) {

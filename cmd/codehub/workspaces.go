@@ -127,7 +127,8 @@ func (a *app) openLocal(ctx context.Context, getenv func(string) string, strat, 
 		Strategy: strat, BasePath: base, RuntimeDir: runtimeDir, Agent: agentBin, CodeServer: cs,
 		UIDMin: cfg.MultiUser.Isolation.UIDMin, UIDMax: cfg.MultiUser.Isolation.UIDMax,
 		Network: cfg.MultiUser.Isolation.Network, Egress: cfg.MultiUser.Isolation.Egress,
-		ExtraArgs: cfg.CodeServer.Args, Env: env,
+		ExtraArgs: cfg.CodeServer.Args, Env: env, ReadOnlyPaths: cfg.MultiUser.Isolation.ReadOnlyPaths,
+		CleanupGrace: cleanupGrace(cfg.MultiUser.Isolation.CleanupGrace.D()),
 	}, a.log.Named("local"))
 	if err != nil {
 		return nil, err
@@ -138,6 +139,15 @@ func (a *app) openLocal(ctx context.Context, getenv func(string) string, strat, 
 		a.log.Info("isolation strategy \"process\": " + orch.Describe())
 	}
 	return orch, nil
+}
+
+// cleanupGrace turns the configuration's grace (0: at once) into the
+// orchestrator's (0: the default, negative: at once).
+func cleanupGrace(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*workspaces, error) {

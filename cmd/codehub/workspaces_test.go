@@ -195,7 +195,7 @@ func TestWorkspaceCodeServerKilled(t *testing.T) {
 		t.Fatalf("agent health: %+v %v", h, err)
 	}
 	// code-server leads a process group of its own.
-	if err := syscall.Kill(-h.IDE.PID, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(-hostPID(w, h.IDE.PID), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, guard, "code-server to be running again", func() bool {

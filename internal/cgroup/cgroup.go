@@ -708,3 +708,48 @@ func unescapeMount(s string) string {
 	}
 	return b.String()
 }
+
+// Children returns the names of the groups directly under parent (such
+// as "codehub/ws-1" under "codehub"), in any hierarchy the package uses:
+// after a crash, some may exist in one v1 hierarchy and not another.
+// A parent that does not exist has none.
+func Children(parent string) ([]string, error) {
+	if err := validName(parent); err != nil {
+		return nil, err
+	}
+	v, err := Detect()
+	if err != nil {
+		return nil, err
+	}
+	var roots []string
+	if v == V2 {
+		roots = []string{Root}
+	} else {
+		mounts, err := v1Mounts()
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range v1Controllers() {
+			if m, ok := mounts[c]; ok && !slices.Contains(roots, m) {
+				roots = append(roots, m)
+			}
+		}
+	}
+	var names []string
+	for _, r := range roots {
+		ents, err := os.ReadDir(filepath.Join(r, parent))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if n := parent + "/" + e.Name(); e.IsDir() && !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}

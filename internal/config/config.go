@@ -373,8 +373,17 @@ type Isolation struct {
 	// marketplace), NATed through the uplink of the host's default route.
 	// Off, they reach nothing but the gateway's connections to them.
 	// Either way they cannot open connections to the host itself.
-	Egress    bool      `config:"egress"`
-	Container Container `config:"container"`
+	Egress bool `config:"egress"`
+	// ReadOnlyPaths are host paths (tools under /opt, a shared SDK...)
+	// that process-strategy workspaces see, read-only; their view of the
+	// machine has only the system directories, /etc without its secrets,
+	// their own home and the IDE's runtime otherwise.
+	ReadOnlyPaths []string `config:"read-only-paths"`
+	// CleanupGrace is how long after a workspace left the registry
+	// (a warm workspace dropped, a start cut short) its account, storage
+	// image and home are deleted; never for a home that was a user's.
+	CleanupGrace Duration  `config:"cleanup-grace"`
+	Container    Container `config:"container"`
 }
 
 // Container is the design's container isolation block.
@@ -557,6 +566,7 @@ func Default(getenv func(string) string) *Config {
 			Isolation: Isolation{
 				Strategy: "auto", BasePath: filepath.Join(dataHome, "codehub", "users"),
 				UIDMin: 200000, UIDMax: 209999, Network: true, Egress: true,
+				CleanupGrace: Duration(time.Hour),
 			},
 			Limits: Limits{
 				MaxSessionsPerUser: 5, MaxConcurrentConnections: 100, MaxGatewayConnections: 10000,

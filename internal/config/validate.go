@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -198,6 +199,11 @@ func (v *validator) multiUser(m *MultiUser) {
 	v.oneOf("multi-user.isolation.strategy", m.Isolation.Strategy, "auto", "process", "directory", "container")
 	if m.Isolation.BasePath == "" {
 		v.fail("multi-user.isolation.base-path", "must name a directory")
+	}
+	for _, ro := range m.Isolation.ReadOnlyPaths {
+		if !filepath.IsAbs(ro) || filepath.Clean(ro) != ro || ro == "/" {
+			v.fail("multi-user.isolation.read-only-paths", "%q must be a clean absolute path below /", ro)
+		}
 	}
 	if m.Isolation.UIDMin < 1000 || m.Isolation.UIDMax < m.Isolation.UIDMin {
 		v.fail("multi-user.isolation.uid-min", "the workspace uid range %d-%d must be above 999 and not empty", m.Isolation.UIDMin, m.Isolation.UIDMax)

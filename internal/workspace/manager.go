@@ -56,6 +56,10 @@ type Config struct {
 	// HealthInterval and IdleInterval pace the background checks
 	// (defaults 5s and 30s).
 	HealthInterval, IdleInterval time.Duration
+	// SweepInterval paces the search for what workspaces left behind on
+	// this host, with an orchestrator that can (a Sweeper; default 10m):
+	// once at start, after re-attaching, then at this interval.
+	SweepInterval time.Duration
 	// BackoffMin and BackoffMax bound the wait before restarting a
 	// workspace that crashed (defaults 1s and 1m).
 	BackoffMin, BackoffMax time.Duration
@@ -131,6 +135,9 @@ func NewManager(cfg Config, log hclog.Logger) *Manager {
 	}
 	if cfg.HealthInterval <= 0 {
 		cfg.HealthInterval = 5 * time.Second
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 10 * time.Minute
 	}
 	if cfg.IdleInterval <= 0 {
 		cfg.IdleInterval = 30 * time.Second
@@ -747,11 +754,14 @@ func (m *Manager) idleFrom(ctx context.Context, w *Workspace, act agentapi.Activ
 // checks health and idleness and keeps the warm pool full until ctx ends.
 func (m *Manager) Run(ctx context.Context) error {
 	m.reattach(ctx)
+	m.sweep(ctx)
 	m.refillPool(ctx)
 	health := time.NewTicker(m.cfg.HealthInterval)
 	defer health.Stop()
 	idle := time.NewTicker(m.cfg.IdleInterval)
 	defer idle.Stop()
+	sweep := time.NewTicker(m.cfg.SweepInterval)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -761,7 +771,36 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.refillPool(ctx)
 		case <-idle.C:
 			m.checkIdle(ctx)
+		case <-sweep.C:
+			m.sweep(ctx)
 		}
+	}
+}
+
+// sweep has the orchestrator free what workspaces left on this host that
+// the registry does not account for.
+func (m *Manager) sweep(ctx context.Context) {
+	s, ok := m.orch.(Sweeper)
+	if !ok {
+		return
+	}
+	err := s.Sweep(ctx, func(ctx context.Context) (Registry, error) {
+		all, err := m.store.List(ctx)
+		if err != nil {
+			return Registry{}, fmt.Errorf("read the workspace registry: %w", err)
+		}
+		reg := Registry{Live: map[string]bool{}, Known: map[string]bool{}}
+		for _, w := range all {
+			reg.Known[w.ID] = true
+			switch w.State {
+			case StateQueued, StateStarting, StateRunning, StateStopping:
+				reg.Live[w.ID] = true
+			}
+		}
+		return reg, nil
+	})
+	if err != nil {
+		m.log.Warn("clean up what workspaces left behind", "error", err)
 	}
 }
 

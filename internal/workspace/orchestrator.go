@@ -98,6 +98,22 @@ type Orchestrator interface {
 	Assign(ctx context.Context, w *Workspace, userID, username string) error
 }
 
+// Sweeper is implemented by orchestrators that can find what workspaces
+// left on their hosts (a gateway killed in the middle of a start, a
+// workspace dropped from the registry) and free it.
+type Sweeper interface {
+	// Sweep looks at the host, then calls registry for what the registry
+	// holds at that moment, and frees what belongs to no live workspace.
+	Sweep(ctx context.Context, registry func(context.Context) (Registry, error)) error
+}
+
+// Registry is what Sweep keeps: Live are the workspaces that may run on
+// this host now (queued, starting, running or stopping); Known are all
+// the registry has, anywhere, in any state.
+type Registry struct {
+	Live, Known map[string]bool
+}
+
 // Resolver is implemented by orchestrators whose workspaces are found
 // through service discovery (Nomad with Consul): the address of a running
 // workspace comes from the discovery's view of healthy instances, so that
