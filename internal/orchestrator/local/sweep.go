@@ -27,13 +27,13 @@ var _ workspace.Sweeper = (*Orchestrator)(nil)
 
 // held is what the host holds of one workspace of this installation.
 type held struct {
-	account  string // OS account name
-	image    bool   // storage image under .images
-	home     bool   // home directory under the base path
-	mounted  bool   // home mounted
-	cgroup   bool
-	netns    bool
-	procs    bool // processes carrying its mark (directory strategy)
+	account   string // OS account name
+	image     bool   // storage image under .images
+	home      bool   // home directory under the base path
+	mounted   bool   // home mounted
+	cgroup    bool
+	netns     bool
+	procs     bool   // processes carrying its mark (directory strategy)
 	claimedBy string // the user whose link names its home
 }
 
