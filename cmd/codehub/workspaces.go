@@ -316,7 +316,7 @@ type idleView struct {
 type usageView struct {
 	Storage resources.StorageUsage `json:"storage"`
 	Memory  resources.MemoryUsage  `json:"memory"`
-	CPU struct {
+	CPU     struct {
 		Seconds float64 `json:"seconds"`
 		Limit   int     `json:"limit"`
 	} `json:"cpu"`
