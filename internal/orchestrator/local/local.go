@@ -298,8 +298,8 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 	return launched, nil
 }
 
-// mountHome gives the workspace its storage: an ext4 image of the policy's
-// size, mounted on its home, owned by its account, mode 0700.
+// mountHome gives the workspace its storage: an ext4 image that holds the
+// policy's storage, mounted on its home, owned by its account, mode 0700.
 func (o *Orchestrator) mountHome(ctx context.Context, w *workspace.Workspace, p workspace.Policy, uid, gid int) error {
 	// The user gets the policy's storage to write; the image is larger by
 	// ext4's own. It grows with the policy (offline, which needs no
