@@ -108,6 +108,9 @@ type wsOptions struct {
 	MemoryMB, StorageMB, CPUPercent int
 	// WarmPool is the warm pool's size (0: the pool is disabled).
 	WarmPool int
+	// SampleInterval is the usage sampler's (default the configuration's
+	// 1m).
+	SampleInterval time.Duration
 }
 
 // wsEnv is one test's installation.
@@ -230,6 +233,9 @@ func (e *wsEnv) config() string {
 		o.Strategy, e.Base, e.UIDMin, e.UIDMax)
 	fmt.Fprintf(&b, "  limits {\n    max_sessions_per_user = 100\n    memory_limit_mb = %d\n    storage_quota_mb = %d\n    cpu_limit_percent = %d\n    max_processes = 2048\n  }\n",
 		o.MemoryMB, o.StorageMB, o.CPUPercent)
+	if o.SampleInterval > 0 {
+		fmt.Fprintf(&b, "  usage {\n    sample_interval = %q\n  }\n", o.SampleInterval.String())
+	}
 	fmt.Fprintf(&b, "  scaling {\n    start_concurrency = 4\n    container_pool {\n      enabled = %t\n      warm_pool_size = %d\n      max_idle_minutes = 0\n    }\n  }\n}\n",
 		o.WarmPool > 0, o.WarmPool)
 	return b.String()

@@ -597,6 +597,25 @@ func (g *Group) Stats() (Stats, error) {
 	return s, nil
 }
 
+// OOMKills returns how many processes of the group the OOM killer has
+// killed since the group was made: Stats().OOMKills, reading one file
+// (cgroup v2 memory.events, v1 memory.oom_control; 0 on kernels before
+// 4.13, which do not count). Returns ErrNotFound if the group was removed.
+func (g *Group) OOMKills() (int64, error) {
+	ctrl, file := "", "memory.events"
+	if g.version == V1 {
+		ctrl, file = "memory", "memory.oom_control"
+	}
+	n, err := g.readKey(ctrl, file, "oom_kill")
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(g.dirs[ctrl]); errors.Is(serr, fs.ErrNotExist) {
+			return 0, fmt.Errorf("oom kills of cgroup %s: %w", g.name, ErrNotFound)
+		}
+		return 0, nil // the memory controller is not enabled for the group
+	}
+	return n, err
+}
+
 func (g *Group) path(ctrl, file string) string { return filepath.Join(g.dirs[ctrl], file) }
 
 func (g *Group) exists(ctrl, file string) bool {

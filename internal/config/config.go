@@ -454,6 +454,11 @@ type Limits struct {
 	// allowed at once.
 	AnonymousAPIRequestsPerMinute int `config:"anonymous-api-requests-per-minute"`
 	AnonymousAPIBurst             int `config:"anonymous-api-burst"`
+
+	// StorageWarningPercent is the share of their storage a user has
+	// used when the editor, /account and the dashboard warn them (100:
+	// only when full).
+	StorageWarningPercent int `config:"storage-warning-percent"`
 }
 
 // Features switch optional parts on and off.
@@ -573,6 +578,7 @@ func Default(getenv func(string) string) *Config {
 				StorageQuotaMB: 10240, MemoryLimitMB: 4096, CPULimitPercent: 100, MaxProcesses: 2048,
 				APIRequestsPerMinute: 600, APIBurst: 200,
 				AnonymousAPIRequestsPerMinute: 300, AnonymousAPIBurst: 100,
+				StorageWarningPercent: 90,
 			},
 			Features: Features{AuditLogging: true, UsageAnalytics: true, AdminDashboard: true, MetricsExport: "prometheus"},
 			Usage:    Usage{SampleInterval: Duration(time.Minute), Retention: Duration(8 * 24 * time.Hour)},

@@ -199,6 +199,11 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "storage warning out of range", file: "c.hcl",
+			content: "deployment_mode = \"multi\"\nmulti_user {\n  limits {\n    storage_warning_percent = 120\n  }\n}\n",
+			want:    []string{`DIR/c.hcl:4:5: multi-user.limits.storage_warning_percent: must be 1 to 100, got 120`},
+		},
+		{
 			name: "YAML syntax", file: "c.yaml",
 			content: "auth: password\n  bad: [\n",
 			want:    []string{`DIR/c.yaml:2: mapping values are not allowed in this context`},

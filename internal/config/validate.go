@@ -241,6 +241,9 @@ func (v *validator) multiUser(m *MultiUser) {
 	if l.AnonymousAPIRequestsPerMinute > 0 && l.AnonymousAPIBurst < 1 {
 		v.fail("multi-user.limits.anonymous-api-burst", "must be at least 1 when anonymous-api-requests-per-minute is set")
 	}
+	if l.StorageWarningPercent < 1 || l.StorageWarningPercent > 100 {
+		v.fail("multi-user.limits.storage-warning-percent", "must be 1 to 100, got %d", l.StorageWarningPercent)
+	}
 	if m.Usage.SampleInterval < Duration(time.Second) {
 		v.fail("multi-user.usage.sample-interval", "must be at least 1s, got %s", m.Usage.SampleInterval)
 	}

@@ -96,6 +96,8 @@ type fakeWorkspaces struct {
 
 	mu sync.Mutex
 	ws []*workspace.Workspace
+	// usage, when set, is what every agent reports.
+	usage *agentapi.Usage
 }
 
 func (f *fakeWorkspaces) add(w *workspace.Workspace) {
@@ -181,6 +183,11 @@ func (f *fakeWorkspaces) Of(_ context.Context, userID string) (*workspace.Worksp
 }
 
 func (f *fakeWorkspaces) Usage(_ context.Context, w *workspace.Workspace) (agentapi.Usage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.usage != nil {
+		return *f.usage, nil
+	}
 	return agentapi.Usage{StorageBytes: 300 << 20, StorageLimitBytes: 1 << 30, MemoryBytes: 256 << 20, CPUSeconds: 1}, nil
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -349,7 +350,21 @@ func quotaGauges(qs []resources.QuotaStatus) []gauge {
 		case resources.CPU:
 			label, format = "CPU", formatPercent
 		}
-		out = append(out, newGauge(label, q.Current, q.Limit, format))
+		g := newGauge(label, q.Current, q.Limit, format)
+		g.Exceeded, g.Warning = q.Exceeded, q.Warning
+		switch {
+		case q.Resource == resources.Storage && !q.Unlimited:
+			pct := 100.0
+			if !q.Exceeded {
+				pct = min(99, math.Floor(100*q.Current/q.Limit))
+			}
+			g.Text = storageText(resources.StorageUsage{Used: int64(q.Current), Limit: int64(q.Limit), Percent: pct,
+				Full: q.Exceeded, Warning: q.Warning})
+		case q.Resource == resources.Memory && q.OOMKills > 0:
+			g.Text += "; " + oomText(q.OOMKills)
+			g.Warning = true
+		}
+		out = append(out, g)
 	}
 	return out
 }
@@ -548,6 +563,8 @@ type workspaceRow struct {
 	Restarts                                    int
 	Started, LastActivity                       when
 	Storage, Memory, CPU                        string
+	StorageFull, StorageWarning                 bool
+	OOMKills                                    int64
 	LastError                                   string
 	CanStop, CanRestart                         bool
 }
@@ -577,8 +594,13 @@ func (s *Server) handleWorkspacesPage() http.Handler {
 				row.Uptime = span(time.Duration(x.UptimeSeconds) * time.Second)
 			}
 			if u := x.Usage; u != nil {
-				row.Storage = newGauge("", float64(u.Storage.Used), float64(u.Storage.Limit), formatBytes).Text
+				row.Storage = storageText(u.Storage)
+				row.StorageFull, row.StorageWarning = u.Storage.Full, u.Storage.Warning
 				row.Memory = newGauge("", u.Memory.MB, float64(u.Memory.Limit), formatMB).Text
+				if u.Memory.OOMKills > 0 {
+					row.Memory += "; " + oomText(u.Memory.OOMKills)
+					row.OOMKills = u.Memory.OOMKills
+				}
 				row.CPU = newGauge("", u.CPU.Percent, float64(u.CPU.Limit), formatPercent).Text
 			}
 			pg.Workspaces = append(pg.Workspaces, row)

@@ -607,11 +607,22 @@ func (m *Manager) healthy(ctx context.Context, w *Workspace) bool {
 	return h.Status == "running"
 }
 
-// Usage returns the workspace's resource use, from its agent.
+// Usage returns the workspace's resource use, from its agent, with the
+// OOM kills counted by the orchestrator when it can (OOMCounter).
 func (m *Manager) Usage(ctx context.Context, w *Workspace) (agentapi.Usage, error) {
 	var u agentapi.Usage
-	err := m.agentGet(ctx, w, agentapi.PathUsage, &u)
-	return u, err
+	if err := m.agentGet(ctx, w, agentapi.PathUsage, &u); err != nil {
+		return u, err
+	}
+	u.OOMKills = 0 // only the orchestrator's count is trusted
+	if c, ok := m.orch.(OOMCounter); ok {
+		n, err := c.OOMKills(ctx, w)
+		if err != nil {
+			m.log.Debug("count OOM kills", "workspace", w.ID, "error", err)
+		}
+		u.OOMKills = n
+	}
+	return u, nil
 }
 
 // Activity returns what the agent saw the user do.

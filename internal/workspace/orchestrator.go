@@ -123,3 +123,14 @@ type Resolver interface {
 	// no healthy instance is known.
 	Resolve(ctx context.Context, w *Workspace) (addr string, ok bool)
 }
+
+// OOMCounter is implemented by orchestrators that can count the processes
+// the kernel killed in a workspace for lack of memory (its cgroup's
+// oom_kill counter). The count is read by the gateway, not reported by
+// the workspace, whose processes could not see it from inside their
+// sandbox and could change what the agent says.
+type OOMCounter interface {
+	// OOMKills returns how many of w's processes were killed for lack of
+	// memory since w started.
+	OOMKills(ctx context.Context, w *Workspace) (int64, error)
+}

@@ -386,38 +386,18 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 	return launched, nil
 }
 
-// mountHome gives the workspace its storage: an ext4 image of the policy's
-// size, mounted on its home, owned by its account, mode 0700.
+// mountHome gives the workspace its storage: an ext4 image that holds the
+// policy's storage, mounted on its home, owned by its account, mode 0700.
 func (o *Orchestrator) mountHome(ctx context.Context, w *workspace.Workspace, p workspace.Policy, uid, gid int) error {
-	img := o.imagePath(w)
-	size := int64(p.StorageMB) << 20
-	if size < quota.MinSize {
-		size = quota.MinSize
-	}
-	if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
-		if err := quota.Create(ctx, img, size, quota.CreateOptions{UID: uid, GID: gid}); err != nil {
-			return fmt.Errorf("create storage of %d MiB: %w", p.StorageMB, err)
-		}
+	// The user gets the policy's storage to write; the image is larger by
+	// ext4's own. It grows with the policy (offline, which needs no
+	// CAP_SYS_RESOURCE), never shrinking under a user's files.
+	err := quota.Provision(ctx, o.imagePath(w), w.Home, int64(p.StorageMB)<<20,
+		quota.CreateOptions{UID: uid, GID: gid}, quota.MountOptions{NoSuid: true, NoDev: true})
+	if errors.Is(err, quota.ErrShort) {
+		o.log.Warn("could not give the workspace all of its storage; it keeps what it has", "workspace", w.ID, "error", err)
 	} else if err != nil {
-		return err
-	} else if fi, err := os.Stat(img); err == nil && size > fi.Size() {
-		// Storage grows with the policy, offline while the workspace is
-		// stopped: that needs no CAP_SYS_RESOURCE, which online growth
-		// does and which containers often drop even for root.
-		if mounted, _ := quota.IsMounted(w.Home); !mounted {
-			if err := quota.Grow(ctx, img, "", size); err != nil {
-				o.log.Warn("could not grow the workspace's storage; it keeps its size", "workspace", w.ID, "error", err)
-			}
-		}
-	}
-	if err := quota.Mount(ctx, img, w.Home, quota.MountOptions{NoSuid: true, NoDev: true}); err != nil {
-		return fmt.Errorf("mount storage: %w", err)
-	}
-	// Storage grows with the policy; it never shrinks under a user's files.
-	if _, total, err := quota.Usage(w.Home); err == nil && size > total+(4<<20) {
-		if err := quota.Grow(ctx, img, w.Home, size); err != nil {
-			o.log.Warn("could not grow the workspace's storage; it keeps its size", "workspace", w.ID, "error", err)
-		}
+		return fmt.Errorf("storage of %d MiB: %w", p.StorageMB, err)
 	}
 	if err := os.Chown(w.Home, uid, gid); err != nil {
 		return err
