@@ -1,14 +1,18 @@
 package discovery_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -300,11 +304,17 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// eventually polls cond until it holds; guard only keeps a broken test
-// from hanging, it asserts nothing about time.
+// eventually polls cond until it holds; its 20s guard only keeps a
+// broken test from hanging, it asserts nothing about time.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	const guard = 20 * time.Second
+	eventuallyWithin(t, 20*time.Second, what, cond)
+}
+
+// eventuallyWithin is eventually with another guard, for what a real
+// agent does on its own schedule.
+func eventuallyWithin(t testing.TB, guard time.Duration, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(guard)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -313,6 +323,59 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// sentRegistration is a service registration as it left for Consul.
+type sentRegistration struct {
+	reg   api.AgentServiceRegistration
+	query url.Values
+}
+
+// registrations records the service registrations a client sends.
+type registrations struct {
+	mu   sync.Mutex
+	sent []sentRegistration
+}
+
+func (r *registrations) all() []sentRegistration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.sent)
+}
+
+// recordingClient is a client of the env's agent whose service
+// registrations are recorded in rec on their way.
+func (e *env) recordingClient(t *testing.T, rec *registrations) *api.Client {
+	t.Helper()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(tr.CloseIdleConnections)
+	c, err := api.NewClient(&api.Config{Address: e.addr, Scheme: "http", Token: e.token,
+		HttpClient: &http.Client{Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if req.Method == http.MethodPut && req.URL.Path == "/v1/agent/service/register" && req.Body != nil {
+				body, err := io.ReadAll(req.Body)
+				req.Body.Close()
+				if err != nil {
+					return nil, err
+				}
+				req.Body = io.NopCloser(bytes.NewReader(body))
+				var reg api.AgentServiceRegistration
+				if err := json.Unmarshal(body, &reg); err != nil {
+					t.Errorf("registration sent is not JSON: %v", err)
+				}
+				rec.mu.Lock()
+				rec.sent = append(rec.sent, sentRegistration{reg: reg, query: req.URL.Query()})
+				rec.mu.Unlock()
+			}
+			return tr.RoundTrip(req)
+		})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -244,6 +245,21 @@ func newWorkspaceServer(t *testing.T) *workspaceServer {
 	return ws
 }
 
+// rawGet is the body of GET url, compacted.
+func rawGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s %v", url, resp.StatusCode, b, err)
+	}
+	return strings.Join(strings.Fields(string(b)), "")
+}
+
 func checksOf(t *testing.T, c *api.Client, service string) api.HealthChecks {
 	t.Helper()
 	cs, _, err := c.Health().Checks(service, nil)
@@ -274,9 +290,20 @@ func TestHTTPCheck(t *testing.T) {
 		t.Errorf("check sent X-Secret %q", got)
 	}
 	cs := checksOf(t, c, "web")
-	if len(cs) != 1 || cs[0].CheckID != "service:web-1" || cs[0].Type != "http" ||
-		cs[0].Definition.HTTP != ws.URL+"/health" || cs[0].Definition.IntervalDuration != 20*time.Millisecond {
+	if len(cs) != 1 || cs[0].CheckID != "service:web-1" || cs[0].Type != "http" || cs[0].Name != "Service 'web' check" {
 		t.Errorf("check = %+v", cs[0])
+	}
+	// As Consul, an agent-registered check's definition is not given back:
+	// "Definition": {}, with the interval beside it.
+	for _, path := range []string{"/v1/health/checks/web", "/v1/agent/checks", "/v1/health/service/web"} {
+		body := rawGet(t, s.URL("dc1")+path)
+		if !strings.Contains(body, `"Definition":{}`) || strings.Contains(body, `"HTTP":`) || !strings.Contains(body, `"Interval":"20ms"`) {
+			t.Errorf("GET %s = %s; want an empty Definition and Interval 20ms", path, body)
+		}
+	}
+	if ac, err := c.Agent().Checks(); err != nil || ac["service:web-1"] == nil || ac["service:web-1"].Type != "http" ||
+		ac["service:web-1"].ServiceID != "web-1" || ac["service:web-1"].Definition.HTTP != "" {
+		t.Errorf("agent checks = %+v, %v", ac, err)
 	}
 	ws.code.Store(http.StatusTooManyRequests)
 	eventually(t, "warning", func() bool { return status() == api.HealthWarning })
@@ -610,7 +637,7 @@ func TestTCPAndGRPCChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "passing", func() bool { return checksOf(t, c, "tcp").AggregatedStatus() == api.HealthPassing })
-	if cs := checksOf(t, c, "tcp"); cs[0].Type != "tcp" || cs[1].Type != "grpc" || cs[1].Definition.GRPC != addr+"/health" {
+	if cs := checksOf(t, c, "tcp"); cs[0].Type != "tcp" || cs[1].Type != "grpc" || cs[1].Definition.GRPC != "" {
 		t.Fatalf("checks = %+v %+v", cs[0], cs[1])
 	}
 	ws.Close()
