@@ -10,13 +10,22 @@
 //
 // CONSUL_HTTP_TOKEN needs service:write on codehub-workspace-test-* and
 // the gateway test's service (a management token does); without ACLs,
-// leave it unset and the ACL test is skipped. For the second-datacenter
-// test, also set CODEHUB_CONSUL_DC2 (its name) and CODEHUB_CONSUL_DC2_ADDR
-// (an agent in it, WAN-federated with the first). Each test uses its own
-// service name and deregisters what it registered. Steps that need the
-// fake's helpers (holding a check's status, stopping a datacenter,
-// rewinding the index, counting requests at the server, the reaper under
-// a minute) are skipped against a real agent.
+// leave it unset and the ACL test is skipped. Each test uses its own
+// service name and deregisters what it registered.
+//
+// The second-datacenter test runs on two real dev agents (dc1 and dc2,
+// joined over the WAN on loopback ports of their own) that it starts
+// itself whenever a consul binary is on PATH or in CONSUL_BIN, with or
+// without CONSUL_HTTP_ADDR, and stops dc2's agent to play a datacenter
+// going away; otherwise on the fake's two datacenters. CODEHUB_CONSUL_DC2
+// and CODEHUB_CONSUL_DC2_ADDR (an agent in it) name a second datacenter
+// already federated with CONSUL_HTTP_ADDR's instead; that one is not
+// stopped.
+//
+// Against a real agent, the steps that need the fake's helpers (holding
+// a check's status at the server, rewinding the index, counting requests
+// at the server) are skipped, saying so; the gateway's reaping waits out
+// Consul's one-minute floor there.
 package discovery_test
 
 import (
@@ -214,11 +223,12 @@ func (e *env) requests() int {
 // away affects only its workspaces, after StaleFor.
 func TestResolveOtherDatacenter(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnvTwoDCs(t)
 	e.needDC2(t)
 	local, remote := newHealthServer(t, true), newHealthServer(t, true)
+	remoteInst := instance{id: "remote-1", workspaceID: "ws-remote", server: remote}
 	e.register(t, e.addr, instance{id: "local-1", workspaceID: "ws-local", server: local})
-	e.register(t, e.dc2Addr, instance{id: "remote-1", workspaceID: "ws-remote", server: remote})
+	e.register(t, e.dc2Addr, remoteInst)
 	clk := newClock()
 	d, _ := e.discovery(t, discovery.Config{Now: clk.Now, StaleFor: 30 * time.Second,
 		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}, e.token)
@@ -243,8 +253,8 @@ func TestResolveOtherDatacenter(t *testing.T) {
 		t.Errorf("Datacenters = %v, %v", dcs, err)
 	}
 
-	e.needFake(t, "stopping a datacenter")
-	if err := e.fake.StopDatacenter("dc2"); err != nil {
+	stop, start := e.stopDC2(t)
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "dc2 watch failing", func() bool { return !d.Status()[1].FailingSince.IsZero() })
@@ -258,10 +268,30 @@ func TestResolveOtherDatacenter(t *testing.T) {
 	if _, ok := d.Resolve(bg, wl); !ok {
 		t.Error("local workspace lost with dc2")
 	}
-	if err := e.fake.StartDatacenter("dc2"); err != nil {
+	if err := start(); err != nil {
 		t.Fatal(err)
 	}
+	if e.fake == nil {
+		// A restarted dev agent starts empty, as a Nomad client's agent
+		// whose allocations register again.
+		e.register(t, e.dc2Addr, remoteInst)
+	}
 	eventually(t, "dc2 workspace back", func() bool { _, ok := d.Resolve(bg, wr); return ok })
+}
+
+// stopDC2 returns how to stop the second datacenter and start it again:
+// the fake's, or the agent the test started. Agents named by the
+// environment are not the test's to stop: t is skipped there.
+func (e *env) stopDC2(t *testing.T) (stop, start func() error) {
+	t.Helper()
+	switch {
+	case e.fake != nil:
+		return func() error { return e.fake.StopDatacenter(e.dc2) }, func() error { return e.fake.StartDatacenter(e.dc2) }
+	case e.agents != nil:
+		return func() error { return e.agents.Stop(e.dc2) }, func() error { return e.agents.Start(e.dc2) }
+	}
+	t.Skip("stopping the second datacenter: only the fake's, or agents the test starts itself (unset CODEHUB_CONSUL_DC2 to start them)")
+	return nil, nil
 }
 
 // TestResolveConsulDown: with the agent unreachable, the last healthy set

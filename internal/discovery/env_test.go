@@ -25,13 +25,15 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// env is the Consul the tests run against: the in-repo fake, or the real
-// agent CONSUL_HTTP_ADDR names (see the top of discovery_test.go).
+// env is the Consul the tests run against: the in-repo fake, the real
+// agent CONSUL_HTTP_ADDR names, or real agents the test started (see the
+// top of discovery_test.go).
 type env struct {
-	fake  *consulfake.Server // nil against a real agent
-	addr  string             // the local agent, host:port
-	token string
-	dc    string // the local datacenter's name
+	fake   *consulfake.Server    // nil against a real agent
+	agents *testenv.ConsulAgents // the agents the test started, if it did
+	addr   string                // the local agent, host:port
+	token  string
+	dc     string // the local datacenter's name
 	// dc2 and dc2Addr are a second, federated datacenter and an agent of
 	// it; empty when there is none.
 	dc2, dc2Addr string
@@ -67,6 +69,37 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// newEnvTwoDCs is the env of a test that needs a second, WAN-federated
+// datacenter: the one CODEHUB_CONSUL_DC2 and CODEHUB_CONSUL_DC2_ADDR name
+// beside CONSUL_HTTP_ADDR's, else two real dev agents (dc1, dc2) started
+// for the test when a consul binary is at hand (PATH, CONSUL_BIN), else
+// the fake's two. A test against real agents (CONSUL_HTTP_ADDR) that
+// finds neither a second datacenter nor a binary to start one is
+// skipped, naming the missing binary.
+func newEnvTwoDCs(t *testing.T) *env {
+	t.Helper()
+	given := os.Getenv("CONSUL_HTTP_ADDR") != ""
+	if given && os.Getenv("CODEHUB_CONSUL_DC2") != "" {
+		return newEnv(t)
+	}
+	bin, err := testenv.ConsulBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bin == "" {
+		if given {
+			t.Skip("no consul binary (on PATH, or CONSUL_BIN) to start two federated agents, " +
+				"and no second datacenter of CONSUL_HTTP_ADDR's (CODEHUB_CONSUL_DC2, CODEHUB_CONSUL_DC2_ADDR)")
+		}
+		return newEnv(t)
+	}
+	agents := testenv.StartConsulAgents(t, "dc1", "dc2")
+	return &env{
+		agents: agents, addr: agents.Addr("dc1"), dc: "dc1", dc2: "dc2", dc2Addr: agents.Addr("dc2"),
+		service: "codehub-workspace-test-" + randomHex(4), interval: "1s",
+	}
+}
+
 // needFake skips t against a real agent: it uses a fake-only helper.
 func (e *env) needFake(t *testing.T, why string) {
 	t.Helper()
@@ -77,8 +110,8 @@ func (e *env) needFake(t *testing.T, why string) {
 
 func (e *env) needDC2(t *testing.T) {
 	t.Helper()
-	if e.dc2 == "" {
-		t.Skip("no second datacenter (set CODEHUB_CONSUL_DC2 and CODEHUB_CONSUL_DC2_ADDR)")
+	if e.dc2 == "" || e.dc2Addr == "" {
+		t.Fatal("CODEHUB_CONSUL_DC2 needs CODEHUB_CONSUL_DC2_ADDR, an agent of that datacenter")
 	}
 }
 
