@@ -750,22 +750,20 @@ func TestClusterVault(t *testing.T) {
 	vdb := fakevault.NewTestDatabase(t) // skips without PostgreSQL
 	venv := fakevault.Target(t)
 	root := venv.Client(t)
+	// Engines of the test's own, disabled at its end (which revokes the
+	// gateway's database users): a dev Vault mounts neither.
+	transit, database := venv.Mount(t, "transit"), venv.Mount(t, "database")
 	role := "codehub-" + randomHex(t, 3)
-	vdb.Configure(t, root, "database", role, time.Hour, 2*time.Hour)
+	vdb.Configure(t, root, database, role, time.Hour, 2*time.Hour)
 	key := "codehub-jwt-" + randomHex(t, 3)
-	if _, err := root.Logical().Write("transit/keys/"+key, map[string]any{"type": "ed25519"}); err != nil {
+	if _, err := root.Logical().Write(transit+"/keys/"+key, map[string]any{"type": "ed25519"}); err != nil {
 		t.Fatalf("create the transit key: %v", err)
-	}
-	if venv.Real() {
-		t.Cleanup(func() {
-			_, _ = root.Logical().Write("transit/keys/"+key+"/config", map[string]any{"deletion_allowed": true})
-			_, _ = root.Logical().Delete("transit/keys/" + key)
-		})
 	}
 	front := fakevault.StartPasswordFront(t, fakevault.PostgresAdminDSN())
 	e := newClusterEnv(t, clusterOptions{})
 	c := e.config(clusterGateway{Postgres: front.DSN(vdb.Name),
-		Vault: &clusterVault{Addr: venv.Addr, Token: venv.Token, TransitKey: key, DBRole: role}})
+		Vault: &clusterVault{Addr: venv.Addr, Token: venv.Token, TransitMount: transit, TransitKey: key,
+			DBMount: database, DBRole: role}})
 	const pw = "alice-password-1"
 	createUser(t, c.File, "alice", pw)
 	uid := listUsers(t, c.File)["alice"].ID
@@ -808,7 +806,7 @@ func TestClusterVault(t *testing.T) {
 		t.Errorf("access token kid %q, want %s-v1", kid, key)
 	}
 
-	if _, err := root.Logical().Write("transit/keys/"+key+"/rotate", nil); err != nil {
+	if _, err := root.Logical().Write(transit+"/keys/"+key+"/rotate", nil); err != nil {
 		t.Fatalf("rotate: %v", err)
 	}
 	p2 := apiLogin(t, g, "alice", pw)

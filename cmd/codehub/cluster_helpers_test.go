@@ -681,11 +681,12 @@ type clusterGateway struct {
 }
 
 // clusterVault is the gateway's vault block: a token login, transit
-// signing with TransitKey and database credentials of DBRole (both at
-// their default mounts) unless disabled.
+// signing with TransitKey and database credentials of DBRole, at their
+// mounts (default transit and database), unless disabled.
 type clusterVault struct {
 	Addr, Token                     string
-	TransitKey, DBRole              string
+	TransitMount, TransitKey        string
+	DBMount, DBRole                 string
 	DisableTransit, DisableDatabase bool
 }
 
@@ -747,8 +748,15 @@ func (e *clusterEnv) config(c clusterGateway) clusterGateway {
 	fmt.Fprintf(&b, "}\n")
 	if v := c.Vault; v != nil {
 		fmt.Fprintf(&b, "vault {\n  address = %q\n  auth {\n    method = \"token\"\n    token = %q\n  }\n", v.Addr, v.Token)
-		fmt.Fprintf(&b, "  transit {\n    enabled = %t\n    key = %q\n  }\n", !v.DisableTransit, v.TransitKey)
-		fmt.Fprintf(&b, "  database {\n    enabled = %t\n    role = %q\n  }\n}\n", !v.DisableDatabase, v.DBRole)
+		fmt.Fprintf(&b, "  transit {\n    enabled = %t\n    key = %q\n", !v.DisableTransit, v.TransitKey)
+		if v.TransitMount != "" {
+			fmt.Fprintf(&b, "    mount = %q\n", v.TransitMount)
+		}
+		fmt.Fprintf(&b, "  }\n  database {\n    enabled = %t\n    role = %q\n", !v.DisableDatabase, v.DBRole)
+		if v.DBMount != "" {
+			fmt.Fprintf(&b, "    mount = %q\n", v.DBMount)
+		}
+		fmt.Fprintf(&b, "  }\n}\n")
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		t.Fatal(err)
