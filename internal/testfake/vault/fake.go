@@ -564,11 +564,10 @@ func (s *Server) enable(r *request, path string, auth bool) (result, error) {
 		return nil, errUnsupported
 	}
 	for m := range table {
-		switch {
-		case m == path:
-			return nil, errorf(http.StatusBadRequest, "path is already in use at %s/", path)
-		case strings.HasPrefix(path+"/", m+"/") || strings.HasPrefix(m+"/", path+"/"):
-			return nil, errorf(http.StatusBadRequest, "existing mount at %s/", m)
+		// The same path, one inside it or one it is inside: 409, as
+		// Vault 1.11+ and OpenBao answer (older Vaults 400).
+		if strings.HasPrefix(path+"/", m+"/") || strings.HasPrefix(m+"/", path+"/") {
+			return nil, errorf(http.StatusConflict, "path is already in use at %s/", m)
 		}
 	}
 	switch {

@@ -506,12 +506,11 @@ func TestMounts(t *testing.T) {
 	if err != nil || mounts[path+"/"] == nil || mounts[path+"/"].Type != "transit" {
 		t.Errorf("ListMounts = %v, %v; want %s/ of type transit", mounts, err, path)
 	}
-	err = root.Sys().Mount(path, &api.MountInput{Type: "transit"})
-	if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "path is already in use at "+path+"/") {
-		t.Errorf("mount again = %v, want 400 path is already in use", err)
-	}
-	if err := root.Sys().Mount(path+"/inner", &api.MountInput{Type: "transit"}); statusOf(err) != http.StatusBadRequest {
-		t.Errorf("mount inside a mount = %v, want 400", err)
+	for _, again := range []string{path, path + "/inner"} {
+		err := root.Sys().Mount(again, &api.MountInput{Type: "transit"})
+		if statusOf(err) != http.StatusConflict || !strings.Contains(err.Error(), "path is already in use at "+path+"/") {
+			t.Errorf("mount at %s = %v, want 409 path is already in use at %s/", again, err, path)
+		}
 	}
 	// (Logical().Read takes any 404 for "nothing there": ReadRaw does not.)
 	if _, err := root.Logical().ReadRaw(path + "/nonsense/x"); statusOf(err) != http.StatusNotFound || noHandler(err, path+"/nonsense/x") {
