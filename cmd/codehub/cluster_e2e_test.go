@@ -895,7 +895,6 @@ func TestClusterSecondDatacenter(t *testing.T) {
 		case err != nil:
 			t.Fatal(err)
 		case bin != "":
-			testenv.SkipShort(t)
 			agents := testenv.StartConsulAgents(t, o.ConsulDCs...)
 			o.GatewayConsul = agents.Addr("dc1")
 			o.ConsulAddrs = map[string]string{"dc1": agents.Addr("dc1"), dc2: agents.Addr(dc2)}
