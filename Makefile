@@ -48,7 +48,7 @@ test-short:
 # when their addresses are set (README: Testing against real agents), and
 # the cluster tests of cmd/codehub.
 AGENT_PKGS := ./internal/orchestrator/nomad/... ./internal/discovery/... ./internal/vault/... \
-	./internal/token/vaulttransit/... ./internal/testfake/vault/...
+	./internal/token/vaulttransit/... ./internal/testfake/vault/... ./internal/testfake/consul/...
 
 ## test-agents: every Nomad, Consul and Vault test against the agents NOMAD_ADDR, CONSUL_HTTP_ADDR and VAULT_ADDR (with VAULT_TOKEN) name
 test-agents:

@@ -565,7 +565,7 @@ func (s *Server) enable(r *request, path string, auth bool) (result, error) {
 	}
 	for m := range table {
 		// The same path, one inside it or one it is inside: 409, as
-		// Vault 1.11+ and OpenBao answer (older Vaults 400).
+		// current Vault and OpenBao answer (older Vaults said 400).
 		if strings.HasPrefix(path+"/", m+"/") || strings.HasPrefix(m+"/", path+"/") {
 			return nil, errorf(http.StatusConflict, "path is already in use at %s/", m)
 		}
