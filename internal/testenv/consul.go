@@ -65,8 +65,7 @@ type consulAgent struct {
 }
 
 // StartConsulAgents starts one dev agent per datacenter in dcs (the first
-// is where others join) and waits until each answers queries for every
-// datacenter; they are stopped when tb ends. Without a consul binary tb
+// the primary) and waits until each answers queries for every datacenter; they are stopped when tb ends. Without a consul binary tb
 // is skipped (failed under CODEHUB_E2E=require), saying so: callers that
 // can use the fake instead ask ConsulBinary first.
 func StartConsulAgents(tb testing.TB, dcs ...string) *ConsulAgents {
@@ -88,13 +87,14 @@ func StartConsulAgents(tb testing.TB, dcs ...string) *ConsulAgents {
 		tb.Fatal(err)
 	}
 	dir := tb.TempDir()
-	for _, dc := range dcs {
+	ports := freeTCPUDPPorts(tb, 4*len(dcs)) // distinct across agents
+	for i, dc := range dcs {
 		if dc == "" || a.agents[dc] != nil {
 			tb.Fatalf("consul agents: datacenter %q empty or repeated", dc)
 		}
 		ag := &consulAgent{dc: dc, config: filepath.Join(dir, dc+".json"), log: filepath.Join(dir, dc+".log")}
-		ports := freeTCPUDPPorts(tb, 4)
-		ag.http, ag.serfLAN, ag.serfWAN, ag.rpc = ports[0], ports[1], ports[2], ports[3]
+		p := ports[4*i:]
+		ag.http, ag.serfLAN, ag.serfWAN, ag.rpc = p[0], p[1], p[2], p[3]
 		a.agents[dc] = ag
 	}
 	for _, dc := range dcs {
@@ -103,12 +103,12 @@ func StartConsulAgents(tb testing.TB, dcs ...string) *ConsulAgents {
 		}
 	}
 	tb.Cleanup(a.stopAll)
+	started := time.Now()
 	for _, dc := range dcs {
 		if err := a.agents[dc].start(bin); err != nil {
 			tb.Fatalf("start the consul agent of %s: %v", dc, err)
 		}
 	}
-	started := time.Now()
 	a.waitFederated()
 	tb.Logf("consul agents of %s ready in %s (%s)", strings.Join(dcs, ", "), time.Since(started).Round(time.Millisecond), bin)
 	return a
@@ -284,16 +284,9 @@ func (ag *consulAgent) start(bin string) error {
 
 func (ag *consulAgent) running() bool {
 	ag.mu.Lock()
-	defer ag.mu.Unlock()
-	if ag.exited == nil {
-		return false
-	}
-	select {
-	case <-ag.exited:
-		return false
-	default:
-		return true
-	}
+	started := ag.exited != nil
+	ag.mu.Unlock()
+	return started && ag.exitError() == nil
 }
 
 // exitError is why the agent exited, or nil while it runs.
