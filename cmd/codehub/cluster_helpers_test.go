@@ -76,6 +76,16 @@ type clusterOptions struct {
 	// agent it registers the workspaces' services with (default the
 	// gateway's).
 	NodeDC string
+	// GatewayConsul is a real Consul agent (host:port) the test started,
+	// the gateway's, rather than CONSUL_HTTP_ADDR's or the fake's.
+	GatewayConsul string
+	// ConsulAddrs are real Consul agents by datacenter (host:port): the
+	// checks of a service registered in a datacenter are updated through
+	// its agent.
+	ConsulAddrs map[string]string
+	// FakeNomad runs the fake Nomad even when NOMAD_ADDR names a real
+	// one, whose clients are not in NodeDC.
+	FakeNomad bool
 }
 
 // clusterEnv is a Nomad and a Consul with the workspace jobs registered.
@@ -110,14 +120,16 @@ type clusterEnv struct {
 func newClusterEnv(t *testing.T, o clusterOptions) *clusterEnv {
 	t.Helper()
 	testenv.SkipShort(t)
-	if clusterRealNomad() && !clusterRealConsul() {
-		t.Skip("a real Nomad registers the workspaces' services in a real Consul: set CONSUL_HTTP_ADDR too")
-	}
 	if len(o.ConsulDCs) == 0 {
 		o.ConsulDCs = []string{"dc1"}
 	}
 	if o.NodeDC == "" {
 		o.NodeDC = o.ConsulDCs[0]
+	}
+	realNomad := clusterRealNomad() && !o.FakeNomad
+	realConsul := clusterRealConsul() || o.GatewayConsul != ""
+	if realNomad && !realConsul {
+		t.Skip("a real Nomad registers the workspaces' services in a real Consul: set CONSUL_HTTP_ADDR too")
 	}
 	needCheckTools(t)
 	e := &clusterEnv{t: t, opts: o, codeServer: testenv.CodeServer(t), regs: map[string]*sqlstore.DB{}}
@@ -134,14 +146,16 @@ func newClusterEnv(t *testing.T, o clusterOptions) *clusterEnv {
 	quiet.SetLevel(hclog.Warn)
 
 	e.job, e.warmJob, e.service, e.gatewayService = "codehub-workspace", "codehub-warm-pool", "codehub-workspace", "codehub-gateway"
-	if clusterRealNomad() || clusterRealConsul() {
+	if realNomad || realConsul {
 		e.prefix = "codehub-test-" + randomHex(t, 3) + "-"
 		e.job, e.warmJob = e.prefix+"workspace", e.prefix+"warm-pool"
 		e.service, e.gatewayService = e.prefix+"workspace", e.prefix+"gateway"
 	}
 
 	// Consul first: the fake Nomad registers services with it.
-	if clusterRealConsul() {
+	if o.GatewayConsul != "" {
+		e.consulAddr = o.GatewayConsul
+	} else if clusterRealConsul() {
 		e.consulAddr, e.consulToken = os.Getenv("CONSUL_HTTP_ADDR"), os.Getenv("CONSUL_HTTP_TOKEN")
 	} else {
 		e.consul = fakeconsul.Start(t, fakeconsul.Options{Datacenters: o.ConsulDCs, Logger: quiet.Named("fake-consul")})
@@ -151,7 +165,7 @@ func newClusterEnv(t *testing.T, o clusterOptions) *clusterEnv {
 	cfg.Address, cfg.Token = e.consulAddr, e.consulToken
 	if cfg.Token == "" {
 		cfg.Token = "anonymous"
-		if clusterRealConsul() {
+		if realConsul {
 			cfg.Token = ""
 		}
 	}
@@ -160,12 +174,14 @@ func newClusterEnv(t *testing.T, o clusterOptions) *clusterEnv {
 	}
 
 	ncfg := nomadapi.DefaultConfig()
-	if clusterRealNomad() {
+	if realNomad {
 		e.nomadAddr, e.nomadToken, e.nomadNS = ncfg.Address, ncfg.SecretID, ncfg.Namespace
 	} else {
 		var consulCfg *consulapi.Config
 		if e.consul != nil {
 			consulCfg = e.consul.Config(o.NodeDC, "")
+		} else if a := o.ConsulAddrs[o.NodeDC]; a != "" {
+			consulCfg = &consulapi.Config{Address: a}
 		} else {
 			consulCfg = consulapi.DefaultConfig()
 		}
@@ -181,7 +197,7 @@ func newClusterEnv(t *testing.T, o clusterOptions) *clusterEnv {
 	if e.nc, err = nomadapi.NewClient(ncfg); err != nil {
 		t.Fatal(err)
 	}
-	if e.prefix != "" && clusterRealNomad() {
+	if e.prefix != "" && realNomad {
 		t.Cleanup(e.purge)
 	}
 	for file, id := range map[string]string{"workspace.nomad.hcl": e.job, "warm-pool.nomad.hcl": e.warmJob} {
@@ -190,6 +206,24 @@ func newClusterEnv(t *testing.T, o clusterOptions) *clusterEnv {
 		}
 	}
 	return e
+}
+
+// agentOf is a client of dc's Consul agent, where the checks of services
+// registered in dc are updated: the gateway's for "" or when the test
+// knows no other.
+func (e *clusterEnv) agentOf(dc string) *consulapi.Client {
+	e.t.Helper()
+	a := e.opts.ConsulAddrs[dc]
+	if dc == "" || a == "" || a == e.consulAddr {
+		return e.cc
+	}
+	cfg := consulapi.DefaultConfig()
+	cfg.Address = a
+	c, err := consulapi.NewClient(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
 }
 
 // needCheckTools skips t (fails it under CODEHUB_E2E=require) without what
@@ -647,11 +681,12 @@ type clusterGateway struct {
 }
 
 // clusterVault is the gateway's vault block: a token login, transit
-// signing with TransitKey and database credentials of DBRole (both at
-// their default mounts) unless disabled.
+// signing with TransitKey and database credentials of DBRole, at their
+// mounts (default transit and database), unless disabled.
 type clusterVault struct {
 	Addr, Token                     string
-	TransitKey, DBRole              string
+	TransitMount, TransitKey        string
+	DBMount, DBRole                 string
 	DisableTransit, DisableDatabase bool
 }
 
@@ -713,8 +748,15 @@ func (e *clusterEnv) config(c clusterGateway) clusterGateway {
 	fmt.Fprintf(&b, "}\n")
 	if v := c.Vault; v != nil {
 		fmt.Fprintf(&b, "vault {\n  address = %q\n  auth {\n    method = \"token\"\n    token = %q\n  }\n", v.Addr, v.Token)
-		fmt.Fprintf(&b, "  transit {\n    enabled = %t\n    key = %q\n  }\n", !v.DisableTransit, v.TransitKey)
-		fmt.Fprintf(&b, "  database {\n    enabled = %t\n    role = %q\n  }\n}\n", !v.DisableDatabase, v.DBRole)
+		fmt.Fprintf(&b, "  transit {\n    enabled = %t\n    key = %q\n", !v.DisableTransit, v.TransitKey)
+		if v.TransitMount != "" {
+			fmt.Fprintf(&b, "    mount = %q\n", v.TransitMount)
+		}
+		fmt.Fprintf(&b, "  }\n  database {\n    enabled = %t\n    role = %q\n", !v.DisableDatabase, v.DBRole)
+		if v.DBMount != "" {
+			fmt.Fprintf(&b, "    mount = %q\n", v.DBMount)
+		}
+		fmt.Fprintf(&b, "  }\n}\n")
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		t.Fatal(err)
