@@ -93,6 +93,22 @@ func probe(args []string) int {
 	try("keyctl", errnoErr(e))
 	_, _, e = unix.Syscall(unix.SYS_BPF, 0, 0, 0)
 	try("bpf", errnoErr(e))
+	_, _, e = unix.Syscall6(unix.SYS_PERF_EVENT_OPEN, 0, 0, ^uintptr(0), ^uintptr(0), 0, 0)
+	try("perf_event_open", errnoErr(e))
+	_, _, e = unix.Syscall(unix.SYS_USERFAULTFD, 0, 0, 0)
+	try("userfaultfd", errnoErr(e))
+	_, _, e = unix.Syscall(unix.SYS_IO_URING_SETUP, 1, 0, 0)
+	try("io_uring_setup", errnoErr(e))
+	_, _, e = unix.Syscall(unix.SYS_SYSLOG, 3, 0, 0) // SYSLOG_ACTION_READ_ALL
+	try("syslog", errnoErr(e))
+	try("ptrace init", unix.PtraceAttach(1))
+	// The kernel does not deliver SIGKILL to a namespace's init from
+	// inside: the sandbox, and the probe with it, must live on.
+	_ = unix.Kill(1, unix.SIGKILL)
+	time.Sleep(100 * time.Millisecond)
+	try("init survives SIGKILL", unix.Kill(1, 0))
+	try("hard link /etc/passwd", os.Link("/etc/passwd", "/tmp/passwd-link"))
+	try("mknod", unix.Mknod("/tmp/null", unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
 	try("write /usr", os.WriteFile("/usr/codehub-probe", nil, 0o644))
 	try("write /etc", os.WriteFile("/etc/codehub-probe", nil, 0o644))
 	try("write /", os.WriteFile("/codehub-probe", nil, 0o644))
@@ -275,6 +291,13 @@ func TestSandboxFromInside(t *testing.T) {
 		"write /etc":             "read-only file system",
 		"write /":                "read-only file system",
 		"setuid 0":               "operation not permitted",
+		"perf_event_open":        "operation not permitted",
+		"userfaultfd":            "operation not permitted",
+		"io_uring_setup":         "function not implemented",
+		"syslog":                 "operation not permitted",
+		"ptrace init":            "operation not permitted",
+		"hard link /etc/passwd":  "",
+		"mknod":                  "operation not permitted",
 		"read /etc/shadow":       "no such file",
 	}
 	for what, want := range mustFail {
@@ -288,7 +311,7 @@ func TestSandboxFromInside(t *testing.T) {
 			t.Errorf("%s: %s, want an error containing %q", what, got, want)
 		}
 	}
-	for _, what := range []string{"write /tmp", "write home", "run a child"} {
+	for _, what := range []string{"write /tmp", "write home", "run a child", "init survives SIGKILL"} {
 		if got := f.Errors[what]; got != "" {
 			t.Errorf("%s: %s, want it to work", what, got)
 		}
