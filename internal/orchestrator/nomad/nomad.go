@@ -235,7 +235,7 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 		template = o.cfg.WarmPoolJob
 	}
 	p.say("Preparing your workspace on Nomad")
-	jobID, err := o.policyJob(ctx, template, spec.Policy)
+	jobID, datacenters, err := o.policyJob(ctx, template, spec.Policy)
 	if err != nil {
 		return workspace.Launched{}, err
 	}
@@ -245,7 +245,7 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 	}
 	child := resp.DispatchedJobID
 	o.log.Debug("dispatched", "workspace", w.ID, "job", child, "eval", resp.EvalID)
-	alloc, err := o.waitRunning(ctx, child, resp, p)
+	alloc, err := o.waitRunning(ctx, child, datacenters, resp, p)
 	var addr string
 	if err == nil {
 		addr, err = allocAddress(alloc, PortLabel)

@@ -67,7 +67,9 @@ type testEnv struct {
 
 type envOptions struct {
 	fake fakenomad.Options
-	// ns registers the jobs in this namespace (the fake creates it).
+	// ns registers the jobs in a namespace of this name (a random suffix
+	// added against a real Nomad), made for the test through Nomad's
+	// namespace API and removed after it.
 	ns string
 	// config adjusts the orchestrator's configuration.
 	config func(*nomad.Config)
@@ -88,9 +90,6 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		if o.fake.Logger == nil {
 			o.fake.Logger = e.log.Named("fake-nomad")
 		}
-		if o.ns != "" {
-			o.fake.Namespaces = append(o.fake.Namespaces, o.ns)
-		}
 		f, err := fakenomad.New(o.fake)
 		if err != nil {
 			t.Fatal(err)
@@ -104,6 +103,20 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		t.Fatal(err)
 	}
 	e.client = client
+	if o.ns != "" {
+		e.ns = o.ns
+		if realNomad() {
+			e.ns = o.ns + "-" + randHex(3)
+		}
+		if _, err := client.Namespaces().Register(&api.Namespace{Name: e.ns, Description: "codehub test"}, nil); err != nil {
+			t.Fatalf("make the namespace %s (the token must be a management token): %v", e.ns, err)
+		}
+		t.Cleanup(func() {
+			if _, err := client.Namespaces().Delete(e.ns, nil); err != nil && realNomad() {
+				t.Logf("remove the namespace %s: %v", e.ns, err)
+			}
+		})
+	}
 	e.job, e.warm = prefix+"workspace", prefix+"warm-pool"
 	for _, id := range []string{e.job, e.warm} {
 		if _, _, err := client.Jobs().Register(testJob(t, id), &api.WriteOptions{Namespace: e.ns}); err != nil {
@@ -626,16 +639,18 @@ func TestACLToken(t *testing.T) {
 	}
 }
 
+// TestNamespace: the jobs of a namespace made for the test (through
+// Nomad's namespace API, on the fake as on a real Nomad) are dispatched
+// there and nowhere else.
 func TestNamespace(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{ns: "team"})
-	e.needFake(t, "a namespace made for the test")
 	spec := newSpec("u-1", small)
 	l := e.mustStart(t, spec)
-	if l.Meta[nomad.MetaNamespace] != "team" {
-		t.Errorf("launched in namespace %q", l.Meta[nomad.MetaNamespace])
+	if l.Meta[nomad.MetaNamespace] != e.ns {
+		t.Errorf("launched in namespace %q, want %q", l.Meta[nomad.MetaNamespace], e.ns)
 	}
-	if _, _, err := e.client.Jobs().Info(l.ExternalID, &api.QueryOptions{Namespace: "team"}); err != nil {
+	if _, _, err := e.client.Jobs().Info(l.ExternalID, &api.QueryOptions{Namespace: e.ns}); err != nil {
 		t.Errorf("the job is not in the namespace: %v", err)
 	}
 	if _, _, err := e.client.Jobs().Info(l.ExternalID, nil); err == nil {
