@@ -844,7 +844,7 @@ func (m *Manager) checkHealth(ctx context.Context) {
 		if alive && n < 3 {
 			continue // slow, not dead: give it a few checks
 		}
-		m.crashed(ctx, w, fmt.Errorf("the workspace stopped answering (agent alive: %v)", alive))
+		m.recoverOrRestart(ctx, w, alive, fmt.Errorf("the workspace stopped answering (agent alive: %v)", alive))
 	}
 }
 

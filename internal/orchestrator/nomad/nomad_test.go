@@ -60,6 +60,7 @@ type testEnv struct {
 	client *api.Client
 	fake   *fakenomad.Server // nil against a real Nomad
 	ns     string            // the jobs' namespace ("" : the client's)
+	prefix string            // of every job the test registers
 	job    string            // the workspace job
 	warm   string            // the warm-pool job
 	log    hclog.Logger
@@ -117,6 +118,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 			}
 		})
 	}
+	e.prefix = prefix
 	e.job, e.warm = prefix+"workspace", prefix+"warm-pool"
 	for _, id := range []string{e.job, e.warm} {
 		if _, _, err := client.Jobs().Register(testJob(t, id), &api.WriteOptions{Namespace: e.ns}); err != nil {
@@ -860,5 +862,158 @@ func TestManagerOnNomad(t *testing.T) {
 		for _, w := range all {
 			known[w.ExternalID] = w.ExternalID != ""
 		}
+	}
+}
+
+// restartingTemplate registers a copy of the test job whose group is
+// restarted in place by Nomad, as the shipped jobs' are, and returns an
+// orchestrator on it.
+func (e *testEnv) restartingTemplate(t *testing.T, name string, attempts int) *nomad.Orchestrator {
+	t.Helper()
+	id := e.prefix + name
+	job := testJob(t, id)
+	for _, tg := range job.TaskGroups {
+		tg.RestartPolicy = &api.RestartPolicy{Attempts: new(attempts), Interval: new(time.Hour), Delay: new(200 * time.Millisecond), Mode: new("fail")}
+	}
+	if _, _, err := e.client.Jobs().Register(job, &api.WriteOptions{Namespace: e.ns}); err != nil {
+		t.Fatal(err)
+	}
+	return nomad.New(nomad.Config{Client: e.client, Namespace: e.ns, Job: id, WarmPoolJob: id, StopTimeout: 10 * time.Second}, e.log.Named(name))
+}
+
+// TestRecoverRestartsInPlace: a workspace whose agent died comes back in
+// the same allocation, at the same address, once Nomad's restart policy
+// has started it again; one that hangs is restarted in place on request;
+// one Nomad gave up on is not recovered.
+func TestRecoverRestartsInPlace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	orch := e.restartingTemplate(t, "restarting", 1)
+	spec := newSpec("u-1", small)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, err := orch.Start(ctx, spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := spec.Workspace
+	w.Address, w.ExternalID, w.Meta = l.Address, l.ExternalID, l.Meta
+	t.Cleanup(func() { _ = orch.Stop(context.Background(), w) })
+	waitHealthy(t, l.Address, w.Secret)
+
+	// Hung: Nomad runs it, it does not answer. Restarted on request.
+	began := time.Now()
+	p := &phrases{}
+	got, err := orch.Recover(ctx, w, true, p.add)
+	if err != nil {
+		t.Fatalf("recover a hung agent: %v", err)
+	}
+	if got.Address != l.Address || got.Meta[nomad.MetaAllocID] != l.Meta[nomad.MetaAllocID] || got.ExternalID != l.ExternalID {
+		t.Errorf("after a restart in place: %+v, before %+v", got, l)
+	}
+	took := waitHealthy(t, got.Address, w.Secret)
+	t.Logf("hung agent restarted in place and answering after %s (progress %q)", time.Since(began).Round(time.Millisecond), p.list())
+	_ = took
+
+	// Died: Nomad's restart policy brings it back; Recover waits for it.
+	if e.fake == nil {
+		return // the rest kills a task: the fake's to simulate
+	}
+	if err := e.fake.KillTask(l.Meta[nomad.MetaAllocID], nomad.TaskName); err != nil {
+		t.Fatal(err)
+	}
+	began = time.Now()
+	waitNotAlive(t, orch, w) // as the manager finds it
+	got, err = orch.Recover(ctx, w, false, nil)
+	if err != nil || got.Address != l.Address {
+		t.Fatalf("recover a dead agent: %+v, %v", got, err)
+	}
+	waitHealthy(t, got.Address, w.Secret)
+	t.Logf("FIGURE dead agent restarted in place by the restart policy (delay 200ms) and answering after %s", time.Since(began).Round(time.Millisecond))
+
+	// The policy's one attempt is spent: the next death ends it.
+	if err := e.fake.KillTask(l.Meta[nomad.MetaAllocID], nomad.TaskName); err != nil {
+		t.Fatal(err)
+	}
+	waitNotAlive(t, orch, w)
+	if _, err := orch.Recover(ctx, w, false, nil); !errors.Is(err, nomad.ErrTaskFailed) || !strings.Contains(err.Error(), "gave up") {
+		t.Errorf("recover after the attempts: %v, want ErrTaskFailed: Nomad gave up", err)
+	}
+}
+
+// waitNotAlive waits until the orchestrator no longer finds w running.
+func waitNotAlive(t *testing.T, orch *nomad.Orchestrator, w *workspace.Workspace) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if alive, _ := orch.Alive(context.Background(), w); !alive {
+			return
+		}
+	}
+	t.Fatal("the workspace still runs")
+}
+
+// TestManagerRestartsACrashedWorkspaceInPlace: the gateway's manager,
+// finding a workspace's agent dead, waits for Nomad to restart it in
+// place instead of dispatching a new workspace: the same job, the same
+// address, one restart more.
+func TestManagerRestartsACrashedWorkspaceInPlace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	e.needFake(t, "killing a workspace's task")
+	id := e.prefix + "crashing"
+	job := testJob(t, id)
+	for _, tg := range job.TaskGroups {
+		tg.RestartPolicy = &api.RestartPolicy{Attempts: new(3), Interval: new(time.Hour), Delay: new(2 * time.Second), Mode: new("fail")}
+	}
+	if _, _, err := e.client.Jobs().Register(job, nil); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqlstore.Open(context.Background(), sqlstore.Config{Driver: sqlstore.DriverSQLite, Path: filepath.Join(t.TempDir(), "codehub.db")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	quiet := hclog.NewNullLogger()
+	orch := nomad.New(nomad.Config{Client: e.client, Job: id, WarmPoolJob: id}, quiet)
+	m := workspace.NewManager(workspace.Config{
+		Orchestrator: orch, Store: db.Workspaces(), Node: "gateway-1", HealthInterval: 500 * time.Millisecond,
+		PolicyFor:    func(context.Context, string) (workspace.Policy, error) { return small, nil },
+		Username:     func(_ context.Context, id string) (string, error) { return "name-" + id, nil },
+		ReadyTimeout: 30 * time.Second,
+	}, quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	go func() { _ = m.Run(ctx); close(runDone) }()
+	t.Cleanup(func() { cancel(); <-runDone })
+
+	w, err := m.Ensure(ctx, "u-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	if err := e.fake.KillTask(w.Meta[nomad.MetaAllocID], nomad.TaskName); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		cur, err := db.Workspaces().Get(ctx, w.ID)
+		if err == nil && cur.Restarts == 1 && cur.State == workspace.StateRunning {
+			if cur.ExternalID != w.ExternalID || cur.Address != w.Address || cur.Meta[nomad.MetaAllocID] != w.Meta[nomad.MetaAllocID] {
+				t.Errorf("after the crash: job %s at %s; before: job %s at %s", cur.ExternalID, cur.Address, w.ExternalID, w.Address)
+			}
+			if code, _ := health(cur.Address, cur.Secret); code != http.StatusOK {
+				t.Errorf("the restarted agent answers %d", code)
+			}
+			t.Logf("FIGURE crash recovery in place (restart delay 2s, health checks every 500ms): serving again %s after the kill", time.Since(killed).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not restarted in place: %+v, %v", cur, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stubs, _, err := e.client.Jobs().List(&api.QueryOptions{Prefix: id + "-small/"})
+	if err != nil || len(stubs) != 1 {
+		t.Errorf("dispatched jobs: %d (%v), want the one", len(stubs), err)
 	}
 }

@@ -261,6 +261,20 @@ func (s *Server) resolveTokenLocked(r *http.Request) (*aclToken, string) {
 	return t, ""
 }
 
+func (s *Server) handleACLPolicies(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Token == "" {
+		writeError(w, http.StatusBadRequest, "ACL support disabled")
+		return
+	}
+	s.blockingQuery(w, r, func() (any, uint64, error) {
+		out := []*api.ACLPolicyListStub{}
+		for _, p := range s.acl.policies {
+			out = append(out, &api.ACLPolicyListStub{Name: p.Name, Description: p.Description, CreateIndex: p.CreateIndex, ModifyIndex: p.ModifyIndex})
+		}
+		return out, max(s.tables["acl_policy"], 1), nil
+	})
+}
+
 func (s *Server) handleACLPolicyUpsert(w http.ResponseWriter, r *http.Request) {
 	var p api.ACLPolicy
 	if err := decodeBody(r, &p); err != nil {

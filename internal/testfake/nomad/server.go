@@ -413,6 +413,7 @@ func (s *Server) routes() http.Handler {
 	handle("GET /v1/operator/scheduler/configuration", operator(false), s.handleSchedulerGet)
 	handle("PUT /v1/operator/scheduler/configuration", operator(true), s.handleSchedulerSet)
 	handle("POST /v1/operator/scheduler/configuration", operator(true), s.handleSchedulerSet)
+	handle("GET /v1/acl/policies", management, s.handleACLPolicies)
 	handle("PUT /v1/acl/policy/{name}", management, s.handleACLPolicyUpsert)
 	handle("POST /v1/acl/policy/{name}", management, s.handleACLPolicyUpsert)
 	handle("DELETE /v1/acl/policy/{name}", management, s.handleACLPolicyDelete)
