@@ -130,13 +130,13 @@ func (o *Orchestrator) template(ctx context.Context, id string) (*api.Job, error
 	}
 	job, _, err := o.jobs.Info(id, o.query(ctx, 0, 0))
 	if isNotFound(err) {
-		return nil, fmt.Errorf("%w: no job %q in namespace %q (register it: nomad job run jobs/workspace.nomad.hcl)", ErrJobNotRegistered, id, o.namespace())
+		return nil, cannotStart(fmt.Errorf("%w: no job %q in namespace %q (register it: nomad job run jobs/workspace.nomad.hcl)", ErrJobNotRegistered, id, o.namespace()))
 	}
 	if err != nil {
 		return nil, apiError(fmt.Sprintf("read the Nomad job %q", id), err)
 	}
 	if err := checkTemplate(job); err != nil {
-		return nil, err
+		return nil, cannotStart(err)
 	}
 	o.mu.Lock()
 	o.templates[id] = cachedJob{job: job, at: now}
@@ -178,7 +178,7 @@ func (o *Orchestrator) policyJob(ctx context.Context, template string, p workspa
 	}
 	job, hash, err := o.derive(tmpl, p)
 	if err != nil {
-		return "", nil, err
+		return "", nil, cannotStart(err)
 	}
 	id := *job.ID
 	o.mu.Lock()

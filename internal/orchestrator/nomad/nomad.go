@@ -62,6 +62,22 @@ var (
 	ErrTaskFailed = errors.New("the workspace failed to start")
 )
 
+// cannotStartError marks an error of Start as one a new start would meet
+// again (workspace.ErrCannotStart), keeping its message and cause.
+type cannotStartError struct{ err error }
+
+func (e *cannotStartError) Error() string   { return e.err.Error() }
+func (e *cannotStartError) Unwrap() []error { return []error{e.err, workspace.ErrCannotStart} }
+
+// cannotStart marks err (nil stays nil): the job, the cluster or the
+// image must change before the workspace can start.
+func cannotStart(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &cannotStartError{err}
+}
+
 // Config configures an Orchestrator.
 type Config struct {
 	// Client talks to Nomad: its api.Config carries the address, TLS and,

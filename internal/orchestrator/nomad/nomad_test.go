@@ -521,6 +521,9 @@ func TestStartWaitsForCapacity(t *testing.T) {
 		if !errors.Is(err, nomad.ErrNoCapacity) || !strings.Contains(err.Error(), "position 1 in Nomad's queue") {
 			t.Fatalf("err = %v, want ErrNoCapacity with the queue position", err)
 		}
+		if errors.Is(err, workspace.ErrCannotStart) {
+			t.Error("a full cluster is marked as one that can never start the workspace")
+		}
 		// Nothing left queued to start later unobserved.
 		orphans, err := e.orch.Reconcile(context.Background(), map[string]bool{})
 		if err != nil {
@@ -563,6 +566,10 @@ func TestUnplaceableStartFailsClearly(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.msg) || (tc.is != nil && !errors.Is(err, tc.is)) {
 				t.Fatalf("err = %v; want %v containing %q", err, tc.is, tc.msg)
 			}
+			// A new start would fail the same: the manager waits.
+			if !errors.Is(err, workspace.ErrCannotStart) {
+				t.Errorf("err = %v, want it marked workspace.ErrCannotStart", err)
+			}
 			if ctx.Err() != nil {
 				t.Error("it waited for the whole timeout instead of failing at once")
 			}
@@ -586,8 +593,8 @@ func TestImagePullFailure(t *testing.T) {
 	pol.Image = "registry.invalid/nope:1"
 	spec := newSpec("u-1", pol)
 	_, err := e.start(t, context.Background(), spec, p)
-	if !errors.Is(err, nomad.ErrImagePull) || !strings.Contains(err.Error(), "manifest unknown") {
-		t.Fatalf("err = %v, want ErrImagePull", err)
+	if !errors.Is(err, nomad.ErrImagePull) || !strings.Contains(err.Error(), "manifest unknown") || !errors.Is(err, workspace.ErrCannotStart) {
+		t.Fatalf("err = %v, want ErrImagePull, marked ErrCannotStart", err)
 	}
 	if !p.has("The workspace image could not be pulled: Failed to pull `registry.invalid/nope:1`") {
 		t.Errorf("progress: %q", p.list())

@@ -161,7 +161,7 @@ func (o *Orchestrator) placement(ctx context.Context, evals []*api.Evaluation, d
 	var blocked, failed *api.Evaluation
 	for _, ev := range evals {
 		if ev.Status == "failed" {
-			return "", fmt.Errorf("%w: Nomad could not schedule it: %s", ErrUnplaceable, ev.StatusDescription)
+			return "", cannotStart(fmt.Errorf("%w: Nomad could not schedule it: %s", ErrUnplaceable, ev.StatusDescription))
 		}
 		if ev.Status == "blocked" && blocked == nil {
 			blocked = ev
@@ -176,7 +176,7 @@ func (o *Orchestrator) placement(ctx context.Context, evals []*api.Evaluation, d
 	}
 	if failed != nil {
 		if why := unplaceable(failed.FailedTGAllocs, datacenters); why != "" {
-			return "", fmt.Errorf("%w: %s", ErrUnplaceable, why)
+			return "", cannotStart(fmt.Errorf("%w: %s", ErrUnplaceable, why))
 		}
 	}
 	phase := phaseCapacity
@@ -311,7 +311,10 @@ func allocState(a *api.Allocation, p *progress) (bool, error) {
 				continue
 			}
 			if err := fatalEvent(e, a, name); err != nil {
-				return false, err
+				// Nomad gave up, or the agent died while starting: a new
+				// dispatch would meet the same (a missing user, volume or
+				// binary, an image that does not exist, too little memory).
+				return false, cannotStart(err)
 			}
 		}
 	}
@@ -319,7 +322,7 @@ func allocState(a *api.Allocation, p *progress) (bool, error) {
 		return false, nil
 	}
 	if terminal(a.ClientStatus) {
-		return false, endedError(a, name, ts)
+		return false, cannotStart(endedError(a, name, ts))
 	}
 	if a.DesiredStatus != api.AllocDesiredStatusRun {
 		return false, fmt.Errorf("%w: Nomad stopped it before it ran (%s)", ErrTaskFailed, a.DesiredDescription)
