@@ -1024,3 +1024,69 @@ func TestManagerRestartsACrashedWorkspaceInPlace(t *testing.T) {
 		t.Errorf("dispatched jobs: %d (%v), want the one", len(stubs), err)
 	}
 }
+
+// TestRegistrationWarningsAreLogged: what Nomad warns of when a policy's
+// job is registered is logged, once per version of the job: without
+// memory oversubscription (Nomad's default), that memory_max is ignored.
+func TestRegistrationWarningsAreLogged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	cfg, _, err := e.client.Operator().SchedulerGetConfiguration(nil)
+	if err != nil {
+		t.Fatalf("read the scheduler configuration (operator:read): %v", err)
+	}
+	var out syncLog
+	log := hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})
+	orch := nomad.New(nomad.Config{Client: e.client, Namespace: e.ns, Job: e.job, WarmPoolJob: e.warm}, log)
+	burst := small
+	burst.Name = "burst-" + randHex(3)
+	for _, user := range []string{"u-1", "u-2"} {
+		spec := newSpec(user, burst)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if _, err := orch.Start(ctx, spec, nil); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		cancel()
+		t.Cleanup(func() { _ = orch.Stop(context.Background(), spec.Workspace) })
+	}
+	warned := strings.Count(out.String(), "memory_max value will be ignored")
+	switch {
+	case !cfg.SchedulerConfig.MemoryOversubscriptionEnabled && warned != 1:
+		t.Errorf("without oversubscription: the warning logged %d times, want once:\n%s", warned, out.String())
+	case cfg.SchedulerConfig.MemoryOversubscriptionEnabled && warned != 0:
+		t.Errorf("with oversubscription: a warning logged:\n%s", out.String())
+	}
+	if e.fake == nil {
+		return
+	}
+	// Allowed, and the job changed: registered again without a warning.
+	e.fake.SetMemoryOversubscription(true)
+	burst.MemoryMaxMB = 256
+	third := newSpec("u-3", burst)
+	if _, err := orch.Start(context.Background(), third, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = orch.Stop(context.Background(), third.Workspace) })
+	if n := strings.Count(out.String(), "memory_max value will be ignored"); n != 1 {
+		t.Errorf("after oversubscription was allowed: %d warnings in all, want still 1", n)
+	}
+}
+
+// syncLog collects a logger's output.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
