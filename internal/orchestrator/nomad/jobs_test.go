@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -371,7 +370,7 @@ func TestJobsParseInNomad(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			if m := minimum[filepath.Base(f)]; m != "" && versionBefore(version, m) {
+			if m := minimum[filepath.Base(f)]; m != "" && fakenomad.VersionBefore(version, m) {
 				t.Skipf("Nomad %s is older than %s, which this variant needs; its other variant is for it", version, m)
 			}
 			src, err := os.ReadFile(f)
@@ -408,35 +407,4 @@ func nomadVersion(t *testing.T, c *api.Client) string {
 		t.Fatal("the Nomad agent reports no version")
 	}
 	return v
-}
-
-// versionBefore compares dotted versions ("1.6.5" before "1.7.0"),
-// ignoring anything after + or -.
-func versionBefore(a, b string) bool {
-	parts := func(v string) []int {
-		v = strings.TrimPrefix(v, "v")
-		if i := strings.IndexAny(v, "+-"); i >= 0 {
-			v = v[:i]
-		}
-		var out []int
-		for _, p := range strings.Split(v, ".") {
-			n, _ := strconv.Atoi(p)
-			out = append(out, n)
-		}
-		return out
-	}
-	pa, pb := parts(a), parts(b)
-	for i := range max(len(pa), len(pb)) {
-		var x, y int
-		if i < len(pa) {
-			x = pa[i]
-		}
-		if i < len(pb) {
-			y = pb[i]
-		}
-		if x != y {
-			return x < y
-		}
-	}
-	return false
 }

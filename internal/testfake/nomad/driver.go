@@ -57,7 +57,7 @@ func (s *Server) validateDriverConfig(t *api.Task) error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		since, ok := execConfigKeys[k]
-		if !ok || since != "" && versionLess(s.opts.Version, since) {
+		if !ok || since != "" && VersionBefore(s.opts.Version, since) {
 			errs = append(errs, fmt.Sprintf("* Invalid label: No argument or block type is named %q.", k))
 		}
 	}

@@ -175,7 +175,7 @@ func (d *specDecoder) decodeBody(body *hclsyntax.Body, v reflect.Value, fields [
 	newer := newerArguments[v.Type()]
 	for name, a := range body.Attributes {
 		f, ok := attrs[name]
-		if ok && newer[name] != "" && versionLess(d.version, newer[name]) {
+		if ok && newer[name] != "" && VersionBefore(d.version, newer[name]) {
 			ok = false
 		}
 		if !ok {
@@ -555,9 +555,9 @@ func number(val any) (float64, error) {
 	return 0, fmt.Errorf("number required, got %T", val)
 }
 
-// versionLess compares dotted versions ("1.6.5" < "1.7.0"); anything
-// after a "+" or "-" is ignored.
-func versionLess(a, b string) bool {
+// VersionBefore compares Nomad versions ("1.6.5" before "1.7.0"; what
+// follows a "+" or "-", as in "1.7.2+ent", is ignored).
+func VersionBefore(a, b string) bool {
 	pa, pb := versionParts(a), versionParts(b)
 	for i := range max(len(pa), len(pb)) {
 		var x, y int
