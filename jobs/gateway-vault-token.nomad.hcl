@@ -73,10 +73,11 @@ job "codehub-gateway" {
     task "gateway" {
       driver = "docker"
 
+      # The host's network: the local Consul agent listens on its
+      # loopback only, and the static port is the host's (no mapping).
       config {
         image        = "ghcr.io/codehub-dev/codehub:latest"
         network_mode = "host"
-        ports        = ["http"]
         args         = ["--config", "/secrets/codehub.hcl"]
       }
 
