@@ -22,7 +22,9 @@
 // loop: Start follows the dispatched job's evaluations and allocation and
 // turns what Nomad says (queued for capacity, unplaceable, downloading the
 // image, driver failures, OOM) into phrases for the person waiting and
-// into clear errors.
+// into clear errors; those a new start would meet again are marked
+// workspace.ErrCannotStart. A workspace whose agent dies is brought back
+// in place by its job's restart policy, and Recover waits for that.
 package nomad
 
 import (

@@ -15,10 +15,14 @@
 // the Nomad client (the dev agent on this machine). Its service goes to
 // Consul with the health check when CONSUL_HTTP_ADDR is set, else to
 // Nomad's own service discovery without checks. Each test registers its
-// jobs under a random prefix and purges them when done. What only the fake
-// can simulate on demand is skipped there, saying so: capacity running
-// out, driver (image pull) failures, OOM kills, an ACL token and a
-// namespace set up for the test.
+// jobs under a random prefix and purges them when done; namespaces and ACL
+// policies a test needs it makes through Nomad's API (NOMAD_TOKEN must be
+// a management token; the ACL test is skipped when ACLs are off). What
+// only the fake can simulate on demand is skipped there, saying so:
+// capacity running out, driver (image pull) failures, OOM kills, killing
+// a task. The tests of the shipped exec group need a client set up as the
+// README says (root, the codehub account with uid and gid 10100, the host
+// volume codehub-homes); the docker group's, CODEHUB_TEST_WORKSPACE_IMAGE.
 package nomad_test
 
 import (
