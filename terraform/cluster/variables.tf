@@ -183,6 +183,9 @@ variable "exec_chroot_env" {
     "/usr/lib/x86_64-linux-gnu"  = "/usr/lib/x86_64-linux-gnu"
     "/usr/lib/git-core"          = "/usr/lib/git-core"
     "/usr/lib/locale"            = "/usr/lib/locale"
+    "/usr/lib/terminfo"          = "/usr/lib/terminfo"
+    "/usr/share/terminfo"        = "/usr/share/terminfo"
+    "/usr/share/git-core"        = "/usr/share/git-core"
     "/usr/share/zoneinfo"        = "/usr/share/zoneinfo"
     "/usr/share/ca-certificates" = "/usr/share/ca-certificates"
     "/usr/local/bin"             = "/usr/local/bin"
@@ -201,5 +204,7 @@ variable "exec_chroot_env" {
     "/etc/mime.types"            = "/etc/mime.types"
     "/etc/protocols"             = "/etc/protocols"
     "/etc/services"              = "/etc/services"
+    "/etc/ssh/ssh_config"        = "/etc/ssh/ssh_config"
+    "/etc/gitconfig"             = "/etc/gitconfig"
   }
 }
