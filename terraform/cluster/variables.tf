@@ -173,7 +173,7 @@ variable "exec_homes_nfs" {
 }
 
 variable "exec_chroot_env" {
-  description = "What an exec workspace's chroot holds (the Nomad client's chroot_env: host path = path in the chroot). Nomad builds it of hard links for every task; its default, the whole of /bin, /etc, /lib, /sbin and /usr, is about 200,000 of them. This default is what codehub, code-server, a shell and git need on an amd64 Debian or Ubuntu client (aarch64-linux-gnu for arm64): add your team's tools."
+  description = "What an exec workspace's chroot holds (the Nomad client's chroot_env: host path = path in the chroot). Nomad builds it of hard links for every task; its default, the whole of /bin, /etc, /lib, /sbin and /usr, is about 200,000 of them. This default is what codehub, code-server, a shell and git need on an amd64 Debian or Ubuntu client (aarch64-linux-gnu for arm64; /run/systemd/resolve because /etc/resolv.conf links there under systemd-resolved): add your team's tools."
   type        = map(string)
   default = {
     "/bin"                       = "/bin"
@@ -196,6 +196,7 @@ variable "exec_chroot_env" {
     "/etc/group"                 = "/etc/group"
     "/etc/hosts"                 = "/etc/hosts"
     "/etc/resolv.conf"           = "/etc/resolv.conf"
+    "/run/systemd/resolve"       = "/run/systemd/resolve"
     "/etc/nsswitch.conf"         = "/etc/nsswitch.conf"
     "/etc/localtime"             = "/etc/localtime"
     "/etc/ld.so.cache"           = "/etc/ld.so.cache"
