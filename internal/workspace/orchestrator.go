@@ -134,3 +134,16 @@ type OOMCounter interface {
 	// memory since w started.
 	OOMKills(ctx context.Context, w *Workspace) (int64, error)
 }
+
+// Recoverer is implemented by orchestrators that bring a workspace whose
+// agent died or hangs back where it ran (Nomad restarts a task in place:
+// the same allocation, node, port and files), far quicker than a new
+// start.
+type Recoverer interface {
+	// Recover waits until w's agent runs again where it ran, first
+	// restarting it when hung (it runs but does not answer), and returns
+	// where it listens. It fails when the orchestrator gave up on it
+	// (restart attempts spent, its node lost); the manager then starts
+	// the workspace afresh.
+	Recover(ctx context.Context, w *Workspace, hung bool, progress func(string)) (Launched, error)
+}
