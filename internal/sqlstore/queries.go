@@ -91,6 +91,19 @@ type queries struct {
 	// Audit failures.
 	RecentAuditFailures string
 	CountAuditFailures  string
+
+	// Sign-in lockout.
+	InsertLockoutKey         string
+	GetLockoutKey            string
+	GetLoginFailures         string
+	EnsureLoginFailure       string
+	GetLoginFailureForUpdate string
+	SetLoginFailure          string
+	CountFailingClients      string
+	DeleteLoginFailure       string
+	ListLoginFailures        string
+	ClearLoginFailures       string
+	PruneLoginFailures       string
 }
 
 // loadQueries reads queries/<driver>.sql from fsys and fills every field

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/lockout"
+	"github.com/codehub-dev/codehub/internal/lockout/lockouttest"
 	"github.com/codehub-dev/codehub/internal/session"
 	"github.com/codehub-dev/codehub/internal/session/storetest"
 	"github.com/codehub-dev/codehub/internal/testenv"
@@ -498,6 +500,18 @@ func TestUserIDs(t *testing.T) {
 					t.Fatalf("RecordFailure(%q): err = %v, want ErrNotFound", id, err)
 				}
 			}
+		})
+	}
+}
+
+func TestLockoutStoreContract(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			b.need(t)
+			lockouttest.Run(t, func(t *testing.T) lockout.Store {
+				return mustOpen(t, b.config(t)).Lockout()
+			})
 		})
 	}
 }
