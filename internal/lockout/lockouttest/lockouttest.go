@@ -38,7 +38,10 @@ func Run(t *testing.T, open func(t *testing.T) lockout.Store) {
 	t.Run("SecretMadeOnce", func(t *testing.T) {
 		st := open(t)
 		calls := 0
-		gen := func() ([]byte, error) { calls++; return []byte(fmt.Sprintf("key number %d: 32 bytes long....", calls)), nil }
+		gen := func() ([]byte, error) {
+			calls++
+			return []byte(fmt.Sprintf("key number %d: 32 bytes long....", calls)), nil
+		}
 		a, err := st.Secret(ctx, gen)
 		if err != nil {
 			t.Fatal(err)
