@@ -25,7 +25,9 @@ type answer struct {
 	RetryAfter    time.Duration
 }
 
-func (a answer) String() string { return fmt.Sprintf("%s %q retry %v", a.Code, a.Message, a.RetryAfter) }
+func (a answer) String() string {
+	return fmt.Sprintf("%s %q retry %v", a.Code, a.Message, a.RetryAfter)
+}
 
 func answerOf(err error) answer {
 	var e *identity.Error
