@@ -329,7 +329,9 @@ func (g *Guard) Locks(ctx context.Context, names ...string) ([]Lock, error) {
 	now := g.now()
 	out := make([]Lock, 0, len(entries))
 	for _, e := range entries {
-		if !e.Locked(now) && (e.Failures == 0 || now.Sub(e.LastFailure) > g.policy.ResetAfter) {
+		// The name's own entry matters only while it locks everyone: its
+		// count is the sum of the clients' shown below it.
+		if !e.Locked(now) && (e.Client == AllClients || e.Failures == 0 || now.Sub(e.LastFailure) > g.policy.ResetAfter) {
 			continue
 		}
 		out = append(out, Lock{Name: byKey[e.NameKey], Client: e.Client, Failures: e.Failures,
