@@ -95,6 +95,9 @@ type multiConfig struct {
 	KeysFile string
 	// Registration is "admin" (default), "invite" or "open".
 	Registration string
+	// DefaultSessionCap keeps the product's max-sessions-per-user
+	// instead of room for 100.
+	DefaultSessionCap bool
 }
 
 // write writes the configuration as HCL into a new file and returns its
@@ -137,7 +140,11 @@ func (c multiConfig) write(t *testing.T) string {
 	}
 	fmt.Fprintf(&b, "  }\n")
 	// Room for the many sign-ins of one user in a test.
-	fmt.Fprintf(&b, "  limits {\n    max_sessions_per_user = 100\n  }\n}\n")
+	if c.DefaultSessionCap {
+		fmt.Fprintf(&b, "}\n")
+	} else {
+		fmt.Fprintf(&b, "  limits {\n    max_sessions_per_user = 100\n  }\n}\n")
+	}
 	file := filepath.Join(t.TempDir(), "codehub.hcl")
 	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)

@@ -317,7 +317,7 @@ func TestAdminLockToldOnlyAfterRightPassword(t *testing.T) {
 	if a, b := g.try(t, "alice", "wrong-password-1", from("192.0.2.7")), g.try(t, "nobody", "wrong-password-1", from("192.0.2.8")); a != b {
 		t.Fatalf("wrong password of a locked account %v, of no account %v", a, b)
 	}
-	if a := g.try(t, "alice", goodPW, from("192.0.2.9")); a.Code != identity.CodeAccountLocked || a.RetryAfter != 0 {
+	if a := g.try(t, "alice", goodPW, from("192.0.2.9")); a.Code != identity.CodeAccountLocked || a.RetryAfter < 99*365*24*time.Hour {
 		t.Fatalf("right password of a locked account: %v", a)
 	}
 }

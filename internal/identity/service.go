@@ -384,7 +384,7 @@ func (s *Service) lockedError(l *auth.LockedError) *Error {
 				"a browser that signed in with it before can still sign in", wait)}
 	case auth.ScopeAccount:
 		if wait > 24*time.Hour {
-			return &Error{Code: CodeAccountLocked, Message: "this account is locked; ask an administrator"}
+			return &Error{Code: CodeAccountLocked, RetryAfter: wait, Message: "this account is locked; ask an administrator"}
 		}
 		return &Error{Code: CodeAccountLocked, RetryAfter: wait,
 			Message: fmt.Sprintf("this account is locked by an administrator for %s", wait)}
@@ -467,13 +467,38 @@ func (s *Service) makeRoom(ctx context.Context, userID string) (string, error) {
 // person recognizes it.
 func describeSession(x *session.Session) string {
 	from := x.IPAddress
-	if ua := truncate(x.UserAgent, 80); ua != "" {
+	if ua := describeAgent(x.UserAgent); ua != "" {
 		from = ua + " at " + x.IPAddress
 	}
 	if from == "" {
 		from = "an unknown place"
 	}
 	return fmt.Sprintf("last used %s from %s", x.LastActivity.UTC().Format("2006-01-02 15:04 UTC"), from)
+}
+
+// describeAgent names the browser and system of a user agent as people
+// call them ("Firefox on Windows"), or gives the start of an agent it
+// does not know.
+func describeAgent(ua string) string {
+	pick := func(names [][2]string) string {
+		for _, n := range names {
+			if strings.Contains(ua, n[0]) {
+				return n[1]
+			}
+		}
+		return ""
+	}
+	browser := pick([][2]string{{"Firefox/", "Firefox"}, {"Edg/", "Edge"}, {"OPR/", "Opera"}, {"Chromium/", "Chromium"},
+		{"Chrome/", "Chrome"}, {"Safari/", "Safari"}})
+	system := pick([][2]string{{"Android", "Android"}, {"iPhone", "iPhone"}, {"iPad", "iPad"}, {"Windows", "Windows"},
+		{"Mac OS X", "macOS"}, {"CrOS", "ChromeOS"}, {"Linux", "Linux"}})
+	switch {
+	case browser != "" && system != "":
+		return browser + " on " + system
+	case browser != "":
+		return browser
+	}
+	return truncate(ua, 60)
 }
 
 // TakeNotice returns the session's notice not yet shown, and forgets it:

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+	"github.com/codehub-dev/codehub/internal/audit"
+	"github.com/codehub-dev/codehub/internal/testenv"
+)
+
+// TestBrowserSixSignInsWithDefaultCap: a person signs in from six
+// browsers in a row (closed windows, private windows, a cleared cookie
+// jar) with the default cap of five sessions. Every sign-in reaches the
+// IDE; the sixth says, once, which session it ended (the least recently
+// used, the first), and the audit log says why. Five sessions remain.
+func TestBrowserSixSignInsWithDefaultCap(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	cfg := multiConfig{Upstream: startStandInIDE(t), DataDir: dataDir, DefaultSessionCap: true}.write(t)
+	const pw = "six-browsers-1"
+	createUser(t, cfg, "alice", pw)
+	g := startMultiGateway(t, cfg)
+	bctx := testenv.Browser(t)
+
+	var tabs []context.Context
+	for i := 1; i <= 6; i++ {
+		tab := newTab(t, bctx)
+		tabs = append(tabs, tab)
+		if i < 6 {
+			browserLogin(t, tab, g.URL, "alice", pw, "/", "#"+ideMarker)
+			continue
+		}
+		browserLogin(t, tab, g.URL, "alice", pw, "/", "main a.button")
+		testenv.Screenshot(t, tab, "sixth-sign-in-notice")
+		text, err := chromedp.Run(tab, chromedp.Text(chromedp.CSS("main")))
+		if err != nil || !strings.Contains(text, "You were signed in 5 times, the most allowed, so the session last used") ||
+			!strings.Contains(text, "was ended") {
+			t.Fatalf("the page after the sixth sign-in says %q (%v)", text, err)
+		}
+		if err := chromedp.Do(tab, clickAndLoad(chromedp.CSS("main a.button")), chromedp.WaitVisible(chromedp.CSS("#"+ideMarker))); err != nil {
+			testenv.Screenshot(t, tab, "sixth-continue-failed")
+			t.Fatalf("continue to the IDE: %v", err)
+		}
+	}
+	// The notice was shown once: the IDE again, straight.
+	if err := chromedp.Do(tabs[5], chromedp.Navigate(g.URL+"/login/notice?to=/"), chromedp.WaitVisible(chromedp.CSS("#"+ideMarker))); err != nil {
+		t.Fatalf("the notice page a second time: %v", err)
+	}
+	// The first browser's session, the least recently used, ended; the
+	// other five go on.
+	if err := chromedp.Do(tabs[0], chromedp.Navigate(g.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#username"))); err != nil {
+		testenv.Screenshot(t, tabs[0], "first-browser-after-sixth")
+		t.Fatalf("the first browser after the sixth sign-in: %v; want the sign-in page", err)
+	}
+	for i, tab := range tabs[1:] {
+		if err := chromedp.Do(tab, chromedp.Navigate(g.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#"+ideMarker))); err != nil {
+			t.Fatalf("browser %d after the sixth sign-in: %v; want the IDE", i+2, err)
+		}
+	}
+	var sessions struct {
+		Sessions []struct {
+			Current bool `json:"current"`
+		} `json:"sessions"`
+	}
+	if err := chromedp.Do(tabs[5], chromedp.Navigate(g.URL+"/api/v1/me/sessions")); err != nil {
+		t.Fatal(err)
+	}
+	body, err := chromedp.Run(tabs[5], chromedp.Text(chromedp.CSS("body")))
+	if err != nil || json.Unmarshal([]byte(body), &sessions) != nil || len(sessions.Sessions) != 5 {
+		t.Fatalf("alice's sessions: %v %s; want 5", err, body)
+	}
+
+	// The audit log has the ended session, with why.
+	var found bool
+	eventually(t, guard, "no session.revoked event for the ended session in the audit log", func() bool {
+		f, err := os.Open(filepath.Join(dataDir, "audit.log"))
+		if err != nil {
+			return false
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var e audit.Event
+			if json.Unmarshal(sc.Bytes(), &e) == nil && e.EventType == audit.SessionRevoked && e.Username == "alice" &&
+				e.Metadata["reason"] == "max sessions per user: least recently used ended" {
+				found = true
+			}
+		}
+		return found
+	})
+	if s := g.stderr.String(); strings.Contains(s, "panic") {
+		t.Errorf("the gateway panicked:\n%s", s)
+	}
+}
+
+// TestCLIUnlockClearsFailureLocks: failures lock a name from an address;
+// `codehub user unlock` lifts those locks too, on the running gateway.
+func TestCLIUnlockClearsFailureLocks(t *testing.T) {
+	t.Parallel()
+	cfg := multiConfig{Upstream: startStandInIDE(t)}.write(t)
+	createUser(t, cfg, "alice", "alice-pass-01")
+	g := startMultiGateway(t, cfg)
+	for range 5 {
+		postJSON(t, g.URL+"/api/v1/auth/login", map[string]string{"username": "alice", "password": "wrong-password"})
+	}
+	r := postJSON(t, g.URL+"/api/v1/auth/login", map[string]string{"username": "alice", "password": "alice-pass-01"})
+	if r.Status != http.StatusLocked || r.Header.Get("Retry-After") != "60" {
+		t.Fatalf("right password after five failures from this address: %d %s", r.Status, r.Body)
+	}
+	if out := mustCLI(t, cfg, "", "unlock", "alice"); out != "alice is unlocked\n" {
+		t.Errorf("unlock: %q", out)
+	}
+	apiLogin(t, g, "alice", "alice-pass-01")
+}
