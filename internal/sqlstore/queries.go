@@ -22,20 +22,18 @@ type queries struct {
 	RecordMigration       string
 
 	// Users.
-	CreateUser           string
-	GetUserByID          string
-	GetUserByIDForUpdate string
-	GetUserByUsername    string
-	GetUserByEmail       string
-	ListUsers            string
-	CountUsersMatching   string
-	UpdateUser           string
-	DeleteUser           string
-	CountUsers           string
-	SetUserLockout       string
-	RecordUserSuccess    string
-	LockUser             string
-	UnlockUser           string
+	CreateUser         string
+	GetUserByID        string
+	GetUserByUsername  string
+	GetUserByEmail     string
+	ListUsers          string
+	CountUsersMatching string
+	UpdateUser         string
+	DeleteUser         string
+	CountUsers         string
+	RecordUserSuccess  string
+	LockUser           string
+	UnlockUser         string
 
 	// Revocation events.
 	LockRevocations   string

@@ -36,12 +36,6 @@ SELECT id::text, username, email, password_hash, roles::text, created_at, update
        last_login, active, metadata::text, failed_logins, locked_until, lock_count
 FROM users WHERE id = $1;
 
--- name: GetUserByIDForUpdate
-SELECT id::text, username, email, password_hash, roles::text, created_at, updated_at,
-       last_login, active, metadata::text, failed_logins, locked_until, lock_count
-FROM users WHERE id = $1
-FOR UPDATE;
-
 -- name: GetUserByUsername
 SELECT id::text, username, email, password_hash, roles::text, created_at, updated_at,
        last_login, active, metadata::text, failed_logins, locked_until, lock_count
@@ -78,9 +72,6 @@ DELETE FROM users WHERE id = $1;
 
 -- name: CountUsers
 SELECT count(*) FROM users;
-
--- name: SetUserLockout
-UPDATE users SET failed_logins = $2, locked_until = $3, lock_count = $4 WHERE id = $1;
 
 -- name: RecordUserSuccess
 UPDATE users SET failed_logins = 0, lock_count = 0, last_login = $2 WHERE id = $1;

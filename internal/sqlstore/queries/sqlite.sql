@@ -40,12 +40,6 @@ SELECT id, username, email, password_hash, roles, created_at, updated_at,
        last_login, active, metadata, failed_logins, locked_until, lock_count
 FROM users WHERE id = ?1;
 
--- name: GetUserByIDForUpdate
--- Run inside an immediate transaction, which already excludes other writers.
-SELECT id, username, email, password_hash, roles, created_at, updated_at,
-       last_login, active, metadata, failed_logins, locked_until, lock_count
-FROM users WHERE id = ?1;
-
 -- name: GetUserByUsername
 SELECT id, username, email, password_hash, roles, created_at, updated_at,
        last_login, active, metadata, failed_logins, locked_until, lock_count
@@ -82,9 +76,6 @@ DELETE FROM users WHERE id = ?1;
 
 -- name: CountUsers
 SELECT count(*) FROM users;
-
--- name: SetUserLockout
-UPDATE users SET failed_logins = ?2, locked_until = ?3, lock_count = ?4 WHERE id = ?1;
 
 -- name: RecordUserSuccess
 UPDATE users SET failed_logins = 0, lock_count = 0, last_login = ?2 WHERE id = ?1;
