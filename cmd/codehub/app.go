@@ -276,6 +276,8 @@ func (a *app) openMulti(ctx context.Context, getenv func(string) string) error {
 	}, identity.Deps{
 		Authn: authn, Users: db.Users(), Sessions: sessions, Tokens: tokens, Bus: bus, Hasher: hasher,
 		OnRevoke: a.revoked, Audit: a.audit, Lockout: guard,
+		OnLocked:  func(scope string) { a.metrics.SignInLocks.WithLabelValues(scope).Inc() },
+		OnEvicted: func(n int) { a.metrics.SessionsEvicted.Add(float64(n)) },
 	}, log.Named("identity"))
 	return nil
 }

@@ -96,6 +96,9 @@ func TestBrowserSixSignInsWithDefaultCap(t *testing.T) {
 		}
 		return found
 	})
+	if m := do(t, http.MethodGet, g.URL+"/metrics", nil); !strings.Contains(string(m.Body), "\ncodehub_sessions_evicted_total 1\n") {
+		t.Errorf("metrics lack one evicted session:\n%s", m.Body)
+	}
 	if s := g.stderr.String(); strings.Contains(s, "panic") {
 		t.Errorf("the gateway panicked:\n%s", s)
 	}
@@ -114,6 +117,9 @@ func TestCLIUnlockClearsFailureLocks(t *testing.T) {
 	r := postJSON(t, g.URL+"/api/v1/auth/login", map[string]string{"username": "alice", "password": "alice-pass-01"})
 	if r.Status != http.StatusLocked || r.Header.Get("Retry-After") != "60" {
 		t.Fatalf("right password after five failures from this address: %d %s", r.Status, r.Body)
+	}
+	if m := do(t, http.MethodGet, g.URL+"/metrics", nil); !strings.Contains(string(m.Body), "\ncodehub_signin_locks_total{scope=\"client\"} 1\n") {
+		t.Errorf("metrics lack the lock:\n%s", m.Body)
 	}
 	if out := mustCLI(t, cfg, "", "unlock", "alice"); out != "alice is unlocked\n" {
 		t.Errorf("unlock: %q", out)

@@ -81,6 +81,11 @@ type Deps struct {
 	// device cookies and for administrators to see and clear locks; nil:
 	// none.
 	Lockout *lockout.Guard
+	// OnLocked, if set, is called when failed sign-ins start a lock, with
+	// its scope ("client" or "name"); OnEvicted with the number of
+	// sessions ended to make room for a sign-in (for metrics).
+	OnLocked  func(scope string)
+	OnEvicted func(n int)
 }
 
 // What a sign-in beyond MaxSessionsPerUser does.
@@ -309,6 +314,9 @@ func (s *Service) Login(ctx context.Context, username, pw string, c Client) (*Lo
 		case errors.As(err, &locked):
 			fail("account_locked", map[string]any{"scope": string(locked.Scope)})
 			if locked.Locking { // once, when it happens
+				if s.d.OnLocked != nil {
+					s.d.OnLocked(string(locked.Scope))
+				}
 				md := map[string]any{"until": locked.Until.UTC().Format(time.RFC3339), "scope": string(locked.Scope)}
 				if locked.Client != "" {
 					md["client"] = locked.Client
@@ -455,6 +463,9 @@ func (s *Service) makeRoom(ctx context.Context, userID string) (string, error) {
 		notes = append(notes, describeSession(old))
 	}
 	s.log.Info("signed out the least recently used sessions to make room", "user", userID, "count", len(ended))
+	if s.d.OnEvicted != nil {
+		s.d.OnEvicted(len(ended))
+	}
 	s.publish(ctx, revocation.Event{SessionIDs: ended})
 	what := "the session " + notes[0] + " was"
 	if len(notes) > 1 {
