@@ -126,3 +126,40 @@ func TestCLIUnlockClearsFailureLocks(t *testing.T) {
 	}
 	apiLogin(t, g, "alice", "alice-pass-01")
 }
+
+// TestBrowserDashboardClearsLock: an administrator sees, on a user's
+// dashboard page, that failed sign-ins locked the user's name from an
+// address, and clears that lock through the confirmation dialog; the user
+// signs in from there again.
+func TestBrowserDashboardClearsLock(t *testing.T) {
+	t.Parallel()
+	cfg := multiConfig{Upstream: startStandInIDE(t)}.write(t)
+	const pw = "dashboard-pass-1"
+	createUser(t, cfg, "root", pw, "--role", "admin")
+	createUser(t, cfg, "alice", pw)
+	g := startMultiGateway(t, cfg)
+	for range 5 {
+		postJSON(t, g.URL+"/api/v1/auth/login", map[string]string{"username": "alice", "password": "wrong-password"})
+	}
+	if r := postJSON(t, g.URL+"/api/v1/auth/login", map[string]string{"username": "alice", "password": pw}); r.Status != http.StatusLocked {
+		t.Fatalf("alice after five failures: %d", r.Status)
+	}
+	aliceID := listUsers(t, cfg)["alice"].ID
+
+	bctx := testenv.Browser(t)
+	ctx, cancel := context.WithTimeout(bctx, guard)
+	defer cancel()
+	admin := newTab(t, ctx)
+	console := watchConsole(admin, "admin")
+	browserLogin(t, admin, g.URL, "root", pw, "/admin/users/"+aliceID, "#locks-table")
+	testenv.Screenshot(t, admin, "user-with-lock")
+	row, err := chromedp.Run(admin, chromedp.Text(chromedp.CSS(`#locks-table tr[data-client="127.0.0.1"]`)))
+	if err != nil || !strings.Contains(row, "alice") || !strings.Contains(row, "127.0.0.1") {
+		t.Fatalf("the lock's row: %q (%v)", row, err)
+	}
+	confirmInDialog(t, admin, `#locks-table tr[data-client="127.0.0.1"] button`, "Clear the sign-in lock of alice from 127.0.0.1?", "confirm-clear-lock")
+	wantFlash(t, admin, "The lock of alice from 127.0.0.1 is cleared.")
+	testenv.Screenshot(t, admin, "user-lock-cleared")
+	apiLogin(t, g, "alice", pw)
+	console.check(t)
+}

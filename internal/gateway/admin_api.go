@@ -410,8 +410,11 @@ type lockView struct {
 	// Client is the address (IPv6 by /64), "device:<id>" for a browser
 	// trusted by a device cookie, or "*" for the lock of the name for
 	// every address.
-	Client      string     `json:"client"`
+	Client string `json:"client"`
+	// Failures since the last success or lock; LockCount counts locks in
+	// a row, each twice as long as the one before.
 	Failures    int        `json:"failures"`
+	LockCount   int        `json:"lockCount"`
 	Locked      bool       `json:"locked"`
 	LockedUntil *time.Time `json:"lockedUntil,omitempty"`
 	LastFailure *time.Time `json:"lastFailure,omitempty"`
@@ -420,7 +423,7 @@ type lockView struct {
 func viewLocks(ls []lockout.Lock) []lockView {
 	out := make([]lockView, len(ls))
 	for i, l := range ls {
-		out[i] = lockView{Name: l.Name, Client: l.Client, Failures: l.Failures, Locked: l.Locked,
+		out[i] = lockView{Name: l.Name, Client: l.Client, Failures: l.Failures, LockCount: l.LockCount, Locked: l.Locked,
 			LastFailure: timePtr(l.LastFailure)}
 		if l.Locked {
 			out[i].LockedUntil = timePtr(l.LockedUntil)

@@ -236,8 +236,9 @@ type userPage struct {
 // lockRow is the failure state of one of a user's names from one client,
 // as the user page lists it.
 type lockRow struct {
-	Name, Client, From   string
-	Failures             int
+	Name, Client, From string
+	// State says what the entry is: a running lock, or failures counted.
+	State                string
 	Locked               bool
 	LockedUntil, LastTry when
 }
@@ -252,10 +253,14 @@ func (s *Server) lockRows(ls []lockout.Lock) []lockRow {
 		case lockout.IsDevice(l.Client):
 			from = "a browser it signed in from before (" + truncateRunes(strings.TrimPrefix(l.Client, "device:"), 8) + ")"
 		}
-		out[i] = lockRow{Name: l.Name, Client: l.Client, From: from, Failures: l.Failures, Locked: l.Locked,
-			LastTry: s.when(l.LastFailure)}
+		out[i] = lockRow{Name: l.Name, Client: l.Client, From: from, Locked: l.Locked, LastTry: s.when(l.LastFailure),
+			State: fmt.Sprintf("%d failed attempt(s)", l.Failures)}
 		if l.Locked {
 			out[i].LockedUntil = s.when(l.LockedUntil)
+			out[i].State = "locked"
+			if l.LockCount > 1 {
+				out[i].State = fmt.Sprintf("locked (%d locks in a row, each twice as long)", l.LockCount)
+			}
 		}
 	}
 	return out

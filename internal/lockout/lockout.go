@@ -310,8 +310,11 @@ type Lock struct {
 	Name string `json:"name"`
 	// Client is an address, "device:<id>" for a trusted browser, or
 	// AllClients for the lock of the name for everyone.
-	Client      string    `json:"client"`
+	Client string `json:"client"`
+	// Failures since the last success or lock; LockCount is how many
+	// locks in a row (each doubles the next).
 	Failures    int       `json:"failures"`
+	LockCount   int       `json:"lockCount"`
 	LockedUntil time.Time `json:"lockedUntil,omitzero"`
 	LastFailure time.Time `json:"lastFailure,omitzero"`
 	// Locked is whether LockedUntil is still ahead.
@@ -334,7 +337,7 @@ func (g *Guard) Locks(ctx context.Context, names ...string) ([]Lock, error) {
 		if !e.Locked(now) && (e.Client == AllClients || e.Failures == 0 || now.Sub(e.LastFailure) > g.policy.ResetAfter) {
 			continue
 		}
-		out = append(out, Lock{Name: byKey[e.NameKey], Client: e.Client, Failures: e.Failures,
+		out = append(out, Lock{Name: byKey[e.NameKey], Client: e.Client, Failures: e.Failures, LockCount: e.LockCount,
 			LockedUntil: e.LockedUntil, LastFailure: e.LastFailure, Locked: e.Locked(now)})
 	}
 	return out, nil
