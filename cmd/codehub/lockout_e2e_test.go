@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -162,4 +163,49 @@ func TestBrowserDashboardClearsLock(t *testing.T) {
 	testenv.Screenshot(t, admin, "user-lock-cleared")
 	apiLogin(t, g, "alice", pw)
 	console.check(t)
+}
+
+// TestLockoutSharedAcrossGatewaysPostgres: two gateways on one PostgreSQL
+// count the failures of one name from one address together, lock it from
+// that address on both, and let the right password in from another; a
+// name with no account is answered the same way throughout.
+func TestLockoutSharedAcrossGatewaysPostgres(t *testing.T) {
+	t.Parallel()
+	shared := multiConfig{Upstream: startStandInIDE(t), PostgresURL: testPostgres(t), TrustLoopbackProxy: true}
+	cfgA, cfgB := shared.write(t), shared.write(t)
+	const pw = "alice-password-1"
+	createUser(t, cfgA, "alice", pw)
+	gws := []*testGateway{startMultiGateway(t, cfgA), startMultiGateway(t, cfgB)}
+	login := func(g *testGateway, name, pw, ip string) (int, string) {
+		r := postJSON(t, g.URL+"/api/v1/auth/login", map[string]string{"username": name, "password": pw}, "X-Forwarded-For", ip)
+		if r.Status == http.StatusOK {
+			return r.Status, ""
+		}
+		return r.Status, r.errorBody(t).Error.Code
+	}
+	type answer struct {
+		Status int
+		Code   string
+	}
+	var seqs [2][]answer
+	for i, name := range []string{"alice", "nobody"} {
+		for n := range 6 {
+			st, code := login(gws[n%2], name, "wrong-password", "192.0.2.7")
+			seqs[i] = append(seqs[i], answer{st, code})
+		}
+	}
+	if !slices.Equal(seqs[0], seqs[1]) {
+		t.Fatalf("alice was answered %v, a name without account %v", seqs[0], seqs[1])
+	}
+	if seqs[0][3].Status != http.StatusUnauthorized || seqs[0][4].Status != http.StatusLocked || seqs[0][5].Code != "account_locked" {
+		t.Fatalf("five failures over two gateways: %v; want the fifth to lock", seqs[0])
+	}
+	for _, g := range gws {
+		if st, _ := login(g, "alice", pw, "192.0.2.7"); st != http.StatusLocked {
+			t.Errorf("right password from the locked address on %s: %d", g.URL, st)
+		}
+		if st, _ := login(g, "alice", pw, "198.51.100.8"); st != http.StatusOK {
+			t.Errorf("right password from another address on %s: %d", g.URL, st)
+		}
+	}
 }
