@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,28 +21,10 @@ import (
 // These tests sign in over HTTP as people and attackers do, from many
 // addresses: the gateway trusts the loopback proxy's X-Forwarded-For.
 
-// manualClock is a clock the tests move by hand.
-type manualClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *manualClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // lockoutEnv is an admin env whose clients may come from any address,
 // with a manual clock and the given throttle.
-func lockoutEnv(t *testing.T, th *throttle.Config) (*adminEnv, *manualClock) {
-	clock := &manualClock{t: time.Now().Truncate(time.Second)}
+func lockoutEnv(t *testing.T, th *throttle.Config) (*adminEnv, *fakeClock) {
+	clock := &fakeClock{t: time.Now().Truncate(time.Second)}
 	if th != nil {
 		th.Now = clock.Now
 	}

@@ -242,9 +242,9 @@ func (s *Service) CountUsers(ctx context.Context) (int, error) {
 	return s.d.Users.Count(ctx)
 }
 
-// modify loads a user, applies fn, stores it, records event typ, and tells
-// every gateway.
-func (s *Service) modify(ctx context.Context, id, typ string, fn func(*user.User) error) (*user.User, error) {
+// storedUser reads an account from the store, not the cache: what a
+// change starts from.
+func (s *Service) storedUser(ctx context.Context, id string) (*user.User, error) {
 	if err := s.requireUsers(); err != nil {
 		return nil, err
 	}
@@ -254,6 +254,16 @@ func (s *Service) modify(ctx context.Context, id, typ string, fn func(*user.User
 	}
 	if err != nil {
 		return nil, errorf(CodeUnavailable, "users are unavailable right now", err)
+	}
+	return u, nil
+}
+
+// modify loads a user, applies fn, stores it, records event typ, and tells
+// every gateway.
+func (s *Service) modify(ctx context.Context, id, typ string, fn func(*user.User) error) (*user.User, error) {
+	u, err := s.storedUser(ctx, id)
+	if err != nil {
+		return nil, err
 	}
 	if err := fn(u); err != nil {
 		return nil, err
@@ -368,9 +378,9 @@ func (s *Service) Unlock(ctx context.Context, id string) error {
 	}
 	md := map[string]any{}
 	if s.d.Lockout != nil {
-		u, err := s.d.Users.Get(ctx, id)
+		u, err := s.storedUser(ctx, id)
 		if err != nil {
-			return errorf(CodeUnavailable, "users are unavailable right now", err)
+			return err
 		}
 		n, err := s.d.Lockout.Clear(ctx, []string{u.Username, u.Email}, "")
 		if err != nil {
@@ -386,15 +396,9 @@ func (s *Service) Unlock(ctx context.Context, id string) error {
 // Locks returns the failure state of an account's username and email,
 // per client (address or trusted browser), running locks included.
 func (s *Service) Locks(ctx context.Context, id string) ([]lockout.Lock, error) {
-	if err := s.requireUsers(); err != nil {
-		return nil, err
-	}
-	u, err := s.d.Users.Get(ctx, id)
-	if errors.Is(err, user.ErrNotFound) {
-		return nil, errorf(CodeNotFound, "no such user", nil)
-	}
+	u, err := s.storedUser(ctx, id)
 	if err != nil {
-		return nil, errorf(CodeUnavailable, "users are unavailable right now", err)
+		return nil, err
 	}
 	if s.d.Lockout == nil {
 		return []lockout.Lock{}, nil
@@ -410,18 +414,12 @@ func (s *Service) Locks(ctx context.Context, id string) ([]lockout.Lock, error) 
 // client (an address, a trusted browser, or lockout.AllClients for the
 // lock of the names for everyone).
 func (s *Service) ClearLock(ctx context.Context, id, client string) error {
-	if err := s.requireUsers(); err != nil {
-		return err
-	}
 	if client == "" || len(client) > 128 {
 		return errorf(CodeInvalidInput, "name the address of the lock to clear", nil)
 	}
-	u, err := s.d.Users.Get(ctx, id)
-	if errors.Is(err, user.ErrNotFound) {
-		return errorf(CodeNotFound, "no such user", nil)
-	}
+	u, err := s.storedUser(ctx, id)
 	if err != nil {
-		return errorf(CodeUnavailable, "users are unavailable right now", err)
+		return err
 	}
 	if s.d.Lockout == nil {
 		return errorf(CodeNotFound, "no such lock", nil)
