@@ -298,7 +298,9 @@ type SessionStore struct {
 	// IdleTimeout ends a session unused for this long (0: never).
 	IdleTimeout Duration `config:"idle-timeout"`
 	// OnLimit is what a sign-in beyond max-sessions-per-user does:
-	// "refuse" it, or "evict-oldest" session.
+	// "evict-lru" ends the user's least recently used session (the
+	// default; "evict-oldest" is its former name), "refuse" refuses the
+	// sign-in.
 	OnLimit string `config:"on-limit"`
 	// CleanupInterval is how often expired sessions are removed.
 	CleanupInterval Duration `config:"cleanup-interval"`
@@ -328,14 +330,30 @@ type PasswordPolicy struct {
 	MaxConcurrent int `config:"max-concurrent"`
 }
 
-// Lockout locks an account after failed sign-ins.
+// Lockout slows password guessing: failed sign-ins lock one sign-in name
+// from one address (or browser), and failures from many addresses lock
+// the name for every address but trusted browsers.
 type Lockout struct {
-	// MaxFailures failed sign-ins in a row lock the account (0: never).
+	// MaxFailures failed sign-ins in a row with one name from one address
+	// lock that address out of that name (0: never).
 	MaxFailures int `config:"max-failures"`
 	// Duration of the first lock; each further lock in a row doubles,
 	// up to MaxDuration.
 	Duration    Duration `config:"duration"`
 	MaxDuration Duration `config:"max-duration"`
+	// ResetAfter forgets failures and lock history after this long
+	// without a failure.
+	ResetAfter Duration `config:"reset-after"`
+	// GlobalAddresses: failures for one name from at least this many
+	// addresses within GlobalWindow lock the name for every address
+	// (but browsers with a device cookie for it) for GlobalDuration,
+	// doubling for each further lock in a row (0: never).
+	GlobalAddresses int      `config:"global-addresses"`
+	GlobalWindow    Duration `config:"global-window"`
+	GlobalDuration  Duration `config:"global-duration"`
+	// DeviceCookieTTL is how long a device cookie, set at each browser
+	// sign-in, trusts that browser for its name (0: no device cookies).
+	DeviceCookieTTL Duration `config:"device-cookie-ttl"`
 }
 
 // Tokens configures API tokens.
@@ -550,7 +568,7 @@ func Default(getenv func(string) string) *Config {
 				Session: SessionStore{
 					Store:           "database",
 					TTL:             Duration(24 * time.Hour),
-					OnLimit:         "refuse",
+					OnLimit:         "evict-lru",
 					CleanupInterval: Duration(5 * time.Minute),
 					Host:            "127.0.0.1",
 					Port:            6379,
@@ -562,6 +580,9 @@ func Default(getenv func(string) string) *Config {
 				},
 				Lockout: Lockout{
 					MaxFailures: 5, Duration: Duration(time.Minute), MaxDuration: Duration(time.Hour),
+					ResetAfter:      Duration(24 * time.Hour),
+					GlobalAddresses: 10, GlobalWindow: Duration(time.Hour), GlobalDuration: Duration(15 * time.Minute),
+					DeviceCookieTTL: Duration(30 * 24 * time.Hour),
 				},
 				Tokens: Tokens{
 					AccessTTL: Duration(15 * time.Minute), Issuer: "codehub", Audience: "codehub",

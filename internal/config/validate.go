@@ -150,7 +150,7 @@ func (v *validator) multiUser(m *MultiUser) {
 	if st.IdleTimeout < 0 {
 		v.fail("multi-user.auth.session.idle-timeout", "must not be negative")
 	}
-	v.oneOf("multi-user.auth.session.on-limit", st.OnLimit, "refuse", "evict-oldest")
+	v.oneOf("multi-user.auth.session.on-limit", st.OnLimit, "evict-lru", "evict-oldest", "refuse")
 	v.positive("multi-user.auth.session.cleanup-interval", st.CleanupInterval)
 	if st.Store == "redis" {
 		if st.URL != "" {
@@ -187,6 +187,20 @@ func (v *validator) multiUser(m *MultiUser) {
 		if a.Lockout.MaxDuration < a.Lockout.Duration {
 			v.fail("multi-user.auth.lockout.max-duration", "must be at least lockout.duration (%s)", a.Lockout.Duration)
 		}
+	}
+	v.positive("multi-user.auth.lockout.reset-after", a.Lockout.ResetAfter)
+	if a.Lockout.GlobalAddresses < 0 {
+		v.fail("multi-user.auth.lockout.global-addresses", "must not be negative")
+	}
+	if a.Lockout.GlobalAddresses == 1 {
+		v.fail("multi-user.auth.lockout.global-addresses", "1 would lock a name for everyone after one failure; use at least 2, or 0 for never")
+	}
+	if a.Lockout.GlobalAddresses > 0 {
+		v.positive("multi-user.auth.lockout.global-window", a.Lockout.GlobalWindow)
+		v.positive("multi-user.auth.lockout.global-duration", a.Lockout.GlobalDuration)
+	}
+	if a.Lockout.DeviceCookieTTL < 0 {
+		v.fail("multi-user.auth.lockout.device-cookie-ttl", "must not be negative")
 	}
 	v.positive("multi-user.auth.tokens.access-ttl", a.Tokens.AccessTTL)
 	v.positive("multi-user.auth.tokens.rotate-every", a.Tokens.RotateEvery)

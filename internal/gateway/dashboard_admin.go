@@ -11,6 +11,7 @@ import (
 
 	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/lockout"
 	"github.com/codehub-dev/codehub/internal/resources"
 	"github.com/codehub-dev/codehub/internal/user"
 	"github.com/gorilla/mux"
@@ -38,7 +39,7 @@ func (s *Server) dashboardRoutes(r *mux.Router) {
 	page("/admin/users/{id}", s.handleUserPage())
 	action("/admin/users/create", s.dashAction("users", "/admin/users", s.createUserAction()))
 	action("/admin/users/invite", s.handleInviteAction())
-	for _, name := range []string{"disable", "enable", "unlock", "role", "policy", "delete", "revoke-sessions"} {
+	for _, name := range []string{"disable", "enable", "unlock", "clear-lock", "role", "policy", "delete", "revoke-sessions"} {
 		action("/admin/users/{id}/"+name, s.dashAction("users", "/admin/users", s.userAction(name)))
 	}
 	page("/admin/sessions", s.handleSessionsPage())
@@ -165,13 +166,12 @@ type userRow struct {
 	Active, Locked     bool
 	LastLogin, Created when
 	LockedUntil        when
-	FailedLogins       int
 }
 
 func (s *Server) userRow(u *user.User) userRow {
 	row := userRow{ID: u.ID, Username: u.Username, Email: u.Email, Role: strings.Join(u.Roles, ", "),
 		Policy: identity.PolicyOf(u), Active: u.Active, Locked: u.Locked(s.now()),
-		LastLogin: s.when(u.LastLogin), Created: s.when(u.CreatedAt), FailedLogins: u.FailedLogins}
+		LastLogin: s.when(u.LastLogin), Created: s.when(u.CreatedAt)}
 	switch {
 	case !u.Active:
 		row.Status = "disabled"
@@ -230,6 +230,41 @@ type userPage struct {
 	Policies []option
 	Quotas   []gauge
 	Sessions []sessionRow
+	// Locks are the failed sign-ins of the user's names, per client.
+	Locks []lockRow
+}
+
+// lockRow is the failure state of one of a user's names from one client,
+// as the user page lists it.
+type lockRow struct {
+	Name, Client, From string
+	// State says what the entry is: a running lock, or failures counted.
+	State                string
+	Locked               bool
+	LockedUntil, LastTry when
+}
+
+func (s *Server) lockRows(ls []lockout.Lock) []lockRow {
+	out := make([]lockRow, len(ls))
+	for i, l := range ls {
+		from := l.Client
+		switch {
+		case l.Client == lockout.AllClients:
+			from = "every address (many addresses failed)"
+		case lockout.IsDevice(l.Client):
+			from = "a browser it signed in from before (" + truncateRunes(strings.TrimPrefix(l.Client, "device:"), 8) + ")"
+		}
+		out[i] = lockRow{Name: l.Name, Client: l.Client, From: from, Locked: l.Locked, LastTry: s.when(l.LastFailure),
+			State: fmt.Sprintf("%d failed attempt(s)", l.Failures)}
+		if l.Locked {
+			out[i].LockedUntil = s.when(l.LockedUntil)
+			out[i].State = "locked"
+			if l.LockCount > 1 {
+				out[i].State = fmt.Sprintf("locked (%d locks in a row, each twice as long)", l.LockCount)
+			}
+		}
+	}
+	return out
 }
 
 func (s *Server) handleUserPage() http.Handler {
@@ -255,6 +290,12 @@ func (s *Server) handleUserPage() http.Handler {
 			return
 		}
 		pg.Sessions = s.sessionRows(ss)
+		locks, err := s.opts.Identity.Locks(r.Context(), u.ID)
+		if err != nil {
+			s.dashError(w, r, "users", "/admin/users", err)
+			return
+		}
+		pg.Locks = s.lockRows(locks)
 		s.renderDash(w, r, http.StatusOK, "admin_user.html", u.Username, "users", pg)
 	})
 }
@@ -404,6 +445,22 @@ func (s *Server) userAction(name string) func(r *http.Request) (*pendingAction, 
 						return "", err
 					}
 					return who + " is unlocked.", nil
+				}}, nil
+		case "clear-lock":
+			client := r.PostFormValue("client")
+			if client == "" || len(client) > 128 {
+				return nil, badInput("name the lock to clear")
+			}
+			from := client
+			if client == lockout.AllClients {
+				from = "every address"
+			}
+			return &pendingAction{Prompt: fmt.Sprintf("Clear the sign-in lock of %s from %s? Its failed sign-ins are forgotten.", who, from),
+				Button: "Clear lock", Do: func() (string, error) {
+					if err := s.adminClearLock(r, target, client); err != nil {
+						return "", err
+					}
+					return fmt.Sprintf("The lock of %s from %s is cleared.", who, from), nil
 				}}, nil
 		case "role":
 			role := r.PostFormValue("role")

@@ -38,6 +38,10 @@ type Metrics struct {
 	// its limit, and processes of workspaces killed for lack of memory.
 	QuotaExceeded *prometheus.CounterVec // resource: storage, memory
 	OOMKills      prometheus.Counter
+
+	// Sign-in lockout and the session cap (multi-user mode).
+	SignInLocks     *prometheus.CounterVec // scope: client, name
+	SessionsEvicted prometheus.Counter
 }
 
 // New creates the collectors and registers them, with the Go runtime and
@@ -135,5 +139,17 @@ func New() *Metrics {
 		m.ActiveUsers, m.UserStorage, m.APIRateLimited,
 		m.QuotaExceeded, m.OOMKills,
 	)
+	m.SignInLocks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "codehub_signin_locks_total",
+		Help: "Locks started by failed sign-ins, by scope: client (one name from one address or browser) or name (one name from every address).",
+	}, []string{"scope"})
+	for _, scope := range []string{"client", "name"} {
+		m.SignInLocks.WithLabelValues(scope)
+	}
+	m.SessionsEvicted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "codehub_sessions_evicted_total",
+		Help: "Sessions ended to make room for a sign-in over max-sessions-per-user.",
+	})
+	r.MustRegister(m.SignInLocks, m.SessionsEvicted)
 	return m
 }
