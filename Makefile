@@ -15,7 +15,7 @@ LDFLAGS   := -X github.com/codehub-dev/codehub/internal/buildinfo.version=$(VERS
 TESTFLAGS ?=
 # How long `make test` runs each fuzz target (0 skips fuzzing), and how
 # long `make fuzz` does.
-FUZZSHORT ?= 3s
+FUZZSHORT ?= 2s
 FUZZTIME  ?= 1m
 
 export CODEHUB_CACHE := $(CACHE)

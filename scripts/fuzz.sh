@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs every Go fuzz target of the module for DURATION each (a Go
-# duration, or Nx for N inputs; default 3s; 0 skips fuzzing).
+# duration, or Nx for N inputs; default 2s; 0 skips fuzzing).
 #
 #   scripts/fuzz.sh [DURATION] [PACKAGE...]
 #
@@ -14,7 +14,7 @@
 # with `go test -fuzz`.
 set -eu
 
-duration=${1:-3s}
+duration=${1:-2s}
 [ $# -gt 0 ] && shift
 GO=${GO:-go}
 
