@@ -3,6 +3,7 @@ package gateway
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/codehub-dev/codehub/internal/audit"
@@ -56,6 +57,12 @@ func splitHostPort(hp string) (host, port string, ok bool) {
 	// An IPv6 address is written in brackets, and nothing else is.
 	if host == "" || strings.ContainsAny(host, "[]") || strings.Contains(host, ":") != bracketed {
 		return "", "", false
+	}
+	if bracketed {
+		a, err := netip.ParseAddr(host)
+		if err != nil || !a.Is6() {
+			return "", "", false
+		}
 	}
 	return strings.ToLower(host), port, true
 }

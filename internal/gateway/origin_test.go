@@ -190,7 +190,7 @@ func TestParseOrigin(t *testing.T) {
 	}
 	for _, in := range []string{"", "null", "example.com", "ftp://example.com", "ws://example.com", "http://",
 		"http://user@example.com", "http://example.com/path", "http://example.com?x", "http://example.com:",
-		"http://example.com:x", "http://::1", "http://[::1", "http://exa mple.com", "http://example.com:123456"} {
+		"http://example.com:x", "http://::1", "http://[::1", "http://[:]", "http://[example.com]", "http://exa mple.com", "http://example.com:123456"} {
 		if o, ok := parseOrigin(in); ok {
 			t.Errorf("parseOrigin(%q) = %v, want refused", in, o)
 		}
