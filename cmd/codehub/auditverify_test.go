@@ -4,13 +4,20 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/codehub-dev/codehub/internal/audit"
+	"github.com/jackc/pgx/v5"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite", to tamper with the database log
 )
 
@@ -63,13 +70,35 @@ func tamperLines(t *testing.T, src string, edit func(n int, line string) *string
 	return dst
 }
 
-// TestAuditVerifyCLI: `codehub audit verify` passes on the audit file a
-// gateway wrote, and on its database log; a deleted line and an altered
-// line are each reported with the line that breaks the chain, and the
-// command then exits with a non-zero status.
-func TestAuditVerifyCLI(t *testing.T) {
-	t.Parallel()
-	cfg := &opsConfig{Upstream: startStandInIDE(t)}
+// fileLines returns the lines of path.
+func fileLines(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+}
+
+// mustFail checks that verify with args fails, printing want, and that
+// the real binary exits 1 saying the same.
+func mustFail(t *testing.T, want string, args ...string) {
+	t.Helper()
+	out, err := auditVerify(t, args...)
+	if !errors.Is(err, errSilent) || !strings.Contains(out, want) {
+		t.Errorf("audit verify %s: %v\n%s\nwant a failure saying %q", strings.Join(args, " "), err, out, want)
+	}
+	code, bout := exitStatus(t, append([]string{"audit", "verify"}, args...)...)
+	if code != 1 || !strings.Contains(bout, want) {
+		t.Errorf("codehub audit verify %s exited %d:\n%s", strings.Join(args, " "), code, bout)
+	}
+}
+
+// auditGateway runs a gateway that writes some audit entries, and stops
+// it; it returns its configuration file.
+func auditGateway(t *testing.T, cfg *opsConfig) string {
+	t.Helper()
+	cfg.Upstream = startStandInIDE(t)
 	file := cfg.write(t)
 	createUser(t, file, "alice", "alice-password-1")
 	g := startMultiGateway(t, file)
@@ -79,59 +108,87 @@ func TestAuditVerifyCLI(t *testing.T) {
 	if err := g.stop(); err != nil {
 		t.Fatalf("gateway stopped with %v", err)
 	}
-	entries := readAuditFile(t, cfg.AuditFile)
-	if len(entries) < 5 {
+	if entries := readAuditFile(t, cfg.AuditFile); len(entries) < 5 {
 		t.Fatalf("the gateway wrote %d audit entries, want at least 5", len(entries))
 	}
+	return file
+}
 
-	// Intact: the file named, and what the configuration names (the
-	// file and the database).
-	out, err := auditVerify(t, cfg.AuditFile)
-	if err != nil || !strings.Contains(out, "ok "+cfg.AuditFile+": ") || !strings.Contains(out, "chain intact") {
+// TestAuditVerifyCLI: `codehub audit verify` passes on the logs a gateway
+// wrote; an entry edited and re-chained with plain SHA-256, a removed
+// entry, a removed tail and an entry missing from the database are each
+// reported with their place, and the command then exits with status 1.
+func TestAuditVerifyCLI(t *testing.T) {
+	t.Parallel()
+	cfg := &opsConfig{}
+	file := auditGateway(t, cfg)
+	lines := fileLines(t, cfg.AuditFile)
+	n := len(lines)
+
+	// Intact: the file named, and what the configuration names (the file,
+	// the database, compared).
+	out, err := auditVerify(t, cfg.AuditFile, "--config", file)
+	if err != nil || !strings.Contains(out, "ok "+cfg.AuditFile+": ") || !strings.Contains(out, "keyed chain intact") ||
+		!strings.Contains(out, "last checkpoint entry "+fmt.Sprint(n)) {
 		t.Fatalf("verify of the intact file: %v\n%s", err, out)
 	}
 	out, err = auditVerify(t, "--config", file)
-	if err != nil || !strings.Contains(out, "ok "+cfg.AuditFile) || !strings.Contains(out, "ok database: ") {
+	if err != nil || !strings.Contains(out, "ok "+cfg.AuditFile) || !strings.Contains(out, "ok database: ") ||
+		!strings.Contains(out, "ok compare: "+cfg.AuditFile+" and the database hold the same") {
 		t.Fatalf("verify of the configured logs: %v\n%s", err, out)
 	}
-	if code, out := exitStatus(t, "audit", "verify", cfg.AuditFile); code != 0 {
-		t.Fatalf("codehub audit verify of the intact file exited %d:\n%s", code, out)
+	if code, out := exitStatus(t, "audit", "verify", "--config", file); code != 0 {
+		t.Fatalf("codehub audit verify of the intact logs exited %d:\n%s", code, out)
 	}
+	// Without the key, nothing keyed verifies.
+	mustFail(t, "keyed entries cannot be checked without the audit key", cfg.AuditFile)
 
-	// A deleted line: the chain breaks at the line after it.
-	deleted := tamperLines(t, cfg.AuditFile, func(n int, line string) *string {
-		if n == 3 {
+	// An entry edited, and the chain after it recomputed with plain
+	// SHA-256, as someone without the key would.
+	prev := ""
+	rechained := tamperLines(t, cfg.AuditFile, func(i int, line string) *string {
+		var e audit.Event
+		json.Unmarshal([]byte(line), &e)
+		if i >= 3 {
+			if i == 3 {
+				e.Username, e.IPAddress = "mallory", "203.0.113.9"
+			}
+			e.PrevHash = prev
+			e.Hash, _ = audit.ComputeHash(e)
+			b, _ := json.Marshal(e)
+			line = string(b)
+		}
+		prev = e.Hash
+		return &line
+	})
+	// A removed entry.
+	deleted := tamperLines(t, cfg.AuditFile, func(i int, line string) *string {
+		if i == 3 {
 			return nil
 		}
 		return &line
 	})
-	// An altered line: it no longer matches its hash.
-	altered := tamperLines(t, cfg.AuditFile, func(n int, line string) *string {
-		if n == 4 {
-			line = strings.Replace(line, `"timestamp":"2`, `"timestamp":"1`, 1) // a thousand years earlier
+	// A removed tail: the last three entries, the closing checkpoint with
+	// them.
+	truncated := tamperLines(t, cfg.AuditFile, func(i int, line string) *string {
+		if i > n-3 {
+			return nil
 		}
 		return &line
 	})
 	for _, c := range []struct {
 		name, path, want string
 	}{
-		{"deleted line 3", deleted, deleted + ":3: broken chain"},
-		{"altered line 4", altered, altered + ":4: altered"},
+		{"edited and re-chained line 3", rechained, "FAILED " + rechained + ":3: altered: the entry does not match its HMAC"},
+		{"deleted line 3", deleted, "FAILED " + deleted + ":3: broken chain"},
+		{"last 3 lines removed", truncated, fmt.Sprintf("FAILED %s: truncated: the log ends at seq %d", truncated, n-3)},
+		{"last 3 lines removed: which", truncated, fmt.Sprintf("names its entry %d: entries %d to %d are missing", n, n-2, n)},
 	} {
-		out, err := auditVerify(t, c.path)
-		if !errors.Is(err, errSilent) {
-			t.Errorf("%s: verify returned %v, want a failure\n%s", c.name, err, out)
-		}
-		if !strings.Contains(out, "FAILED "+c.want) {
-			t.Errorf("%s: verify printed %q, want %q", c.name, out, "FAILED "+c.want)
-		}
-		code, bout := exitStatus(t, "audit", "verify", c.path)
-		if code == 0 || !strings.Contains(bout, c.want) {
-			t.Errorf("%s: codehub audit verify exited %d:\n%s", c.name, code, bout)
-		}
+		t.Run(c.name, func(t *testing.T) { mustFail(t, c.want, c.path, "--config", file) })
 	}
 
-	// The database log: an entry altered in place is found too.
+	// The database log: an entry altered in place is found, and so is one
+	// deleted, as missing from the database.
 	db, err := sql.Open("sqlite", filepath.Join(cfg.DataDir, "users.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -140,8 +197,202 @@ func TestAuditVerifyCLI(t *testing.T) {
 	if _, err := db.Exec(`UPDATE audit_log SET username = 'mallory' WHERE seq = 2`); err != nil {
 		t.Fatal(err)
 	}
-	out, err = auditVerify(t, "--database", "--config", file)
-	if !errors.Is(err, errSilent) || !strings.Contains(out, "FAILED database: seq 2: altered") {
-		t.Errorf("verify of the altered database log: %v\n%s", err, out)
+	mustFail(t, "FAILED seq 2: altered: the entry does not match its HMAC", "--database", "--config", file)
+	var (
+		seq     int64
+		id, typ string
+	)
+	if err := db.QueryRow(`SELECT seq, event_id, event_type FROM audit_log WHERE seq > 2 AND event_type <> 'audit.checkpoint' ORDER BY seq LIMIT 1`).Scan(&seq, &id, &typ); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DELETE FROM audit_log WHERE seq = ?`, seq); err != nil {
+		t.Fatal(err)
+	}
+	mustFail(t, "FAILED compare: 1 entries of "+cfg.AuditFile+" are missing from the database:", "--config", file)
+	mustFail(t, "id "+id+") ", "--config", file)
+	mustFail(t, typ, "--config", file)
+}
+
+// TestAuditVerifyLegacyAndRotation: a log written before keyed chains
+// verifies as legacy, not as fine; the gateway continues it keyed; and
+// after `codehub audit rotate-key` the entries of both keys verify.
+func TestAuditVerifyLegacyAndRotation(t *testing.T) {
+	t.Parallel()
+	cfg := &opsConfig{}
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	cfg.AuditFile = filepath.Join(cfg.DataDir, "audit", "audit.log")
+	// Three entries as the old format wrote them.
+	var old []string
+	prev := ""
+	t0 := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
+	for i := 1; i <= 3; i++ {
+		e := audit.Event{Timestamp: t0.Add(time.Duration(i) * time.Minute), EventType: audit.LoginSuccess, Username: "alice",
+			Status: audit.StatusSuccess, Seq: int64(i), PrevHash: prev}
+		e.Hash, _ = audit.ComputeHash(e)
+		prev = e.Hash
+		b, _ := json.Marshal(e)
+		old = append(old, string(b))
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.AuditFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.AuditFile, []byte(strings.Join(old, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Upstream = startStandInIDE(t)
+	file := cfg.write(t)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mustFail(t, "LEGACY "+cfg.AuditFile+": legacy, unkeyed: entries 1-3 (3) were written before keyed chains", cfg.AuditFile, "--config", file)
+
+	createUser(t, file, "alice", "alice-password-1") // continues the log, keyed
+	kid := func(line string) string {
+		var e audit.Event
+		json.Unmarshal([]byte(line), &e)
+		return e.KeyID
+	}
+	first := kid(fileLines(t, cfg.AuditFile)[3])
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"codehub", "audit", "rotate-key", "--config", file}, testGetenv(t),
+		strings.NewReader(""), &out, &errOut); err != nil || !strings.Contains(out.String(), "new audit key ") {
+		t.Fatalf("rotate-key: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	createUser(t, file, "bob", "bob-password-12")
+	lines := fileLines(t, cfg.AuditFile)
+	second := kid(lines[len(lines)-1])
+	if first == "" || second == "" || first == second {
+		t.Fatalf("key ids before and after the rotation: %q, %q", first, second)
+	}
+	var rotated bool
+	for _, line := range lines {
+		var e audit.Event
+		json.Unmarshal([]byte(line), &e)
+		rotated = rotated || e.EventType == audit.AdminAction && e.Metadata["action"] == "audit.rotate_key" && e.Metadata["keyId"] == second
+	}
+	if !rotated {
+		t.Error("the rotation is not in the audit log")
+	}
+
+	out2, err := auditVerify(t, cfg.AuditFile, "--config", file, "--allow-legacy")
+	if err != nil || !strings.Contains(out2, "LEGACY "+cfg.AuditFile) || !strings.Contains(out2, "accepted with --allow-legacy") ||
+		!strings.Contains(out2, "chain intact, keyed from entry 4") {
+		t.Fatalf("verify of the legacy then keyed log with --allow-legacy: %v\n%s", err, out2)
+	}
+	if code, out := exitStatus(t, "audit", "verify", "--config", file, "--allow-legacy"); code != 0 {
+		t.Fatalf("codehub audit verify --allow-legacy exited %d:\n%s", code, out)
+	}
+	mustFail(t, "(add --allow-legacy to accept them)", "--config", file)
+}
+
+// TestAuditVerifyPostgresOutage: events recorded while PostgreSQL is down
+// are in the file and not in the database; verify names them. If the
+// database comes back while the gateway runs, the gateway writes them
+// there and both logs agree.
+func TestAuditVerifyPostgresOutage(t *testing.T) {
+	t.Parallel()
+	pg := testPostgres(t)
+	u, _ := url.Parse(pg)
+	name := strings.TrimPrefix(u.Path, "/")
+	admin, err := sql.Open("pgx", strings.Replace(pg, "/"+name, "/postgres", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	ident := pgx.Identifier{name}.Sanitize()
+	setDown := func(down bool) {
+		t.Helper()
+		if _, err := admin.Exec(fmt.Sprintf("ALTER DATABASE %s ALLOW_CONNECTIONS %t", ident, !down)); err != nil {
+			t.Fatal(err)
+		}
+		if down {
+			if _, err := admin.Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(func() { setDown(false) })
+
+	cfg := &opsConfig{PostgresURL: pg}
+	cfg.Upstream = startStandInIDE(t)
+	file := cfg.write(t)
+	createUser(t, file, "alice", "alice-password-1")
+	suspicious := func(g *testGateway, n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			r := do(t, http.MethodPost, g.URL+"/api/v1/auth/login", strings.NewReader(`{"username":"alice","password":"x"}`),
+				"Content-Type", "application/json", "Origin", fmt.Sprintf("https://evil-%d.example", i), "Sec-Fetch-Site", "cross-site")
+			if r.Status != http.StatusForbidden {
+				t.Fatalf("cross-origin sign-in: %d %s", r.Status, r.Body)
+			}
+		}
+	}
+	waitFile := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(guard)
+		for {
+			got := 0
+			for _, e := range readAuditFile(t, cfg.AuditFile) {
+				if e.EventType == audit.Suspicious {
+					got++
+				}
+			}
+			if got >= want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d security.suspicious entries in the file, want %d", got, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	// Five events while the database is down, and the gateway stopped
+	// before it is back: they are only in the file.
+	g := startMultiGateway(t, file)
+	setDown(true)
+	suspicious(g, 5)
+	waitFile(5)
+	if err := g.stop(); err != nil {
+		t.Fatalf("gateway stopped with %v", err)
+	}
+	setDown(false)
+	out, err := auditVerify(t, "--config", file)
+	t.Logf("codehub audit verify after the outage:\n%s", out)
+	if !errors.Is(err, errSilent) || !strings.Contains(out, "FAILED compare: 5 entries of "+cfg.AuditFile+" are missing from the database:") ||
+		strings.Count(out, "security.suspicious") != 5 {
+		t.Fatalf("verify after an outage: %v\n%s", err, out)
+	}
+
+	// Five more while it is down, and it comes back while the gateway
+	// runs: those are written to it; the first five stay missing.
+	g = startMultiGateway(t, file)
+	setDown(true)
+	suspicious(g, 5)
+	waitFile(10)
+	setDown(false)
+	db, err := sql.Open("pgx", pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	deadline := time.Now().Add(2 * guard)
+	for {
+		var n int
+		err := db.QueryRow("SELECT count(*) FROM audit_log WHERE event_type = 'security.suspicious'").Scan(&n)
+		if err == nil && n == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway did not write the outage's events to the database: %d there (%v)", n, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := g.stop(); err != nil {
+		t.Fatalf("gateway stopped with %v", err)
+	}
+	out, err = auditVerify(t, "--config", file)
+	if !errors.Is(err, errSilent) || !strings.Contains(out, "FAILED compare: 5 entries of "+cfg.AuditFile+" are missing from the database:") {
+		t.Fatalf("verify after the backfill: %v\n%s", err, out)
 	}
 }

@@ -91,6 +91,10 @@ type queries struct {
 	// Audit failures.
 	RecentAuditFailures string
 	CountAuditFailures  string
+
+	// Audit checkpoints.
+	InsertAuditCheckpoint string
+	AuditCheckpoints      string
 }
 
 // loadQueries reads queries/<driver>.sql from fsys and fills every field

@@ -11,8 +11,9 @@
 // unreachable and back.
 //
 // Mounted at start, as a tester would on a dev server: the token method,
-// approle at auth/approle, jwt at auth/jwt-nomad, transit at transit and
-// the database engine at database (sys/mounts and sys/auth add more).
+// approle at auth/approle, jwt at auth/jwt-nomad, transit at transit, the
+// database engine at database and KV version 2 at secret, as a dev server
+// mounts it (sys/mounts and sys/auth add more).
 //
 // Tests that may also run against a real dev Vault take their target from
 // Target: the real one when VAULT_ADDR and VAULT_TOKEN are set, this fake
@@ -79,6 +80,7 @@ type Server struct {
 	approles map[string]*appRoleMount   // by mount
 	jwts     map[string]*jwtMount       // by mount
 	transit  map[string]map[string]*key // mount -> name -> key
+	kvs      map[string]kvMount         // by mount
 	dbs      map[string]*dbMount        // by mount
 	leases   map[string]*lease          // by lease id
 	users    []string                   // every database user created
@@ -99,10 +101,11 @@ func Start(tb testing.TB, cfg Config) *Server {
 		tokens:   map[string]*token{},
 		policies: map[string][]policyPath{},
 		auths:    map[string]string{"token": "token", "approle": "approle", "jwt-nomad": "jwt"},
-		mounts:   map[string]string{"transit": "transit", "database": "database"},
+		mounts:   map[string]string{"transit": "transit", "database": "database", "secret": "kv"},
 		approles: map[string]*appRoleMount{"approle": newAppRoleMount()},
 		jwts:     map[string]*jwtMount{"jwt-nomad": newJWTMount()},
 		transit:  map[string]map[string]*key{"transit": {}},
+		kvs:      map[string]kvMount{"secret": {}},
 		dbs:      map[string]*dbMount{"database": newDBMount()},
 		leases:   map[string]*lease{},
 		counts:   map[string]int{},
@@ -415,7 +418,9 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	if msgs == nil {
 		msgs = []string{}
 	}
-	_ = json.NewEncoder(w).Encode(api.ErrorResponse{Errors: msgs})
+	// Vault's own spelling: api.ErrorResponse has no JSON tags, and
+	// vault/api tells "not found" from other answers by the lower-case key.
+	_ = json.NewEncoder(w).Encode(map[string][]string{"errors": msgs})
 }
 
 // unauthenticated paths need no token, as in Vault.
@@ -447,6 +452,8 @@ func (s *Server) route(r *request) (result, error) {
 		return s.routeTransit(r, mount, rest)
 	case "database":
 		return s.routeDatabase(r, mount, rest)
+	case "kv":
+		return s.routeKV(r, mount, rest)
 	}
 	return nil, errNoRoute(r.path)
 }
@@ -516,6 +523,12 @@ func (s *Server) enable(r *request, path string, auth bool) (result, error) {
 		s.transit[path] = map[string]*key{}
 	case !auth && typ == "database":
 		s.dbs[path] = newDBMount()
+	case !auth && typ == "kv":
+		opts, _ := r.body["options"].(map[string]any)
+		if str(opts["version"]) != "2" {
+			return nil, errorf(http.StatusBadRequest, "the fake supports KV version 2 only: give options version=2")
+		}
+		s.kvs[path] = kvMount{}
 	default:
 		return nil, errorf(http.StatusBadRequest, "plugin not found in the catalog: %s", typ)
 	}
@@ -812,6 +825,41 @@ func (e *Env) MountAuth(tb testing.TB, typ string) string {
 			tb.Errorf("disable auth method at %s: %v", path, err)
 		}
 	})
+	return path
+}
+
+// MountSecrets enables a secrets engine of type typ ("kv", "transit")
+// with options (KV: "version" "2") at a path of its own, and disables it
+// when tb ends.
+func (e *Env) MountSecrets(tb testing.TB, typ string, options map[string]string) string {
+	tb.Helper()
+	b := make([]byte, 4)
+	rand.Read(b)
+	path := fmt.Sprintf("%s-test-%x", typ, b)
+	c := e.Client(tb)
+	if err := c.Sys().Mount(path, &api.MountInput{Type: typ, Options: options}); err != nil {
+		tb.Fatalf("enable secrets engine %s at %s: %v", typ, path, err)
+	}
+	tb.Cleanup(func() {
+		if err := c.Sys().Unmount(path); err != nil {
+			tb.Errorf("disable secrets engine at %s: %v", path, err)
+		}
+	})
+	if typ == "kv" {
+		// A new KV version 2 mount refuses requests while it upgrades
+		// itself, for a moment.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, err := c.Logical().Read(path + "/data/ready")
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("KV mount %s not ready: %v", path, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	return path
 }
 
