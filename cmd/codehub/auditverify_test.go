@@ -396,3 +396,88 @@ func TestAuditVerifyPostgresOutage(t *testing.T) {
 		t.Fatalf("verify after the backfill: %v\n%s", err, out)
 	}
 }
+
+// TestAuditSinkFailureShown: while a sink of the audit log fails (the
+// file's directory moved away), the admin overview and the dashboard say
+// so; when it is back its events are written, and verify finds both logs
+// whole and alike.
+func TestAuditSinkFailureShown(t *testing.T) {
+	t.Parallel()
+	cfg := &opsConfig{}
+	cfg.Upstream = startStandInIDE(t)
+	file := cfg.write(t)
+	createUser(t, file, "root", auditAdminPW, "--role", "admin")
+	g := startMultiGateway(t, file)
+	admin := apiLogin(t, g, "root", auditAdminPW).AccessToken
+	browser := mustFormLogin(t, g, "root", auditAdminPW)
+
+	type overview struct {
+		AuditLog *audit.Status `json:"auditLog"`
+	}
+	fileSink := func() (audit.SinkStatus, bool) {
+		t.Helper()
+		r := do(t, http.MethodGet, g.URL+"/api/v1/admin/overview", nil, bearer(admin)...)
+		var o overview
+		if r.Status != http.StatusOK || json.Unmarshal(r.Body, &o) != nil || o.AuditLog == nil {
+			t.Fatalf("GET /api/v1/admin/overview: %d %s", r.Status, r.Body)
+		}
+		for _, s := range o.AuditLog.Sinks {
+			if s.Name == "file audit.log" {
+				return s, true
+			}
+		}
+		return audit.SinkStatus{}, false
+	}
+	if s, ok := fileSink(); !ok || s.Failing || s.Backlog != 0 {
+		t.Fatalf("the file sink before: %+v, %t", s, ok)
+	}
+
+	dir := filepath.Dir(cfg.AuditFile)
+	if err := os.Rename(dir, dir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		r := do(t, http.MethodPost, g.URL+"/api/v1/auth/login", strings.NewReader(`{"username":"root","password":"x"}`),
+			"Content-Type", "application/json", "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site")
+		if r.Status != http.StatusForbidden {
+			t.Fatalf("cross-origin sign-in: %d %s", r.Status, r.Body)
+		}
+	}
+	deadline := time.Now().Add(guard)
+	for {
+		s, _ := fileSink()
+		if s.Failing && s.Backlog >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the overview does not show the failing file sink: %+v", s)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	page := do(t, http.MethodGet, g.URL+"/admin", nil, "Cookie", sessionCookie(browser))
+	if page.Status != http.StatusOK || !strings.Contains(string(page.Body), `id="audit-problem">The audit log&#39;s file audit.log is failing`) {
+		t.Fatalf("the dashboard's overview does not show the failing file sink: %d\n%s", page.Status, page.Body)
+	}
+
+	if err := os.Rename(dir+".away", dir); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(2 * guard)
+	for {
+		s, _ := fileSink()
+		if !s.Failing && s.Backlog == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the file sink did not recover: %+v", s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := g.stop(); err != nil {
+		t.Fatalf("gateway stopped with %v", err)
+	}
+	out, err := auditVerify(t, "--config", file)
+	if err != nil || !strings.Contains(out, "ok compare: ") {
+		t.Fatalf("verify after the file sink came back: %v\n%s", err, out)
+	}
+}

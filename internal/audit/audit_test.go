@@ -663,3 +663,38 @@ func base64Secret(k Key) string {
 	b, _ := json.Marshal(k.Secret())
 	return strings.Trim(string(b), `"`)
 }
+
+// TestFileSinkComesBack: while the log's directory is away the file sink
+// fails, its events wait, and they are written when it is back.
+func TestFileSinkComesBack(t *testing.T) {
+	e := newEnv(t)
+	e.path = filepath.Join(e.dir, "logs", "audit.log")
+	l := NewLogger(LoggerConfig{Log: hclog.NewNullLogger(), CheckpointInterval: time.Hour, Checkpoints: []CheckpointStore{e.state}},
+		e.openFile(FileConfig{}))
+	l.Record(Event{EventType: SessionCreated})
+	l.Flush()
+	away := filepath.Join(e.dir, "away")
+	if err := os.Rename(filepath.Dir(e.path), away); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		l.Record(Event{EventType: LoginFailure, Metadata: map[string]any{"i": i}})
+	}
+	l.Flush()
+	if st := l.Status(); st.Sinks[0].Backlog != 3 || st.Sinks[0].Error == "" {
+		t.Fatalf("status while the directory is away: %+v", st)
+	}
+	if err := os.Rename(away, filepath.Dir(e.path)); err != nil {
+		t.Fatal(err)
+	}
+	l.Flush()
+	if st := l.Status(); st.Sinks[0].Backlog != 0 || st.Sinks[0].Error != "" {
+		t.Fatalf("status after: %+v", st)
+	}
+	l.Close()
+	r := e.verify()
+	mustOK(t, r)
+	if r.Count != 6 { // the start checkpoint, 4 events, the closing checkpoint
+		t.Fatalf("%d entries, want 6", r.Count)
+	}
+}

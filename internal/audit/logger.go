@@ -102,11 +102,15 @@ type Status struct {
 // SinkStatus is one sink's state.
 type SinkStatus struct {
 	Name string `json:"name"`
+	// Failing is set while the sink's last write failed.
+	Failing bool `json:"failing"`
 	// Backlog events wait for the sink to work again; Dropped were given
 	// up (they are in the other sinks).
-	Backlog int    `json:"backlog"`
-	Dropped int    `json:"dropped"`
-	Error   string `json:"error,omitempty"`
+	Backlog int `json:"backlog"`
+	Dropped int `json:"dropped"`
+	// Error is why it failed, for the gateway's own log: not served, as
+	// it may name servers and paths.
+	Error string `json:"-"`
 }
 
 var _ Recorder = (*Logger)(nil)
@@ -423,7 +427,7 @@ func (l *Logger) updateStatus(cpAt time.Time) {
 	for _, st := range l.sinks {
 		s := SinkStatus{Name: st.name, Backlog: len(st.backlog), Dropped: st.dropped}
 		if st.lastErr != nil {
-			s.Error = st.lastErr.Error()
+			s.Failing, s.Error = true, st.lastErr.Error()
 		}
 		l.status.Sinks = append(l.status.Sinks, s)
 	}

@@ -94,6 +94,9 @@ func (s *WriterSink) Append(ctx context.Context, events []Event) error {
 // Close implements Sink.
 func (s *WriterSink) Close() error { return nil }
 
+// Name names the sink in the Logger's messages and status.
+func (s *WriterSink) Name() string { return "standard output" }
+
 // FileSink appends JSON lines to a file, rotating it past MaxBytes and
 // keeping MaxBackups rotated files. Its chain continues across restarts
 // and rotations, so `codehub audit verify` checks the whole set. The log
@@ -204,6 +207,9 @@ func (s *FileSink) start() error {
 	s.pending = &cp
 	return nil
 }
+
+// Name names the sink in the Logger's messages and status.
+func (s *FileSink) Name() string { return "file " + filepath.Base(s.path) }
 
 // LogID returns the log's id.
 func (s *FileSink) LogID() string {
@@ -333,26 +339,35 @@ func (s *FileSink) write(ctx context.Context, events []Event) (Key, error) {
 }
 
 // resync follows what other processes did to the log since this one last
-// wrote: a rotation (the path names another file) or appended entries.
+// wrote: a rotation (the path names another file) or appended entries. If
+// the file cannot be opened (its directory moved away), the next call tries
+// again.
 func (s *FileSink) resync() error {
-	cur, err := os.Stat(s.path)
-	mine, ferr := s.f.Stat()
-	if ferr != nil {
-		return ferr
+	reopen := s.f == nil
+	if !reopen {
+		cur, err := os.Stat(s.path)
+		mine, ferr := s.f.Stat()
+		if ferr != nil {
+			return ferr
+		}
+		reopen = err != nil || !os.SameFile(cur, mine)
+		if !reopen && mine.Size() == s.size && s.c.seq > 0 {
+			return nil
+		}
+		if reopen {
+			s.f.Close()
+			s.f = nil
+		}
 	}
-	rotated := err != nil || !os.SameFile(cur, mine)
-	if rotated {
+	if reopen {
 		// Rotated by another process: continue in the new file.
-		s.f.Close()
 		if err := s.open(); err != nil {
 			return err
 		}
-		if mine, err = s.f.Stat(); err != nil {
-			return err
-		}
 	}
-	if !rotated && mine.Size() == s.size && s.c.seq > 0 {
-		return nil
+	mine, err := s.f.Stat()
+	if err != nil {
+		return err
 	}
 	last, ok, err := lastLogEvent(s.path)
 	if err != nil {
@@ -370,7 +385,9 @@ func (s *FileSink) resync() error {
 
 // rotate moves the file aside and starts a new one.
 func (s *FileSink) rotate() error {
-	if err := s.f.Close(); err != nil {
+	err := s.f.Close()
+	s.f = nil
+	if err != nil {
 		return err
 	}
 	ext := filepath.Ext(s.path)
@@ -392,7 +409,11 @@ func (s *FileSink) rotate() error {
 func (s *FileSink) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return errors.Join(s.f.Close(), s.lock.Close())
+	var err error
+	if s.f != nil {
+		err = s.f.Close()
+	}
+	return errors.Join(err, s.lock.Close())
 }
 
 // lastLogEvent returns the newest entry of the log at path: of the file,

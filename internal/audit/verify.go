@@ -26,6 +26,7 @@ type Problem struct {
 	Reason string
 }
 
+// String says where and what.
 func (p Problem) String() string { return p.Where + ": " + p.Reason }
 
 // EntryRef is what verification keeps of an entry to compare two logs.
@@ -43,6 +44,8 @@ type EntryRef struct {
 	digest [sha256.Size]byte
 }
 
+// String names the entry: where it is, its sequence number, id, time,
+// type and user.
 func (r EntryRef) String() string {
 	who := ""
 	if r.Username != "" {
@@ -129,6 +132,7 @@ type verifier struct {
 	started   bool
 	keyedSeen bool
 	noKeys    bool
+	keys      map[string]Key // looked up once per key, not per entry
 	badKeys   map[string]int
 	// logIDs are the log ids the entries carry: a file log's own id (in a
 	// database they name the file instead).
@@ -141,7 +145,7 @@ func newVerifier(ctx context.Context, name string, opts VerifyOptions) *verifier
 	if opts.Collect {
 		r.entries = map[string]EntryRef{}
 	}
-	return &verifier{ctx: ctx, opts: opts, r: r, badKeys: map[string]int{}, logIDs: map[string]bool{}}
+	return &verifier{ctx: ctx, opts: opts, r: r, keys: map[string]Key{}, badKeys: map[string]int{}, logIDs: map[string]bool{}}
 }
 
 // check checks the next entry; where names it.
@@ -213,7 +217,13 @@ func (v *verifier) checkHash(e Event, where string) bool {
 			v.badKeys[e.KeyID] = n + 1
 			return false
 		}
-		key, err := v.opts.Keys.Lookup(v.ctx, e.KeyID)
+		key, ok := v.keys[e.KeyID]
+		var err error
+		if !ok {
+			if key, err = v.opts.Keys.Lookup(v.ctx, e.KeyID); err == nil {
+				v.keys[e.KeyID] = key
+			}
+		}
 		if err != nil {
 			v.badKeys[e.KeyID] = 1
 			if errors.Is(err, ErrUnknownKey) {
