@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/codehub-dev/codehub/internal/audit"
+	fakevault "github.com/codehub-dev/codehub/internal/testfake/vault"
 	"github.com/jackc/pgx/v5"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite", to tamper with the database log
 )
@@ -68,6 +69,29 @@ func tamperLines(t *testing.T, src string, edit func(n int, line string) *string
 		t.Fatal(err)
 	}
 	return dst
+}
+
+// rechainFrom copies the audit file src with line n's user changed to
+// mallory and the chain from there recomputed with plain SHA-256, as
+// someone without the key would, and returns the copy's path.
+func rechainFrom(t *testing.T, src string, n int) string {
+	t.Helper()
+	prev := ""
+	return tamperLines(t, src, func(i int, line string) *string {
+		var e audit.Event
+		json.Unmarshal([]byte(line), &e)
+		if i >= n {
+			if i == n {
+				e.Username, e.IPAddress = "mallory", "203.0.113.9"
+			}
+			e.PrevHash = prev
+			e.Hash, _ = audit.ComputeHash(e)
+			b, _ := json.Marshal(e)
+			line = string(b)
+		}
+		prev = e.Hash
+		return &line
+	})
 }
 
 // fileLines returns the lines of path.
@@ -145,22 +169,7 @@ func TestAuditVerifyCLI(t *testing.T) {
 
 	// An entry edited, and the chain after it recomputed with plain
 	// SHA-256, as someone without the key would.
-	prev := ""
-	rechained := tamperLines(t, cfg.AuditFile, func(i int, line string) *string {
-		var e audit.Event
-		json.Unmarshal([]byte(line), &e)
-		if i >= 3 {
-			if i == 3 {
-				e.Username, e.IPAddress = "mallory", "203.0.113.9"
-			}
-			e.PrevHash = prev
-			e.Hash, _ = audit.ComputeHash(e)
-			b, _ := json.Marshal(e)
-			line = string(b)
-		}
-		prev = e.Hash
-		return &line
-	})
+	rechained := rechainFrom(t, cfg.AuditFile, 3)
 	// A removed entry.
 	deleted := tamperLines(t, cfg.AuditFile, func(i int, line string) *string {
 		if i == 3 {
@@ -479,5 +488,40 @@ func TestAuditSinkFailureShown(t *testing.T) {
 	out, err := auditVerify(t, "--config", file)
 	if err != nil || !strings.Contains(out, "ok compare: ") {
 		t.Fatalf("verify after the file sink came back: %v\n%s", err, out)
+	}
+}
+
+// TestAuditVaultKeys: with vault.audit the gateway keeps the audit key in
+// Vault (the fake, or a real one at VAULT_ADDR, in a KV mount of the
+// test's own), none on its disk, and verify reads it from there.
+func TestAuditVaultKeys(t *testing.T) {
+	t.Parallel()
+	env := fakevault.Target(t)
+	mount := env.MountSecrets(t, "kv", map[string]string{"version": "2"})
+	cfg := &opsConfig{Top: fmt.Sprintf("vault {\n  address = %q\n  auth {\n    method = \"token\"\n    token = %q\n  }\n  audit {\n    enabled = true\n    mount = %q\n  }\n}\n",
+		env.Addr, env.Token, mount)}
+	file := auditGateway(t, cfg)
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "audit-key.json")); !os.IsNotExist(err) {
+		t.Errorf("a key file in the data directory with vault.audit: %v", err)
+	}
+	kv, err := env.Client(t).KVv2(mount).Get(context.Background(), "codehub/audit-keys")
+	if err != nil {
+		t.Fatalf("the audit keys in Vault: %v", err)
+	}
+	current, _ := kv.Data["current"].(string)
+	var e audit.Event
+	lines := fileLines(t, cfg.AuditFile)
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &e); err != nil || current == "" || e.KeyID != current {
+		t.Fatalf("the log's key %q, Vault's current key %q (%v)", e.KeyID, current, err)
+	}
+	out, err := auditVerify(t, "--config", file)
+	if err != nil || !strings.Contains(out, "ok compare: ") {
+		t.Fatalf("verify with the keys in Vault: %v\n%s", err, out)
+	}
+	// Edited and re-chained without the key: found.
+	rechained := rechainFrom(t, cfg.AuditFile, 2)
+	out, err = auditVerify(t, rechained, "--config", file)
+	if !errors.Is(err, errSilent) || !strings.Contains(out, "FAILED "+rechained+":2: altered: the entry does not match its HMAC") {
+		t.Fatalf("verify of an edited copy: %v\n%s", err, out)
 	}
 }

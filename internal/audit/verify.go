@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -256,7 +258,7 @@ func refOf(e Event, where string) EntryRef {
 // finish checks the log against its checkpoints kept outside it.
 func (v *verifier) finish(logs []string) *Report {
 	r := v.r
-	for _, kid := range sortedKeys(v.badKeys) {
+	for _, kid := range slices.Sorted(maps.Keys(v.badKeys)) {
 		if n := v.badKeys[kid]; n > 1 {
 			r.problem(r.Name, "%d more entries were made with key %q", n-1, kid)
 		}
@@ -380,15 +382,6 @@ func compactStrings(s []string) []string {
 	return out
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // VerifyFiles checks the chain through files in order (LogFiles gives
 // them), and the log against its checkpoints. The error is for what stops
 // verification (a file that cannot be read); what is wrong with the log
@@ -475,7 +468,7 @@ func (c *Comparison) OK() bool {
 // database entries after it may not have reached the file yet.
 func Compare(file, db *Report, since time.Time) Comparison {
 	var c Comparison
-	for _, id := range sortedKeys(file.entries) {
+	for _, id := range slices.Sorted(maps.Keys(file.entries)) {
 		f := file.entries[id]
 		d, ok := db.entries[id]
 		switch {
@@ -491,7 +484,7 @@ func Compare(file, db *Report, since time.Time) Comparison {
 	for _, id := range file.LogIDs {
 		ours[id] = true
 	}
-	for _, id := range sortedKeys(db.entries) {
+	for _, id := range slices.Sorted(maps.Keys(db.entries)) {
 		d := db.entries[id]
 		if !ours[d.LogID] {
 			continue
