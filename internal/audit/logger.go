@@ -87,8 +87,6 @@ type sinkState struct {
 	// of them at firstAt.
 	sinceCP int
 	firstAt time.Time
-	// log and path name the sink's chain in its checkpoints.
-	log, path string
 }
 
 // Status is the Logger's health, for the admin overview.
@@ -139,14 +137,13 @@ func NewLogger(cfg LoggerConfig, sinks ...Sink) *Logger {
 	}
 	l := &Logger{cfg: cfg, queue: make(chan Event, 4096), force: make(chan chan struct{}), done: make(chan struct{})}
 	for i, s := range sinks {
-		st := &sinkState{sink: s, name: fmt.Sprintf("sink %d", i+1), log: DatabaseLog}
+		st := &sinkState{sink: s, name: fmt.Sprintf("sink %d", i+1)}
 		if n, ok := s.(namer); ok {
 			st.name = n.Name()
 		}
 		if f, ok := s.(*FileSink); ok {
-			st.log, st.path = f.LogID(), f.Path()
 			if l.logID == "" {
-				l.logID = st.log
+				l.logID = f.LogID()
 			}
 			if cp, ok := f.PendingCheckpoint(); ok {
 				l.store([]Checkpoint{cp})
@@ -358,9 +355,6 @@ func (l *Logger) checkpoint(st *sinkState, force string) {
 		return
 	}
 	st.sinceCP = 0
-	if cp.Log == "" {
-		cp.Log = st.log
-	}
 	l.store([]Checkpoint{cp})
 	l.updateStatus(now)
 }
