@@ -16,7 +16,7 @@ TESTFLAGS ?=
 
 export CODEHUB_CACHE := $(CACHE)
 
-.PHONY: all setup build run test test-short bench lint fmt clean
+.PHONY: all setup build run test test-short test-agents bench lint fmt clean
 
 all: build
 
@@ -43,6 +43,21 @@ test: setup
 ## test-short: unit tests only (no code-server, no browser)
 test-short:
 	$(GO) test -short -count=1 ./...
+
+# The packages whose tests run against real Nomad, Consul and Vault agents
+# when their addresses are set (README: Testing against real agents), and
+# the cluster tests of cmd/codehub.
+AGENT_PKGS := ./internal/orchestrator/nomad/... ./internal/discovery/... ./internal/vault/... \
+	./internal/token/vaulttransit/... ./internal/testfake/vault/... ./internal/testfake/consul/...
+
+## test-agents: every Nomad, Consul and Vault test against the agents NOMAD_ADDR, CONSUL_HTTP_ADDR and VAULT_ADDR (with VAULT_TOKEN) name
+test-agents:
+	@missing=""; for v in NOMAD_ADDR CONSUL_HTTP_ADDR VAULT_ADDR VAULT_TOKEN; do \
+		[ -n "$$(printenv $$v)" ] || missing="$$missing $$v"; done; \
+	if [ -n "$$missing" ]; then echo "test-agents: set$$missing (README: Testing against real agents)" >&2; exit 2; fi
+	@scripts/setup.sh >/dev/null
+	CODEHUB_E2E=require $(GO) test -race -count=1 -timeout 30m $(TESTFLAGS) $(AGENT_PKGS)
+	CODEHUB_E2E=require $(GO) test -race -count=1 -timeout 30m -run '^TestCluster' $(TESTFLAGS) ./cmd/codehub
 
 ## bench: Go benchmarks, then the load comparison against direct and nginx
 bench: setup build

@@ -9,13 +9,19 @@
 # "codehub-gateway" service (Consul DNS, or consul-template into HAProxy or
 # nginx; WebSockets need no stickiness: any gateway reaches any workspace).
 #
+# Nomad 1.7 and later: the task's Vault token comes from its workload
+# identity (the vault block below, with the servers' vault {
+# default_identity {...} } and a Vault JWT auth role "codehub-gateway"
+# bound to this job). Nomad 1.6 has no workload identity for Vault: run
+# jobs/gateway-vault-token.nomad.hcl instead, the same job but for its
+# vault block (the servers hold a Vault token and derive the task's from
+# the policy it names). terraform/codehub picks one by nomad_vault_workflow.
+#
 # Its configuration is rendered by the template below from Consul (where
-# PostgreSQL and Redis are) and Vault (their secrets), read with the job's
-# workload identity: the vault block below (Nomad 1.7+, with the server's
-# vault { default_identity {...} } and a Vault JWT auth role
-# "codehub-gateway" bound to this job). The gateway's own Vault client uses
-# the same token (VAULT_TOKEN, renewed by Nomad) for PostgreSQL credentials
-# from the database secrets engine and, if enabled, transit signing.
+# PostgreSQL and Redis are) and the Nomad variable below. The gateway's
+# own Vault client uses the task's token (VAULT_TOKEN, renewed by Nomad)
+# for PostgreSQL credentials from the database secrets engine and, if
+# enabled, transit signing.
 #
 # Its Nomad token is its workload identity (NOMAD_TOKEN, identity below),
 # reaching Nomad through the task API socket, with an ACL policy attached to
@@ -25,8 +31,11 @@
 # granting, in the workspaces' namespace, submit-job, dispatch-job,
 # read-job and list-jobs.
 #
-# The Consul token, Consul's CA and Redis's password come from the Nomad
-# variable nomad/jobs/codehub-gateway (terraform/codehub writes it).
+# The Consul token, the cluster's CA certificate (Vault's TLS) and Redis's
+# password come from the Nomad variable nomad/jobs/codehub-gateway, items
+# consul_token, ca_pem and redis_password (terraform/codehub writes it).
+# The task uses the host's network: the local Consul agent listens on the
+# host's 127.0.0.1:8500 only.
 # Signing keys are Vault transit's: no key file, no shared volume.
 #
 # The image: jobs/images/gateway.Dockerfile (the workspaces' image is
@@ -97,10 +106,12 @@ job "codehub-gateway" {
     task "gateway" {
       driver = "docker"
 
+      # The host's network: the local Consul agent listens on its
+      # loopback only, and the static port is the host's (no mapping).
       config {
-        image = "ghcr.io/codehub-dev/codehub:latest"
-        ports = ["http"]
-        args  = ["--config", "/secrets/codehub.hcl"]
+        image        = "ghcr.io/codehub-dev/codehub:latest"
+        network_mode = "host"
+        args         = ["--config", "/secrets/codehub.hcl"]
       }
 
       vault {
@@ -113,10 +124,10 @@ job "codehub-gateway" {
       }
 
       template {
-        destination = "secrets/consul-ca.pem"
+        destination = "secrets/ca.pem"
         perms       = "0600"
         data        = <<-EOT
-          {{- with nomadVar "nomad/jobs/codehub-gateway" }}{{ .consul_ca }}{{ end }}
+          {{- with nomadVar "nomad/jobs/codehub-gateway" }}{{ .ca_pem }}{{ end }}
         EOT
       }
 
@@ -175,21 +186,21 @@ job "codehub-gateway" {
           }
 
           consul {
-            address          = "{{ env "attr.unique.network.ip-address" }}:8501"
-            scheme           = "https"
+            address          = "127.0.0.1:8500"
+            scheme           = "http"
             service          = "codehub-workspace"
             # Nomad registers this gateway (the service block above).
             register_gateway = false
           {{- with nomadVar "nomad/jobs/codehub-gateway" }}
             token            = "{{ .consul_token }}"
           {{- end }}
-            tls {
-              ca_file = "{{ env "NOMAD_SECRETS_DIR" }}/consul-ca.pem"
-            }
           }
 
           vault {
             address = "{{ with service "vault" }}{{ with index . 0 }}https://{{ .Address }}:{{ .Port }}{{ end }}{{ end }}"
+            tls {
+              ca_file = "{{ env "NOMAD_SECRETS_DIR" }}/ca.pem"
+            }
             auth {
               method = "token"
             }

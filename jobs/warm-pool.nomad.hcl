@@ -29,6 +29,12 @@
 # persistent home matters more than a fast start.
 #
 # Health, secret and resources: as in jobs/workspace.nomad.hcl.
+#
+# Drivers: like the workspace job, a docker group (the default) and an exec
+# group (count 0); the gateway keeps the one of its default policy's
+# driver, so that a cluster without Docker has a warm pool too. The exec
+# group needs what the workspace job's does (README), less the homes'
+# host volume: a warm workspace's home is in its allocation.
 
 job "codehub-warm-pool" {
   type        = "batch"
@@ -62,7 +68,7 @@ job "codehub-warm-pool" {
     restart {
       attempts = 2
       interval = "10m"
-      delay    = "5s"
+      delay    = "2s"
       mode     = "fail"
     }
 
@@ -154,9 +160,121 @@ job "codehub-warm-pool" {
           name     = "ide"
           type     = "script"
           command  = "/bin/sh"
-          args     = ["-c", "s=\"$(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"X-Codehub-Workspace-Secret: $s\" -H \"X-Codehub-Agent-Control: $s\" \"$u\" 2>/dev/null || wget -q -O - --header \"X-Codehub-Workspace-Secret: $s\" --header \"X-Codehub-Agent-Control: $s\" \"$u\"; } | grep -q '\"status\": *\"running\"'"]
+          args     = ["-c", "s=\"$(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"X-Codehub-Workspace-Secret: $s\" -H \"X-Codehub-Agent-Control: $s\" \"$u\" 2>/dev/null || wget -q -O - --header \"X-Codehub-Workspace-Secret: $s\" --header \"X-Codehub-Agent-Control: $s\" \"$u\"; } | grep -q '\"status\": *\"running\"' || exit 2"]
           # Often: the first run usually comes before code-server is up,
           # and the workspace gets traffic only from the next passing one.
+          interval = "2s"
+          timeout  = "2s"
+        }
+      }
+    }
+  }
+
+  # The exec driver's warm workspace: as the exec group of
+  # jobs/workspace.nomad.hcl (no capability, no_new_privs, the codehub
+  # account), its home in the allocation.
+  group "workspace-exec" {
+    count = 0
+
+    constraint {
+      attribute = "${attr.driver.exec}"
+      value     = "1"
+    }
+
+    restart {
+      attempts = 2
+      interval = "10m"
+      delay    = "2s"
+      mode     = "fail"
+    }
+
+    reschedule {
+      attempts  = 0
+      unlimited = false
+    }
+
+    network {
+      port "http" {}
+    }
+
+    ephemeral_disk {
+      size    = 2000
+      sticky  = true
+      migrate = true
+    }
+
+    task "agent" {
+      driver = "exec"
+      user   = "codehub"
+
+      dispatch_payload {
+        file = "secret"
+      }
+
+      template {
+        source      = "local/secret"
+        destination = "secrets/agent-secret"
+        perms       = "0600"
+        uid         = 10100
+        gid         = 10100
+        change_mode = "noop"
+      }
+
+      config {
+        command = "/usr/local/bin/codehub"
+        args = [
+          "agent",
+          "--listen", "0.0.0.0:${NOMAD_PORT_http}",
+          "--secret-file", "${NOMAD_SECRETS_DIR}/agent-secret",
+          "--code-server", "/usr/local/bin/code-server",
+          "--no-new-privileges",
+          "--user-data-dir", "${NOMAD_ALLOC_DIR}/data/home/state",
+          "--extensions-dir", "${NOMAD_ALLOC_DIR}/data/home/extensions",
+          "--folder", "${NOMAD_ALLOC_DIR}/data/home/workspaces",
+          "--storage-path", "${NOMAD_ALLOC_DIR}/data/home",
+          "--storage-limit", "${NOMAD_META_storage_limit_bytes}",
+          "--log-format", "json",
+        ]
+        cap_drop = ["all"]
+      }
+
+      env {
+        HOME  = "${NOMAD_ALLOC_DIR}/data/home"
+        PATH  = "/usr/local/bin:/usr/bin:/bin"
+        SHELL = "/bin/bash"
+      }
+
+      resources {
+        cpu        = 1000
+        memory     = 2048
+        memory_max = 4096
+      }
+
+      kill_timeout = "20s"
+
+      service {
+        name = "codehub-workspace"
+        port = "http"
+        tags = [
+          "warm",
+          "pool-${NOMAD_META_pool}",
+          "dc-${node.datacenter}",
+          "workspace-${NOMAD_META_workspace_id}",
+          "policy-${NOMAD_META_policy}",
+        ]
+        meta {
+          workspace_id = "${NOMAD_META_workspace_id}"
+          user_id      = "${NOMAD_META_user_id}"
+          policy       = "${NOMAD_META_policy}"
+          alloc_id     = "${NOMAD_ALLOC_ID}"
+          pool         = "${NOMAD_META_pool}"
+        }
+
+        check {
+          name     = "ide"
+          type     = "script"
+          command  = "/bin/sh"
+          args     = ["-c", "s=\"$(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"X-Codehub-Workspace-Secret: $s\" -H \"X-Codehub-Agent-Control: $s\" \"$u\" 2>/dev/null || wget -q -O - --header \"X-Codehub-Workspace-Secret: $s\" --header \"X-Codehub-Agent-Control: $s\" \"$u\"; } | grep -q '\"status\": *\"running\"' || exit 2"]
           interval = "2s"
           timeout  = "2s"
         }

@@ -45,8 +45,15 @@
 # reports the result to Consul as a TTL check. It asks the agent's
 # /_agent/health with the secret, in both headers the agent wants of calls
 # to its own endpoints (X-Codehub-Workspace-Secret and
-# X-Codehub-Agent-Control), and passes when the IDE runs. The image must
-# have /bin/sh and curl or wget (the exec group uses the host's).
+# X-Codehub-Agent-Control), and passes when the IDE runs; otherwise it
+# exits 2, critical (exit 1 would be Consul's "warning", which still gets
+# traffic). The image must have /bin/sh and curl or wget (the exec group
+# uses the host's).
+#
+# A crash: the restart block below starts the agent again in the same
+# allocation (same node, port, files and, on exec, the same chroot, which
+# is not built again); the gateway waits for that instead of dispatching a
+# new workspace, and starts a new one only when Nomad gives up.
 #
 # The user's files: the docker group mounts a Docker volume per user,
 # "codehub-home-<user_id>" (interpolated at run time, when Nomad's own
@@ -91,13 +98,14 @@ job "codehub-workspace" {
   group "workspace" {
     count = 1
 
-    # An IDE that crashes is restarted in place a few times, with a pause,
-    # then the allocation fails and is rescheduled elsewhere, with growing
-    # delays, a bounded number of times: never a crash loop forever.
+    # An IDE that crashes is restarted in place a few times, with a short
+    # pause, then the allocation fails and is rescheduled elsewhere, with
+    # growing delays, a bounded number of times: never a crash loop
+    # forever.
     restart {
       attempts = 3
       interval = "10m"
-      delay    = "5s"
+      delay    = "2s"
       mode     = "fail"
     }
 
@@ -200,7 +208,7 @@ job "codehub-workspace" {
           name     = "ide"
           type     = "script"
           command  = "/bin/sh"
-          args     = ["-c", "s=\"$(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"X-Codehub-Workspace-Secret: $s\" -H \"X-Codehub-Agent-Control: $s\" \"$u\" 2>/dev/null || wget -q -O - --header \"X-Codehub-Workspace-Secret: $s\" --header \"X-Codehub-Agent-Control: $s\" \"$u\"; } | grep -q '\"status\": *\"running\"'"]
+          args     = ["-c", "s=\"$(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"X-Codehub-Workspace-Secret: $s\" -H \"X-Codehub-Agent-Control: $s\" \"$u\" 2>/dev/null || wget -q -O - --header \"X-Codehub-Workspace-Secret: $s\" --header \"X-Codehub-Agent-Control: $s\" \"$u\"; } | grep -q '\"status\": *\"running\"' || exit 2"]
           # Often: the first run usually comes before code-server is up,
           # and the workspace gets traffic only from the next passing one.
           interval = "2s"
@@ -211,14 +219,30 @@ job "codehub-workspace" {
   }
 
   # The alternative: the exec driver (Linux namespaces, cgroup limits, a
-  # chroot of the host's /bin, /usr, /lib... as Nomad's chroot_env has it),
-  # for clusters without Docker. A policy with driver = "exec" selects it;
-  # count = 0 keeps it out of the default. Its homes are a host volume (the
-  # same shared filesystem mounted on every client) holding one directory
-  # per user; exec cannot mount a per-user source, so every exec workspace
-  # sees the whole tree and runs as the same account: keep it for trusted
-  # teams, or prefer the docker group.
-  #   client { host_volume "codehub-homes" { path = "/srv/codehub/homes" } }
+  # chroot), for clusters without Docker. A policy with driver = "exec"
+  # selects it; count = 0 keeps it out of the default. What the clients
+  # need (README "Nomad, Consul and Vault", terraform/cluster does it):
+  # - Nomad running as root, with the exec driver;
+  # - /usr/local/bin/codehub and code-server (/usr/local/bin/code-server
+  #   and what it runs) inside the chroot: the client's chroot_env;
+  # - an account "codehub" with uid and gid 10100 (the template below
+  #   gives it the secret's copy);
+  # - the host volume "codehub-homes", the same shared filesystem on every
+  #   client, owned by that account:
+  #     client { host_volume "codehub-homes" { path = "/srv/codehub/homes" } }
+  # Every exec workspace runs as that one account and sees the whole homes
+  # tree (exec cannot mount a per-user source): keep it for trusted teams,
+  # or prefer the docker group.
+  #
+  # Nothing of the host may be written from here: the exec driver gives a
+  # task Nomad's default capabilities (chown, dac_override, fowner,
+  # setuid...) even when it runs as an unprivileged user, and builds its
+  # chroot of hard links to the host's own files, so cap_drop = ["all"]
+  # below is what keeps a terminal from appending to /etc/passwd of the
+  # host; and the agent sets no_new_privs (--no-new-privileges), which the
+  # driver cannot, so that no set-uid program of the chroot gives the
+  # user's code root's identity back. The exec driver has no pids limit:
+  # a policy's pids is enforced on the docker group only.
   group "workspace-exec" {
     count = 0
 
@@ -230,7 +254,7 @@ job "codehub-workspace" {
     restart {
       attempts = 3
       interval = "10m"
-      delay    = "5s"
+      delay    = "2s"
       mode     = "fail"
     }
 
@@ -266,8 +290,8 @@ job "codehub-workspace" {
         source      = "local/secret"
         destination = "secrets/agent-secret"
         perms       = "0600"
-        uid         = 1000
-        gid         = 1000
+        uid         = 10100
+        gid         = 10100
         change_mode = "noop"
       }
 
@@ -282,6 +306,8 @@ job "codehub-workspace" {
           "agent",
           "--listen", "0.0.0.0:${NOMAD_PORT_http}",
           "--secret-file", "${NOMAD_SECRETS_DIR}/agent-secret",
+          "--code-server", "/usr/local/bin/code-server",
+          "--no-new-privileges",
           "--user-data-dir", "/homes/${NOMAD_META_user_id}/state",
           "--extensions-dir", "/homes/${NOMAD_META_user_id}/extensions",
           "--folder", "/homes/${NOMAD_META_user_id}/workspaces",
@@ -289,10 +315,13 @@ job "codehub-workspace" {
           "--storage-limit", "${NOMAD_META_storage_limit_bytes}",
           "--log-format", "json",
         ]
+        cap_drop = ["all"]
       }
 
       env {
-        HOME = "/homes/${NOMAD_META_user_id}"
+        HOME  = "/homes/${NOMAD_META_user_id}"
+        PATH  = "/usr/local/bin:/usr/bin:/bin"
+        SHELL = "/bin/bash"
       }
 
       resources {
@@ -323,9 +352,7 @@ job "codehub-workspace" {
           name     = "ide"
           type     = "script"
           command  = "/bin/sh"
-          args     = ["-c", "s=\"$(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"X-Codehub-Workspace-Secret: $s\" -H \"X-Codehub-Agent-Control: $s\" \"$u\" 2>/dev/null || wget -q -O - --header \"X-Codehub-Workspace-Secret: $s\" --header \"X-Codehub-Agent-Control: $s\" \"$u\"; } | grep -q '\"status\": *\"running\"'"]
-          # Often: the first run usually comes before code-server is up,
-          # and the workspace gets traffic only from the next passing one.
+          args     = ["-c", "s=\"$(cat \"$NOMAD_SECRETS_DIR/agent-secret\")\"; u=\"http://127.0.0.1:$NOMAD_PORT_http/_agent/health\"; { curl -fsS -H \"X-Codehub-Workspace-Secret: $s\" -H \"X-Codehub-Agent-Control: $s\" \"$u\" 2>/dev/null || wget -q -O - --header \"X-Codehub-Workspace-Secret: $s\" --header \"X-Codehub-Agent-Control: $s\" \"$u\"; } | grep -q '\"status\": *\"running\"' || exit 2"]
           interval = "2s"
           timeout  = "2s"
         }

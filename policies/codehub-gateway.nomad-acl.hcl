@@ -36,10 +36,24 @@ namespace "default" {
     #   not at dispatch, so each isolation policy gets its own copy of the
     #   operator's job (internal/orchestrator/nomad).
     # It lets the holder register any job in this namespace: hence the
-    # namespace advice above, and client nodes that refuse raw_exec,
-    # privileged containers and host volumes (terraform/cluster).
+    # namespace advice above, and client nodes that refuse raw_exec and
+    # privileged containers, and offer no host volume but the homes
+    # (terraform/cluster).
     "submit-job",
+
+    # Restart a workspace's agent in place when it hangs (Nomad's own
+    # restart policy restarts one that dies): the same allocation, node,
+    # port and files, far quicker than a new dispatch.
+    "alloc-lifecycle",
   ]
+}
+
+# The exec group of jobs/workspace.nomad.hcl mounts the users' homes, the
+# host volume "codehub-homes": registering the per-policy copy of it needs
+# this, besides submit-job (without it every exec start is refused with
+# "Permission denied"). Name every host volume your job files mount.
+host_volume "codehub-homes" {
+  policy = "write"
 }
 
 # Not granted, on purpose:
@@ -50,8 +64,8 @@ namespace "default" {
 #   every node's name, address and attributes.
 # - read-logs, read-fs, alloc-exec: the gateway never reads into a
 #   workspace; its agent reports what the gateway needs.
-# - alloc-lifecycle: stopping an allocation of a batch job reschedules it;
-#   the gateway stops the job instead.
 # - variables: the gateway's task reads its own variable
 #   (nomad/jobs/codehub-gateway) through its identity's implicit policy.
-# - agent, operator, quota, plugin, host_volume: not used.
+# - agent, operator, quota, plugin: not used. (The gateway logs Nomad's
+#   warning when memory_max is ignored; it does not read the scheduler
+#   configuration itself.)

@@ -59,6 +59,8 @@ func (a *app) wireAdmin(opts *gateway.Options, ws *workspaces, conns func(userID
 		Interval:        cfg.MultiUser.Usage.SampleInterval.D(),
 		Retention:       cfg.MultiUser.Usage.Retention.D(),
 		CleanupInterval: cfg.MultiUser.Scaling.AutoCleanup.ExpiredSessionCleanupInterval.D(),
+
+		StorageWarnPercent: cfg.MultiUser.Limits.StorageWarningPercent,
 	}, d, a.log.Named("resources"))
 	opts.Resources = res
 	return res

@@ -33,13 +33,27 @@ type stringsFlag []string
 func (s *stringsFlag) String() string     { return strings.Join(*s, " ") }
 func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
 
+// wantsNoNewPrivileges reports whether the agent's arguments ask for
+// --no-new-privileges (before flag parsing: main acts on it first).
+func wantsNoNewPrivileges(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--no-new-privileges", "-no-new-privileges", "--no-new-privileges=true", "-no-new-privileges=true":
+			return true
+		case "--":
+			return false
+		}
+	}
+	return false
+}
+
 // runAgent is `codehub agent`: flags in, agent.Run.
 func runAgent(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var (
 		cfg                    agent.Config
 		secretFile, codeServer string
 		logFormat, logLevel    string
-		waitStart              bool
+		waitStart, noNewPrivs  bool
 		extraArgs              stringsFlag
 	)
 	fs := flag.NewFlagSet("codehub agent", flag.ContinueOnError)
@@ -58,6 +72,7 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, st
 	fs.StringVar(&cfg.StoragePath, "storage-path", "", "`directory` whose storage use is reported (default: the parent of --user-data-dir)")
 	fs.Int64Var(&cfg.StorageLimit, "storage-limit", 0, "storage limit reported, in `bytes` (0: unknown)")
 	fs.BoolVar(&waitStart, "wait-start", false, "read one byte from stdin before starting code-server")
+	fs.BoolVar(&noNewPrivs, "no-new-privileges", false, "run with no_new_privs (Linux): no program of the workspace gains privileges through set-uid bits or file capabilities")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -78,6 +93,17 @@ func runAgent(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if cfg.StorageLimit < 0 {
 		return usageError{"--storage-limit: must not be negative"}
+	}
+	if noNewPrivs {
+		// main set it before the program started again; an agent run
+		// in-process without it must not go on as if it were set.
+		set, err := noNewPrivileges()
+		if err != nil {
+			return err
+		}
+		if !set {
+			return errors.New("--no-new-privileges: no_new_privs is not set; codehub agent sets it when it starts as its own process")
+		}
 	}
 
 	secret, err := agent.LoadSecret(secretFile, getenv)

@@ -18,6 +18,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/auth"
 	"github.com/codehub-dev/codehub/internal/config"
 	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/lockout"
 	"github.com/codehub-dev/codehub/internal/metrics"
 	"github.com/codehub-dev/codehub/internal/password"
 	"github.com/codehub-dev/codehub/internal/revocation"
@@ -259,8 +260,15 @@ func (a *app) openMulti(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	lock := user.LockPolicy{MaxFailures: mu.Lockout.MaxFailures, BaseLock: mu.Lockout.Duration.D(), MaxLock: mu.Lockout.MaxDuration.D()}
-	authn := auth.NewDatabase(db.Users(), hasher, lock, nil, log.Named("auth"))
+	lo := &mu.Lockout
+	guard, err := lockout.New(ctx, lockout.Config{Store: db.Lockout(), DeviceTTL: lo.DeviceCookieTTL.D(), Policy: lockout.Policy{
+		MaxFailures: lo.MaxFailures, BaseLock: lo.Duration.D(), MaxLock: lo.MaxDuration.D(), ResetAfter: lo.ResetAfter.D(),
+		NameClients: lo.GlobalAddresses, NameWindow: lo.GlobalWindow.D(), NameLock: lo.GlobalDuration.D(),
+	}})
+	if err != nil {
+		return err
+	}
+	authn := auth.NewDatabase(auth.DatabaseConfig{Users: db.Users(), Hasher: hasher, Lockout: guard, Log: log.Named("auth")})
 
 	if cfg.MultiUser.Features.AuditLogging {
 		if err := a.openAudit(ctx, vc, db.AuditLog()); err != nil {
@@ -275,7 +283,9 @@ func (a *app) openMulti(ctx context.Context, getenv func(string) string) error {
 		CleanupInterval: sessionCleanupInterval(cfg), DisableCleanup: !cfg.MultiUser.Scaling.AutoCleanup.Enabled,
 	}, identity.Deps{
 		Authn: authn, Users: db.Users(), Sessions: sessions, Tokens: tokens, Bus: bus, Hasher: hasher,
-		OnRevoke: a.revoked, Audit: a.audit,
+		OnRevoke: a.revoked, Audit: a.audit, Lockout: guard,
+		OnLocked:  func(scope string) { a.metrics.SignInLocks.WithLabelValues(scope).Inc() },
+		OnEvicted: func(n int) { a.metrics.SessionsEvicted.Add(float64(n)) },
 	}, log.Named("identity"))
 	return nil
 }

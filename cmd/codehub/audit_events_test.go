@@ -185,6 +185,8 @@ func TestAuditEventsFromActions(t *testing.T) {
 	cfg := &opsConfig{
 		Upstream: startStandInIDE(t), Registration: "invite", MaxFailures: 3, MaxSessions: 3,
 		APIPerMinute: 60, APIBurst: 100,
+		// Refusing beyond the cap (an opt-in) is what records the quota event.
+		Session: `      on_limit = "refuse"`,
 		Extra: "  scaling {\n    auto_cleanup {\n      enabled = true\n      idle_session_minutes = 60\n" +
 			"      expired_session_cleanup_interval = \"200ms\"\n    }\n  }\n",
 	}

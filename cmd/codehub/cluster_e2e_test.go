@@ -249,8 +249,11 @@ func TestClusterShippedHealthCheck(t *testing.T) {
 				}
 				time.Sleep(250 * time.Millisecond)
 			}
-			if out, err := probe(other); err == nil {
-				t.Errorf("the check passes with another workspace's secret: %s", out)
+			// Refused: critical (exit 2), not Consul's "warning" (1),
+			// which would still get traffic.
+			var ee *exec.ExitError
+			if out, err := probe(other); !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				t.Errorf("the check with another workspace's secret: %v %s, want exit status 2", err, out)
 			}
 		})
 	}
@@ -278,7 +281,7 @@ func cutAndResume(t *testing.T, e *clusterEnv, g *testGateway, c clusterGateway,
 			}
 			err = e.consul.SetCheckStatus(agentDC, check.CheckID, consulapi.HealthCritical, "made critical by the test")
 		} else {
-			err = e.cc.Agent().UpdateTTLOpts(check.CheckID, "made critical by the test", consulapi.HealthCritical, nil)
+			err = e.agentOf(dc).Agent().UpdateTTLOpts(check.CheckID, "made critical by the test", consulapi.HealthCritical, nil)
 		}
 		if err != nil {
 			t.Fatalf("make the check critical: %v", err)
@@ -400,15 +403,20 @@ func TestClusterUnhealthyWorkspaceGetsNoTraffic(t *testing.T) {
 		if after502 > 0 {
 			t.Errorf("%d requests were sent to the dead workspace after the gateway had taken it out of traffic: %v", after502, seen)
 		}
+		// Restarted in place by the job's restart policy: the same job,
+		// allocation and address; no new dispatch. The manager counts the
+		// restart when its health check saw the agent down (Nomad may have
+		// restarted it between two checks).
 		restarted := e.workspaceOf(c, uid)
-		if restarted.ID != w.ID || restarted.Restarts != w.Restarts+1 || restarted.ExternalID == w.ExternalID {
-			t.Errorf("after the crash: workspace %s, job %s, %d restarts; before %s, job %s, %d restarts",
-				restarted.ID, restarted.ExternalID, restarted.Restarts, w.ID, w.ExternalID, w.Restarts)
+		if restarted.ID != w.ID || restarted.Restarts > w.Restarts+1 || restarted.ExternalID != w.ExternalID ||
+			restarted.Address != w.Address || restarted.Meta["alloc_id"] != w.Meta["alloc_id"] {
+			t.Errorf("after the crash: workspace %s, job %s at %s, %d restarts; before %s, job %s at %s, %d restarts",
+				restarted.ID, restarted.ExternalID, restarted.Address, restarted.Restarts, w.ID, w.ExternalID, w.Address, w.Restarts)
 		}
-		if !e.jobGone(w.ExternalID) {
-			t.Errorf("the dead workspace's job %s was not stopped", w.ExternalID)
+		if e.jobGone(w.ExternalID) {
+			t.Errorf("the workspace's job %s was stopped: a crash is recovered in place", w.ExternalID)
 		}
-		t.Logf("FIGURE killed task: taken out of traffic after %s, serving again after %s (answers %v; slowest answer %s; progress shown %v)",
+		t.Logf("FIGURE killed task, restarted in place: taken out of traffic after %s, serving again after %s (answers %v; slowest answer %s; progress shown %v)",
 			refusedAt.Sub(killed).Round(time.Millisecond), resumed.Round(time.Millisecond), seen, slowest.Round(time.Millisecond), slices.Sorted(maps.Keys(phases)))
 	})
 }
@@ -750,22 +758,20 @@ func TestClusterVault(t *testing.T) {
 	vdb := fakevault.NewTestDatabase(t) // skips without PostgreSQL
 	venv := fakevault.Target(t)
 	root := venv.Client(t)
+	// Engines of the test's own, disabled at its end (which revokes the
+	// gateway's database users): a dev Vault mounts neither.
+	transit, database := venv.Mount(t, "transit"), venv.Mount(t, "database")
 	role := "codehub-" + randomHex(t, 3)
-	vdb.Configure(t, root, "database", role, time.Hour, 2*time.Hour)
+	vdb.Configure(t, root, database, role, time.Hour, 2*time.Hour)
 	key := "codehub-jwt-" + randomHex(t, 3)
-	if _, err := root.Logical().Write("transit/keys/"+key, map[string]any{"type": "ed25519"}); err != nil {
+	if _, err := root.Logical().Write(transit+"/keys/"+key, map[string]any{"type": "ed25519"}); err != nil {
 		t.Fatalf("create the transit key: %v", err)
-	}
-	if venv.Real() {
-		t.Cleanup(func() {
-			_, _ = root.Logical().Write("transit/keys/"+key+"/config", map[string]any{"deletion_allowed": true})
-			_, _ = root.Logical().Delete("transit/keys/" + key)
-		})
 	}
 	front := fakevault.StartPasswordFront(t, fakevault.PostgresAdminDSN())
 	e := newClusterEnv(t, clusterOptions{})
 	c := e.config(clusterGateway{Postgres: front.DSN(vdb.Name),
-		Vault: &clusterVault{Addr: venv.Addr, Token: venv.Token, TransitKey: key, DBRole: role}})
+		Vault: &clusterVault{Addr: venv.Addr, Token: venv.Token, TransitMount: transit, TransitKey: key,
+			DBMount: database, DBRole: role}})
 	const pw = "alice-password-1"
 	createUser(t, c.File, "alice", pw)
 	uid := listUsers(t, c.File)["alice"].ID
@@ -808,7 +814,7 @@ func TestClusterVault(t *testing.T) {
 		t.Errorf("access token kid %q, want %s-v1", kid, key)
 	}
 
-	if _, err := root.Logical().Write("transit/keys/"+key+"/rotate", nil); err != nil {
+	if _, err := root.Logical().Write(transit+"/keys/"+key+"/rotate", nil); err != nil {
 		t.Fatalf("rotate: %v", err)
 	}
 	p2 := apiLogin(t, g, "alice", pw)
@@ -874,15 +880,41 @@ func TestClusterVault(t *testing.T) {
 // TestClusterSecondDatacenter: a policy that puts workspaces in dc2 makes
 // the gateway (whose Consul agent is dc1's) find them through Consul's
 // dc parameter; the workspace's service exists only in dc2's catalog.
+//
+// Consul is two real dev agents joined over the WAN, started by the test,
+// wherever a consul binary is at hand (PATH, CONSUL_BIN), else the fake's
+// two datacenters; the workspace runs on the fake Nomad's node in dc2. A
+// real cluster with a Nomad client in a second datacenter is used instead
+// when NOMAD_ADDR, CONSUL_HTTP_ADDR, CODEHUB_CONSUL_DC2 (its name) and
+// CODEHUB_CONSUL_DC2_ADDR (that client's Consul agent) are set.
 func TestClusterSecondDatacenter(t *testing.T) {
 	dc2 := "dc2"
-	if clusterRealNomad() || clusterRealConsul() {
-		dc2 = os.Getenv("CODEHUB_TEST_SECOND_DC")
-		if dc2 == "" {
-			t.Skip("against real agents: set CODEHUB_TEST_SECOND_DC to a second Consul datacenter with a Nomad client in it")
+	o := clusterOptions{ConsulDCs: []string{"dc1", dc2}, NodeDC: dc2}
+	if name := os.Getenv("CODEHUB_CONSUL_DC2"); name != "" && clusterRealNomad() && clusterRealConsul() {
+		dc2 = name
+		addr := os.Getenv("CODEHUB_CONSUL_DC2_ADDR")
+		if addr == "" {
+			t.Fatal("CODEHUB_CONSUL_DC2 needs CODEHUB_CONSUL_DC2_ADDR: the Consul agent of the Nomad client in " + dc2)
 		}
+		o.ConsulAddrs = map[string]string{dc2: addr}
+	} else {
+		bin, err := testenv.ConsulBinary()
+		switch {
+		case err != nil:
+			t.Fatal(err)
+		case bin != "":
+			agents := testenv.StartConsulAgents(t, o.ConsulDCs...)
+			o.GatewayConsul = agents.Addr("dc1")
+			o.ConsulAddrs = map[string]string{"dc1": agents.Addr("dc1"), dc2: agents.Addr(dc2)}
+		case clusterRealNomad() || clusterRealConsul():
+			t.Skip("no consul binary (on PATH, or CONSUL_BIN) to start a second datacenter, and no CODEHUB_CONSUL_DC2 " +
+				"(with CODEHUB_CONSUL_DC2_ADDR) naming one of the real cluster's")
+		}
+		// A real Nomad's clients are in the datacenters of their own
+		// agents, not in this one.
+		o.FakeNomad = true
 	}
-	e := newClusterEnv(t, clusterOptions{ConsulDCs: []string{"dc1", "dc2"}, NodeDC: "dc2"})
+	e := newClusterEnv(t, o)
 	policies := t.TempDir()
 	if err := os.WriteFile(filepath.Join(policies, "default.hcl"), []byte(fmt.Sprintf(`policy "default" {
   cpu             = 50

@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,11 +31,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/workspace"
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclparse"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 	nomadapi "github.com/hashicorp/nomad/api"
-	"github.com/zclconf/go-cty/cty"
 )
 
 // These helpers run gateways in the container strategy: workspaces are
@@ -76,6 +71,16 @@ type clusterOptions struct {
 	// agent it registers the workspaces' services with (default the
 	// gateway's).
 	NodeDC string
+	// GatewayConsul is a real Consul agent (host:port) the test started,
+	// the gateway's, rather than CONSUL_HTTP_ADDR's or the fake's.
+	GatewayConsul string
+	// ConsulAddrs are real Consul agents by datacenter (host:port): the
+	// checks of a service registered in a datacenter are updated through
+	// its agent.
+	ConsulAddrs map[string]string
+	// FakeNomad runs the fake Nomad even when NOMAD_ADDR names a real
+	// one, whose clients are not in NodeDC.
+	FakeNomad bool
 }
 
 // clusterEnv is a Nomad and a Consul with the workspace jobs registered.
@@ -110,14 +115,16 @@ type clusterEnv struct {
 func newClusterEnv(t *testing.T, o clusterOptions) *clusterEnv {
 	t.Helper()
 	testenv.SkipShort(t)
-	if clusterRealNomad() && !clusterRealConsul() {
-		t.Skip("a real Nomad registers the workspaces' services in a real Consul: set CONSUL_HTTP_ADDR too")
-	}
 	if len(o.ConsulDCs) == 0 {
 		o.ConsulDCs = []string{"dc1"}
 	}
 	if o.NodeDC == "" {
 		o.NodeDC = o.ConsulDCs[0]
+	}
+	realNomad := clusterRealNomad() && !o.FakeNomad
+	realConsul := clusterRealConsul() || o.GatewayConsul != ""
+	if realNomad && !realConsul {
+		t.Skip("a real Nomad registers the workspaces' services in a real Consul: set CONSUL_HTTP_ADDR too")
 	}
 	needCheckTools(t)
 	e := &clusterEnv{t: t, opts: o, codeServer: testenv.CodeServer(t), regs: map[string]*sqlstore.DB{}}
@@ -134,14 +141,16 @@ func newClusterEnv(t *testing.T, o clusterOptions) *clusterEnv {
 	quiet.SetLevel(hclog.Warn)
 
 	e.job, e.warmJob, e.service, e.gatewayService = "codehub-workspace", "codehub-warm-pool", "codehub-workspace", "codehub-gateway"
-	if clusterRealNomad() || clusterRealConsul() {
+	if realNomad || realConsul {
 		e.prefix = "codehub-test-" + randomHex(t, 3) + "-"
 		e.job, e.warmJob = e.prefix+"workspace", e.prefix+"warm-pool"
 		e.service, e.gatewayService = e.prefix+"workspace", e.prefix+"gateway"
 	}
 
 	// Consul first: the fake Nomad registers services with it.
-	if clusterRealConsul() {
+	if o.GatewayConsul != "" {
+		e.consulAddr = o.GatewayConsul
+	} else if clusterRealConsul() {
 		e.consulAddr, e.consulToken = os.Getenv("CONSUL_HTTP_ADDR"), os.Getenv("CONSUL_HTTP_TOKEN")
 	} else {
 		e.consul = fakeconsul.Start(t, fakeconsul.Options{Datacenters: o.ConsulDCs, Logger: quiet.Named("fake-consul")})
@@ -151,7 +160,7 @@ func newClusterEnv(t *testing.T, o clusterOptions) *clusterEnv {
 	cfg.Address, cfg.Token = e.consulAddr, e.consulToken
 	if cfg.Token == "" {
 		cfg.Token = "anonymous"
-		if clusterRealConsul() {
+		if realConsul {
 			cfg.Token = ""
 		}
 	}
@@ -160,12 +169,14 @@ func newClusterEnv(t *testing.T, o clusterOptions) *clusterEnv {
 	}
 
 	ncfg := nomadapi.DefaultConfig()
-	if clusterRealNomad() {
+	if realNomad {
 		e.nomadAddr, e.nomadToken, e.nomadNS = ncfg.Address, ncfg.SecretID, ncfg.Namespace
 	} else {
 		var consulCfg *consulapi.Config
 		if e.consul != nil {
 			consulCfg = e.consul.Config(o.NodeDC, "")
+		} else if a := o.ConsulAddrs[o.NodeDC]; a != "" {
+			consulCfg = &consulapi.Config{Address: a}
 		} else {
 			consulCfg = consulapi.DefaultConfig()
 		}
@@ -181,7 +192,7 @@ func newClusterEnv(t *testing.T, o clusterOptions) *clusterEnv {
 	if e.nc, err = nomadapi.NewClient(ncfg); err != nil {
 		t.Fatal(err)
 	}
-	if e.prefix != "" && clusterRealNomad() {
+	if e.prefix != "" && realNomad {
 		t.Cleanup(e.purge)
 	}
 	for file, id := range map[string]string{"workspace.nomad.hcl": e.job, "warm-pool.nomad.hcl": e.warmJob} {
@@ -190,6 +201,24 @@ func newClusterEnv(t *testing.T, o clusterOptions) *clusterEnv {
 		}
 	}
 	return e
+}
+
+// agentOf is a client of dc's Consul agent, where the checks of services
+// registered in dc are updated: the gateway's for "" or when the test
+// knows no other.
+func (e *clusterEnv) agentOf(dc string) *consulapi.Client {
+	e.t.Helper()
+	a := e.opts.ConsulAddrs[dc]
+	if dc == "" || a == "" || a == e.consulAddr {
+		return e.cc
+	}
+	cfg := consulapi.DefaultConfig()
+	cfg.Address = a
+	c, err := consulapi.NewClient(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
 }
 
 // needCheckTools skips t (fails it under CODEHUB_E2E=require) without what
@@ -238,155 +267,31 @@ func (e *clusterEnv) purge() {
 
 // ---- the job files ----
 
-// hclBlock is a block of a job file: its attributes as Nomad's parser
-// keeps them (runtime interpolations such as ${NOMAD_PORT_http} as text)
-// and its blocks.
-type hclBlock struct {
-	typ    string
-	labels []string
-	attrs  map[string]any
-	blocks []*hclBlock
-}
-
-func (b *hclBlock) str(k string) string {
-	s, _ := b.attrs[k].(string)
-	return s
-}
-
-func (b *hclBlock) strs(k string) []string {
-	l, _ := b.attrs[k].([]string)
-	return slices.Clone(l)
-}
-
-func (b *hclBlock) num(k string) (int, bool) {
-	f, ok := b.attrs[k].(float64)
-	return int(f), ok
-}
-
-func (b *hclBlock) boolean(k string) (bool, bool) {
-	v, ok := b.attrs[k].(bool)
-	return v, ok
-}
-
-func (b *hclBlock) dur(t *testing.T, k string) (time.Duration, bool) {
-	s := b.str(k)
-	if s == "" {
-		return 0, false
-	}
-	d, err := time.ParseDuration(s)
+// shippedJob is a shipped job file as Nomad's parser reads it (the fake
+// Nomad's parser, which follows Nomad's: a constraint without operator is
+// "=", and so on).
+func shippedJob(t *testing.T, file string) *nomadapi.Job {
+	t.Helper()
+	job, err := fakenomad.ParseJobFile(filepath.Join(clusterJobsDir, file))
 	if err != nil {
-		t.Fatalf("%s %s: %v", b.typ, k, err)
+		t.Fatal(err)
 	}
-	return d, true
-}
-
-func (b *hclBlock) all(typ string) []*hclBlock {
-	var out []*hclBlock
-	for _, c := range b.blocks {
-		if c.typ == typ {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-func (b *hclBlock) one(typ string) *hclBlock {
-	if l := b.all(typ); len(l) > 0 {
-		return l[0]
-	}
-	return nil
-}
-
-func (b *hclBlock) stringMap() map[string]string {
-	m := map[string]string{}
-	for k, v := range b.attrs {
-		m[k] = fmt.Sprint(v)
-	}
-	return m
-}
-
-// readHCL reads a file of HCL blocks as hclBlocks.
-func readHCL(t *testing.T, file string) *hclBlock {
-	t.Helper()
-	f, diags := hclparse.NewParser().ParseHCLFile(file)
-	if diags.HasErrors() {
-		t.Fatalf("%s: %s", file, diags.Error())
-	}
-	return hclBody(t, f.Body.(*hclsyntax.Body), "", nil)
-}
-
-func hclBody(t *testing.T, body *hclsyntax.Body, typ string, labels []string) *hclBlock {
-	b := &hclBlock{typ: typ, labels: labels, attrs: map[string]any{}}
-	for name, a := range body.Attributes {
-		b.attrs[name] = hclLiteral(t, a.Expr)
-	}
-	for _, sub := range body.Blocks {
-		b.blocks = append(b.blocks, hclBody(t, sub.Body, sub.Type, sub.Labels))
-	}
-	return b
-}
-
-// hclLiteral is an attribute's value as Nomad's job parser keeps it:
-// ${NOMAD_*}, ${node.*} and ${attr.*} stay as text, for the client to
-// interpolate.
-func hclLiteral(t *testing.T, expr hclsyntax.Expression) any {
-	t.Helper()
-	switch e := expr.(type) {
-	case *hclsyntax.TemplateExpr:
-		var s strings.Builder
-		for _, p := range e.Parts {
-			s.WriteString(fmt.Sprint(hclLiteral(t, p)))
-		}
-		return s.String()
-	case *hclsyntax.TemplateWrapExpr:
-		return hclLiteral(t, e.Wrapped)
-	case *hclsyntax.ScopeTraversalExpr:
-		var s strings.Builder
-		for _, tr := range e.Traversal {
-			switch x := tr.(type) {
-			case hcl.TraverseRoot:
-				s.WriteString(x.Name)
-			case hcl.TraverseAttr:
-				s.WriteString("." + x.Name)
-			}
-		}
-		return "${" + s.String() + "}"
-	case *hclsyntax.TupleConsExpr:
-		out := []string{}
-		for _, x := range e.Exprs {
-			out = append(out, fmt.Sprint(hclLiteral(t, x)))
-		}
-		return out
-	}
-	v, diags := expr.Value(nil)
-	if diags.HasErrors() {
-		t.Fatalf("%s: %s", expr.Range(), diags.Error())
-	}
-	switch v.Type() {
-	case cty.String:
-		return v.AsString()
-	case cty.Number:
-		f, _ := v.AsBigFloat().Float64()
-		return f
-	case cty.Bool:
-		return v.True()
-	}
-	t.Fatalf("%s: unexpected value %#v", expr.Range(), v)
-	return nil
+	return job
 }
 
 // shippedCheck is the Consul check of the workspace service in a job
-// file, exactly as written.
+// file's default group, exactly as written.
 func shippedCheck(t *testing.T, file string) nomadapi.ServiceCheck {
 	t.Helper()
-	job := readHCL(t, filepath.Join(clusterJobsDir, file)).one("job")
-	for _, g := range job.all("group") {
-		if n, _ := g.num("count"); n == 0 {
+	for _, g := range shippedJob(t, file).TaskGroups {
+		if *g.Count == 0 {
 			continue
 		}
-		for _, task := range g.all("task") {
-			if svc := task.one("service"); svc != nil && svc.one("check") != nil {
-				return convertCheck(t, svc.one("check"))
+		for _, task := range g.Tasks {
+			for _, svc := range task.Services {
+				if len(svc.Checks) > 0 {
+					return svc.Checks[0]
+				}
 			}
 		}
 	}
@@ -394,223 +299,46 @@ func shippedCheck(t *testing.T, file string) nomadapi.ServiceCheck {
 	return nomadapi.ServiceCheck{}
 }
 
-func convertCheck(t *testing.T, c *hclBlock) nomadapi.ServiceCheck {
-	sc := nomadapi.ServiceCheck{Name: c.str("name"), Type: c.str("type"), Command: c.str("command"), Args: c.strs("args"), Path: c.str("path")}
-	sc.Interval, _ = c.dur(t, "interval")
-	sc.Timeout, _ = c.dur(t, "timeout")
-	return sc
-}
-
 // jobFromFile is the job of a shipped job file as Nomad would register
-// it, named id, whose tasks run this test binary as the agent with
-// raw_exec (see the top of this file).
+// it, named id, whose default group's task runs this test binary as the
+// agent with raw_exec (see the top of this file).
 func (e *clusterEnv) jobFromFile(file, id string) *nomadapi.Job {
 	t := e.t
 	t.Helper()
-	jb := readHCL(t, filepath.Join(clusterJobsDir, file)).one("job")
-	if jb == nil {
-		t.Fatalf("%s: no job block", file)
-	}
-	job := &nomadapi.Job{ID: &id, Name: &id}
-	typ := jb.str("type")
-	job.Type = &typ
-	job.Datacenters = jb.strs("datacenters")
-	if p, ok := jb.num("priority"); ok {
-		job.Priority = &p
-	}
-	if pj := jb.one("parameterized"); pj != nil {
-		job.ParameterizedJob = &nomadapi.ParameterizedJobConfig{Payload: pj.str("payload"),
-			MetaRequired: pj.strs("meta_required"), MetaOptional: pj.strs("meta_optional")}
-	}
-	if m := jb.one("meta"); m != nil {
-		job.Meta = m.stringMap()
-	}
-	for _, g := range jb.all("group") {
-		job.TaskGroups = append(job.TaskGroups, e.groupFromFile(g))
+	job := shippedJob(t, file)
+	job.ID, job.Name = &id, &id
+	for _, tg := range job.TaskGroups {
+		for _, task := range tg.Tasks {
+			for _, svc := range task.Services {
+				if svc.Name == "codehub-workspace" {
+					svc.Name = e.service
+				}
+			}
+			if *tg.Count > 0 {
+				e.runHere(task)
+			}
+		}
 	}
 	return job
 }
 
-func (e *clusterEnv) groupFromFile(g *hclBlock) *nomadapi.TaskGroup {
-	t := e.t
-	count, _ := g.num("count")
-	tg := nomadapi.NewTaskGroup(g.labels[0], count)
-	if r := g.one("restart"); r != nil {
-		rp := &nomadapi.RestartPolicy{}
-		if n, ok := r.num("attempts"); ok {
-			rp.Attempts = &n
-		}
-		if d, ok := r.dur(t, "interval"); ok {
-			rp.Interval = &d
-		}
-		if d, ok := r.dur(t, "delay"); ok {
-			rp.Delay = &d
-		}
-		if m := r.str("mode"); m != "" {
-			rp.Mode = &m
-		}
-		tg.RestartPolicy = rp
-	}
-	if r := g.one("reschedule"); r != nil {
-		rp := &nomadapi.ReschedulePolicy{}
-		if n, ok := r.num("attempts"); ok {
-			rp.Attempts = &n
-		}
-		if d, ok := r.dur(t, "interval"); ok {
-			rp.Interval = &d
-		}
-		if d, ok := r.dur(t, "delay"); ok {
-			rp.Delay = &d
-		}
-		if f := r.str("delay_function"); f != "" {
-			rp.DelayFunction = &f
-		}
-		if d, ok := r.dur(t, "max_delay"); ok {
-			rp.MaxDelay = &d
-		}
-		if u, ok := r.boolean("unlimited"); ok {
-			rp.Unlimited = &u
-		}
-		tg.ReschedulePolicy = rp
-	}
-	if n := g.one("network"); n != nil {
-		nr := &nomadapi.NetworkResource{}
-		for _, p := range n.all("port") {
-			if to, ok := p.num("static"); ok {
-				nr.ReservedPorts = append(nr.ReservedPorts, nomadapi.Port{Label: p.labels[0], Value: to})
-			} else {
-				nr.DynamicPorts = append(nr.DynamicPorts, nomadapi.Port{Label: p.labels[0]})
-			}
-		}
-		tg.Networks = []*nomadapi.NetworkResource{nr}
-	}
-	if d := g.one("ephemeral_disk"); d != nil {
-		ed := &nomadapi.EphemeralDisk{}
-		if n, ok := d.num("size"); ok {
-			ed.SizeMB = &n
-		}
-		if b, ok := d.boolean("sticky"); ok {
-			ed.Sticky = &b
-		}
-		if b, ok := d.boolean("migrate"); ok {
-			ed.Migrate = &b
-		}
-		tg.EphemeralDisk = ed
-	}
-	for _, c := range g.all("constraint") {
-		tg.Constraints = append(tg.Constraints, nomadapi.NewConstraint(c.str("attribute"), c.str("operator"), c.str("value")))
-	}
-	for _, v := range g.all("volume") {
-		ro, _ := v.boolean("read_only")
-		if tg.Volumes == nil {
-			tg.Volumes = map[string]*nomadapi.VolumeRequest{}
-		}
-		tg.Volumes[v.labels[0]] = &nomadapi.VolumeRequest{Name: v.labels[0], Type: v.str("type"), Source: v.str("source"), ReadOnly: ro}
-	}
-	for _, task := range g.all("task") {
-		tg.Tasks = append(tg.Tasks, e.taskFromFile(task, count > 0))
-	}
-	return tg
-}
-
-// taskFromFile converts a task; the default group's (run) becomes this
-// test binary under raw_exec.
-func (e *clusterEnv) taskFromFile(b *hclBlock, run bool) *nomadapi.Task {
-	t := e.t
-	cfg := b.one("config")
-	task := nomadapi.NewTask(b.labels[0], b.str("driver"))
-	if dp := b.one("dispatch_payload"); dp != nil {
-		task.DispatchPayload = &nomadapi.DispatchPayloadConfig{File: dp.str("file")}
-	}
-	for _, tb := range b.all("template") {
-		tmpl := &nomadapi.Template{}
-		if s := tb.str("source"); s != "" {
-			tmpl.SourcePath = &s
-		}
-		if s := tb.str("destination"); s != "" {
-			tmpl.DestPath = &s
-		}
-		if s := tb.str("data"); s != "" {
-			tmpl.EmbeddedTmpl = &s
-		}
-		if s := tb.str("perms"); s != "" {
-			tmpl.Perms = &s
-		}
-		if s := tb.str("change_mode"); s != "" {
-			tmpl.ChangeMode = &s
-		}
-		if n, ok := tb.num("uid"); ok {
-			tmpl.Uid = &n
-		}
-		if n, ok := tb.num("gid"); ok {
-			tmpl.Gid = &n
-		}
-		task.Templates = append(task.Templates, tmpl)
-	}
-	if env := b.one("env"); env != nil {
-		task.Env = env.stringMap()
-	}
-	if r := b.one("resources"); r != nil {
-		task.Resources = &nomadapi.Resources{}
-		if n, ok := r.num("cpu"); ok {
-			task.Resources.CPU = &n
-		}
-		if n, ok := r.num("memory"); ok {
-			task.Resources.MemoryMB = &n
-		}
-		if n, ok := r.num("memory_max"); ok {
-			task.Resources.MemoryMaxMB = &n
-		}
-	}
-	if d, ok := b.dur(t, "kill_timeout"); ok {
-		task.KillTimeout = &d
-	}
-	if u := b.str("user"); u != "" && !run {
-		task.User = u
-	}
-	for _, sb := range b.all("service") {
-		svc := &nomadapi.Service{Name: sb.str("name"), PortLabel: sb.str("port"), Tags: sb.strs("tags")}
-		if svc.Name == "codehub-workspace" {
-			svc.Name = e.service
-		}
-		if m := sb.one("meta"); m != nil {
-			svc.Meta = m.stringMap()
-		}
-		for _, c := range sb.all("check") {
-			svc.Checks = append(svc.Checks, convertCheck(t, c))
-		}
-		task.Services = append(task.Services, svc)
-	}
-	for _, vm := range b.all("volume_mount") {
-		task.VolumeMounts = append(task.VolumeMounts, &nomadapi.VolumeMount{Volume: new(vm.str("volume")), Destination: new(vm.str("destination"))})
-	}
-	if !run {
-		// Never dispatched here (count 0): kept as written.
-		task.Config = map[string]any{"command": cfg.str("command"), "args": toAny(cfg.strs("args"))}
-		return task
-	}
-	// The Docker volume codehub-home-<user_id> mounted at /home/coder is a
-	// directory per user here.
+// runHere makes a task of the default group run this test binary as the
+// agent: raw_exec, the file's arguments with the Docker volume's
+// /home/coder a directory per user under the test's, and --code-server
+// the one `make setup` installed. What only a container gives (its user,
+// image, capabilities) goes; everything else stays as written.
+func (e *clusterEnv) runHere(task *nomadapi.Task) {
 	home := filepath.Join(e.homes, "${NOMAD_META_user_id}")
-	args := cfg.strs("args")
-	for i, a := range args {
-		args[i] = strings.ReplaceAll(a, "/home/coder", home)
+	var args []any
+	for _, a := range task.Config["args"].([]any) {
+		args = append(args, strings.ReplaceAll(fmt.Sprint(a), "/home/coder", home))
 	}
 	args = append(args, "--code-server", e.codeServer)
 	for k, v := range task.Env {
 		task.Env[k] = strings.ReplaceAll(v, "/home/coder", home)
 	}
-	task.Driver = "raw_exec"
-	task.Config = map[string]any{"command": e.agentBin, "args": toAny(args)}
-	return task
-}
-
-func toAny(ss []string) []any {
-	out := make([]any, len(ss))
-	for i, s := range ss {
-		out[i] = s
-	}
-	return out
+	task.Driver, task.User = "raw_exec", ""
+	task.Config = map[string]any{"command": e.agentBin, "args": args}
 }
 
 // prepareHome makes a user's home as the workspace image has it: the
@@ -647,11 +375,12 @@ type clusterGateway struct {
 }
 
 // clusterVault is the gateway's vault block: a token login, transit
-// signing with TransitKey and database credentials of DBRole (both at
-// their default mounts) unless disabled.
+// signing with TransitKey and database credentials of DBRole, at their
+// mounts (default transit and database), unless disabled.
 type clusterVault struct {
 	Addr, Token                     string
-	TransitKey, DBRole              string
+	TransitMount, TransitKey        string
+	DBMount, DBRole                 string
 	DisableTransit, DisableDatabase bool
 }
 
@@ -713,8 +442,15 @@ func (e *clusterEnv) config(c clusterGateway) clusterGateway {
 	fmt.Fprintf(&b, "}\n")
 	if v := c.Vault; v != nil {
 		fmt.Fprintf(&b, "vault {\n  address = %q\n  auth {\n    method = \"token\"\n    token = %q\n  }\n", v.Addr, v.Token)
-		fmt.Fprintf(&b, "  transit {\n    enabled = %t\n    key = %q\n  }\n", !v.DisableTransit, v.TransitKey)
-		fmt.Fprintf(&b, "  database {\n    enabled = %t\n    role = %q\n  }\n}\n", !v.DisableDatabase, v.DBRole)
+		fmt.Fprintf(&b, "  transit {\n    enabled = %t\n    key = %q\n", !v.DisableTransit, v.TransitKey)
+		if v.TransitMount != "" {
+			fmt.Fprintf(&b, "    mount = %q\n", v.TransitMount)
+		}
+		fmt.Fprintf(&b, "  }\n  database {\n    enabled = %t\n    role = %q\n", !v.DisableDatabase, v.DBRole)
+		if v.DBMount != "" {
+			fmt.Fprintf(&b, "    mount = %q\n", v.DBMount)
+		}
+		fmt.Fprintf(&b, "  }\n}\n")
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		t.Fatal(err)

@@ -24,7 +24,10 @@ import (
 	"time"
 
 	"github.com/codehub-dev/codehub/internal/agentapi"
+	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/cgroup"
+	"github.com/codehub-dev/codehub/internal/quota"
+	"github.com/codehub-dev/codehub/internal/resources"
 	"github.com/codehub-dev/codehub/internal/testenv"
 	"github.com/codehub-dev/codehub/internal/token"
 	"github.com/codehub-dev/codehub/internal/token/filekeys"
@@ -153,14 +156,14 @@ func TestIsolationCrossUserAccess(t *testing.T) {
 		}
 		for _, w := range []*workspace.Workspace{wa, wb} {
 			uid, _ := strconv.Atoi(w.Meta["uid"])
-			if p, ok := procOf(w.PID); !ok || p.UID != uid {
+			if p, ok := agentOf(w); !ok || p.UID != uid {
 				t.Errorf("agent of %s: %+v, want uid %d", w.ID, p, uid)
 			}
 			h, err := agentHealth(t, w)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p, ok := procOf(h.IDE.PID); !ok || p.UID != uid {
+			if p, ok := procOf(hostPID(w, h.IDE.PID)); !ok || p.UID != uid {
 				t.Errorf("code-server of %s: %+v, want uid %d", w.ID, p, uid)
 			}
 		}
@@ -514,7 +517,7 @@ func TestHogKilledByCgroup(t *testing.T) {
 	// hundred MiB (counting, under -race, the detector's shadow memory),
 	// so that it is the biggest process when the limit is hit.
 	const limitMB = 384
-	tu := startTwoUsers(t, wsOptions{MemoryMB: limitMB})
+	tu := startTwoUsers(t, wsOptions{MemoryMB: limitMB, SampleInterval: time.Second})
 	wa, wb := tu.wa, tu.wb
 	before := map[string]agentapi.Health{}
 	for _, w := range []*workspace.Workspace{wa, wb} {
@@ -539,7 +542,7 @@ func TestHogKilledByCgroup(t *testing.T) {
 	if !ok {
 		t.Fatal("alice's agent is gone")
 	}
-	hog := asWorkspace(wa, agent.Cmdline[0], hogCommand)
+	hog := inCgroup(asWorkspace(wa, agent.Cmdline[0], hogCommand))
 	stdin, err := hog.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -553,7 +556,7 @@ func TestHogKilledByCgroup(t *testing.T) {
 		hog.Process.Kill()
 		t.Fatalf("put the hog into alice's cgroup: %v", err)
 	}
-	io.WriteString(stdin, "go\n")
+	io.WriteString(stdin, "go\ngo\n") // one line for inCgroup, one for the hog
 	stdin.Close()
 	waited := make(chan error, 1)
 	go func() { waited <- hog.Wait() }()
@@ -602,21 +605,72 @@ func TestHogKilledByCgroup(t *testing.T) {
 	if st.OOMKills < 1 {
 		t.Errorf("alice's cgroup counts %d OOM kills, want the hog's", st.OOMKills)
 	}
+
+	// The kill is counted where alice and the administrators look, and
+	// audited, for alice only.
+	eventually(t, guard, "alice's OOM kill in GET /api/v1/me/workspace", func() bool {
+		st := myWorkspace(t, tu.g, tu.tokA)
+		return st.Usage != nil && st.Usage.Memory.OOMKills >= 1
+	})
+	eventually(t, guard, "alice's OOM kill audited", func() bool {
+		return len(quotaEvents(t, tu.e, tu.aliceID, "memory")) >= 1
+	})
+	ev := quotaEvents(t, tu.e, tu.aliceID, "memory")[0]
+	if ev.Metadata["oomKills"] != float64(st.OOMKills) || ev.Metadata["workspaceId"] != wa.ID {
+		t.Errorf("the OOM event: %+v, want %d kills in %s", ev.Metadata, st.OOMKills, wa.ID)
+	}
+	if m := gatewayMetrics(t, tu.g); m["codehub_workspace_oom_kills_total"] < 1 {
+		t.Errorf("codehub_workspace_oom_kills_total = %v", m["codehub_workspace_oom_kills_total"])
+	}
+	if st := myWorkspace(t, tu.g, tu.tokB); st.Usage == nil || st.Usage.Memory.OOMKills != 0 {
+		t.Errorf("bob's workspace reports OOM kills: %+v", st.Usage)
+	}
+	if ev := quotaEvents(t, tu.e, tu.bobID, ""); len(ev) != 0 {
+		t.Errorf("quota events for bob: %+v", ev)
+	}
 }
 
-// TestQuotaFullDisk: writing past the storage quota fails with "No space
-// left on device" for that user, and loses nothing written before, nor
-// after a restart of the workspace.
+// quotaEvents returns the installation's security.quota_exceeded events
+// of a user (for one resource, or all), from its audit file.
+func quotaEvents(t *testing.T, e *wsEnv, userID, resource string) []audit.Event {
+	t.Helper()
+	var out []audit.Event
+	for _, ev := range readAuditFile(t, filepath.Join(e.DataDir, "audit.log")) {
+		if ev.EventType == audit.QuotaExceeded && ev.UserID == userID && (resource == "" || ev.Metadata["resource"] == resource) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// TestQuotaFullDisk: the user can write the storage quota, not more:
+// past it, writing fails with "No space left on device" for that user,
+// and loses nothing written before, nor after a restart of the
+// workspace. The editor is told as the user experiences it: at 90% a
+// warning, when writes fail "full" at 100% and exceeded, with one
+// security.quota_exceeded event (before, a full home read 93%, not
+// exceeded, with no event and no warning).
 func TestQuotaFullDisk(t *testing.T) {
 	t.Parallel()
 	const quotaMB = 64
-	e := newWSEnv(t, wsOptions{StorageMB: quotaMB})
+	e := newWSEnv(t, wsOptions{StorageMB: quotaMB, SampleInterval: time.Second})
 	id := e.createUser("alice", alicePW)
 	g := e.startGateway()
 	tok := mustFormLogin(t, g, "alice", alicePW)
 	openWorkbench(t, g, tok)
 	w := e.runningWorkspace(id)
 	folder := workspace.Layout{Home: w.Home}.Workspaces()
+	storage := func() resources.StorageUsage {
+		t.Helper()
+		st := myWorkspace(t, g, tok)
+		if st.Usage == nil {
+			t.Fatalf("GET /api/v1/me/workspace has no usage: %+v", st)
+		}
+		return st.Usage.Storage
+	}
+	if s := storage(); s.Limit < quotaMB<<20 || s.Limit > quotaMB<<20+2<<20 || s.Warning || s.Full {
+		t.Fatalf("a fresh %d MiB home: %+v", quotaMB, s)
+	}
 
 	// A file of known content, written by alice.
 	precious := filepath.Join(folder, "precious.bin")
@@ -624,6 +678,22 @@ func TestQuotaFullDisk(t *testing.T) {
 		t.Fatalf("write the first file: %v %s", err, out)
 	}
 	sum := fileSum(t, precious)
+
+	// Up to 91%: the editor warns; nothing is exceeded.
+	s := storage()
+	mib := (s.Limit*91/100-s.Used)>>20 + 1
+	if out, err := asWorkspace(w, "dd", "if=/dev/zero", "of="+filepath.Join(folder, "big.bin"), "bs=1M",
+		"count="+strconv.FormatInt(mib, 10), "status=none").CombinedOutput(); err != nil {
+		t.Fatalf("write up to 91%%: %v %s", err, out)
+	}
+	eventually(t, guard, "the editor's warning at 90%", func() bool {
+		s := storage()
+		return s.Warning && !s.Full && s.Percent >= 90 && s.Percent < 100
+	})
+	time.Sleep(2 * time.Second) // two samples
+	if ev := quotaEvents(t, e, id, ""); len(ev) != 0 {
+		t.Fatalf("quota events at 91%%: %+v", ev)
+	}
 
 	// Then fill the home.
 	fill := asWorkspace(w, "dd", "if=/dev/zero", "of="+filepath.Join(folder, "fill.bin"), "bs=1M")
@@ -642,6 +712,9 @@ func TestQuotaFullDisk(t *testing.T) {
 	if fi.Size() > quotaMB<<20 {
 		t.Errorf("alice wrote %d bytes into a %d MiB quota", fi.Size(), quotaMB)
 	}
+	if written := 8<<20 + mib<<20 + fi.Size(); written < quotaMB<<20-3<<20 {
+		t.Errorf("alice could write %d bytes of a %d MiB quota", written, quotaMB)
+	}
 	if got := fileSum(t, precious); got != sum {
 		t.Fatalf("the first file changed when the disk filled: %s, was %s", got, sum)
 	}
@@ -652,6 +725,19 @@ func TestQuotaFullDisk(t *testing.T) {
 	}
 	if r := remoteResource(t, g, tok, precious); r.Status != http.StatusOK || sha(r.Body) != sum {
 		t.Errorf("the first file through the IDE on a full disk: %d, %d bytes", r.Status, len(r.Body))
+	}
+
+	// Full as the editor sees it, and exceeded, audited once.
+	eventually(t, guard, "full at 100% in GET /api/v1/me/workspace", func() bool {
+		s := storage()
+		return s.Full && s.Percent == 100 && s.Warning && s.Available < quota.FullBelow
+	})
+	eventually(t, guard, "the full home audited", func() bool { return len(quotaEvents(t, e, id, "storage")) > 0 })
+	time.Sleep(3 * time.Second) // three more samples, still full
+	if ev := quotaEvents(t, e, id, ""); len(ev) != 1 || ev[0].Status != audit.StatusFailure {
+		t.Errorf("quota events after the home filled: %+v, want one", ev)
+	} else {
+		t.Logf("the event: %+v", ev[0].Metadata)
 	}
 
 	// A restart keeps everything: the home is the same image, mounted
@@ -714,7 +800,7 @@ func TestIsolationAgentAPINotProxied(t *testing.T) {
 		t.Errorf("POST %s through the gateway stops the agent: %d %.200q", agentapi.PathStop, r.Status, r.Body)
 	}
 	time.Sleep(2 * time.Second)
-	if p, ok := procOf(w.PID); !ok || len(p.Cmdline) < 2 || p.Cmdline[1] != "agent" {
-		t.Errorf("alice's agent (pid %d) is gone after her POST %s", w.PID, agentapi.PathStop)
+	if _, ok := agentOf(w); !ok {
+		t.Errorf("alice's agent (workspace pid %d) is gone after her POST %s", w.PID, agentapi.PathStop)
 	}
 }

@@ -12,6 +12,12 @@ import (
 )
 
 func main() {
+	// Before anything runs: setting no_new_privs needs the process
+	// started again (see reexecWithoutNewPrivileges).
+	if err := reexecWithoutNewPrivileges(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "codehub: %v\n", err)
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args, os.Getenv, os.Stdin, os.Stdout, os.Stderr); err != nil {

@@ -95,6 +95,12 @@ type multiConfig struct {
 	KeysFile string
 	// Registration is "admin" (default), "invite" or "open".
 	Registration string
+	// DefaultSessionCap keeps the product's max-sessions-per-user
+	// instead of room for 100.
+	DefaultSessionCap bool
+	// TrustLoopbackProxy believes X-Forwarded-For from loopback, so that
+	// a test's requests can come from any address.
+	TrustLoopbackProxy bool
 }
 
 // write writes the configuration as HCL into a new file and returns its
@@ -113,6 +119,9 @@ func (c multiConfig) write(t *testing.T) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "deployment_mode = \"multi\"\nbind_addr = \"127.0.0.1:0\"\nlog_level = \"debug\"\n")
 	fmt.Fprintf(&b, "data_dir = %q\nupstream = %q\n", c.DataDir, c.Upstream)
+	if c.TrustLoopbackProxy {
+		fmt.Fprintf(&b, "trusted_proxies = [\"127.0.0.0/8\", \"::1\"]\n")
+	}
 	// Tests sign in often from one address; throttling has its own tests.
 	fmt.Fprintf(&b, "login_throttle {\n  per_address_burst = 1000\n  global_burst = 1000\n}\n")
 	fmt.Fprintf(&b, "multi_user {\n  auth {\n    registration = %q\n", c.Registration)
@@ -137,7 +146,11 @@ func (c multiConfig) write(t *testing.T) string {
 	}
 	fmt.Fprintf(&b, "  }\n")
 	// Room for the many sign-ins of one user in a test.
-	fmt.Fprintf(&b, "  limits {\n    max_sessions_per_user = 100\n  }\n}\n")
+	if c.DefaultSessionCap {
+		fmt.Fprintf(&b, "}\n")
+	} else {
+		fmt.Fprintf(&b, "  limits {\n    max_sessions_per_user = 100\n  }\n}\n")
+	}
 	file := filepath.Join(t.TempDir(), "codehub.hcl")
 	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)

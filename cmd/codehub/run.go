@@ -10,6 +10,7 @@ import (
 
 	"github.com/codehub-dev/codehub/internal/buildinfo"
 	"github.com/codehub-dev/codehub/internal/config"
+	"github.com/codehub-dev/codehub/internal/sandbox"
 )
 
 // usageError is a mistake on the command line; main exits 2 for it.
@@ -40,14 +41,63 @@ Usage:
 Flags:
 `
 
+// configFirst are the commands that take --config: `codehub --config F
+// user list` means `codehub user list --config F`.
+var configFirst = []string{"user", "migrate-data", "audit"}
+
+// commands are the subcommands run knows.
+var commands = []string{"hash-password", "agent", "config", "user", "migrate-data", "policy", "audit", "version", "help"}
+
+// globalFirst moves a --config given before a subcommand after it, where
+// the subcommand reads it; it refuses one before a subcommand that takes
+// none. Anything else is left to the gateway's own flags.
+func globalFirst(args []string) ([]string, error) {
+	var global []string
+	i := 1
+	for i < len(args) {
+		a := args[i]
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "config" {
+			break
+		}
+		if hasValue {
+			global = append(global, a)
+			i++
+			continue
+		}
+		if i+1 >= len(args) {
+			return args, nil // the gateway's flags say what is missing
+		}
+		global = append(global, a, args[i+1])
+		i += 2
+	}
+	if len(global) == 0 || i >= len(args) || !slices.Contains(commands, args[i]) {
+		return args, nil
+	}
+	if !slices.Contains(configFirst, args[i]) {
+		return nil, usageError{fmt.Sprintf("codehub %s takes no --config", args[i])}
+	}
+	out := append([]string{args[0]}, args[i:]...)
+	if len(out) == 2 && args[i] != "migrate-data" {
+		return out, nil // `codehub --config F user`: its help needs none
+	}
+	return append(out, global...), nil
+}
+
 // run is the whole program; main only adds the process's environment.
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	args, err := globalFirst(args)
+	if err != nil {
+		return err
+	}
 	if len(args) > 1 {
 		switch args[1] {
 		case "hash-password":
 			return runHashPassword(args[2:], stdin, stdout, stderr)
 		case "agent":
 			return runAgent(ctx, args[2:], getenv, stdin, stdout, stderr)
+		case sandbox.InitCommand: // started by the gateway, not by people
+			return runSandboxInit(args[2:], stdin, stderr)
 		case "config":
 			return runConfig(args[2:], getenv, stdout, stderr)
 		case "user":
@@ -66,6 +116,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		}
 	}
 	return runServe(ctx, args, getenv, stdout, stderr)
+}
+
+// runSandboxInit is `codehub sandbox-init --spec FILE`: the first process
+// of a workspace's sandbox (see internal/sandbox). It does not return.
+func runSandboxInit(args []string, stdin io.Reader, stderr io.Writer) error {
+	if len(args) != 2 || args[0] != "--spec" {
+		return usageError{"usage: codehub " + sandbox.InitCommand + " --spec FILE (started by the gateway)"}
+	}
+	sandbox.Init(args[1], stdin, stderr)
+	return nil
 }
 
 func printVersion(w io.Writer) {

@@ -19,6 +19,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/identity"
 	"github.com/codehub-dev/codehub/internal/orchestrator/local"
 	"github.com/codehub-dev/codehub/internal/proxy"
+	"github.com/codehub-dev/codehub/internal/resources"
 	"github.com/codehub-dev/codehub/internal/workspace"
 	"github.com/hashicorp/go-hclog"
 )
@@ -42,6 +43,10 @@ type workspaces struct {
 
 	// policyFor is each user's policy (the manager's PolicyFor).
 	policyFor func(ctx context.Context, userID string) (workspace.Policy, error)
+
+	// storageWarn is the share of their storage used from which a user
+	// is warned (limits.storage-warning-percent).
+	storageWarn int
 }
 
 var (
@@ -127,7 +132,8 @@ func (a *app) openLocal(ctx context.Context, getenv func(string) string, strat, 
 		Strategy: strat, BasePath: base, RuntimeDir: runtimeDir, Agent: agentBin, CodeServer: cs,
 		UIDMin: cfg.MultiUser.Isolation.UIDMin, UIDMax: cfg.MultiUser.Isolation.UIDMax,
 		Network: cfg.MultiUser.Isolation.Network, Egress: cfg.MultiUser.Isolation.Egress,
-		ExtraArgs: cfg.CodeServer.Args, Env: env,
+		ExtraArgs: cfg.CodeServer.Args, Env: env, ReadOnlyPaths: cfg.MultiUser.Isolation.ReadOnlyPaths,
+		CleanupGrace: cleanupGrace(cfg.MultiUser.Isolation.CleanupGrace.D()),
 	}, a.log.Named("local"))
 	if err != nil {
 		return nil, err
@@ -138,6 +144,15 @@ func (a *app) openLocal(ctx context.Context, getenv func(string) string, strat, 
 		a.log.Info("isolation strategy \"process\": " + orch.Describe())
 	}
 	return orch, nil
+}
+
+// cleanupGrace turns the configuration's grace (0: at once) into the
+// orchestrator's (0: the default, negative: at once).
+func cleanupGrace(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*workspaces, error) {
@@ -174,7 +189,8 @@ func (a *app) openWorkspaces(ctx context.Context, getenv func(string) string) (*
 
 	m := a.metrics
 	ws := &workspaces{id: a.id, log: a.log.Named("workspaces"), policy: defaultPolicy(cfg, driver),
-		stopWhenSignedOut: cfg.MultiUser.Scaling.AutoCleanup.StopWhenSignedOut}
+		stopWhenSignedOut: cfg.MultiUser.Scaling.AutoCleanup.StopWhenSignedOut,
+		storageWarn:       cfg.MultiUser.Limits.StorageWarningPercent}
 	set, err := loadPolicies(cfg)
 	if err != nil {
 		return nil, err
@@ -304,17 +320,13 @@ type idleView struct {
 	SecondsLeft int `json:"secondsLeft,omitempty"`
 }
 
-// usageView is the seed's ResourceUsage shape for one workspace.
+// usageView is the seed's ResourceUsage shape for one workspace. The
+// editor's warnings read it: storage's warning and full, memory's OOM
+// kills.
 type usageView struct {
-	Storage struct {
-		Used  int64 `json:"used"`
-		Limit int64 `json:"limit"`
-	} `json:"storage"`
-	Memory struct {
-		MB    float64 `json:"mb"`
-		Limit int     `json:"limit"`
-	} `json:"memory"`
-	CPU struct {
+	Storage resources.StorageUsage `json:"storage"`
+	Memory  resources.MemoryUsage  `json:"memory"`
+	CPU     struct {
 		Seconds float64 `json:"seconds"`
 		Limit   int     `json:"limit"`
 	} `json:"cpu"`
@@ -351,8 +363,8 @@ func (ws *workspaces) Status(ctx context.Context, userID string) (any, error) {
 	}
 	if u, err := ws.mgr.Usage(ctx, w); err == nil {
 		v := &usageView{}
-		v.Storage.Used, v.Storage.Limit = u.StorageBytes, u.StorageLimitBytes
-		v.Memory.MB, v.Memory.Limit = float64(u.MemoryBytes)/(1<<20), pol.HardMemoryMB()
+		v.Storage = resources.StorageOfAgent(u, int64(pol.StorageMB)<<20, ws.storageWarn)
+		v.Memory = resources.MemoryUsage{MB: float64(u.MemoryBytes) / (1 << 20), Limit: pol.HardMemoryMB(), OOMKills: u.OOMKills}
 		v.CPU.Seconds, v.CPU.Limit = u.CPUSeconds, pol.CPUPercent
 		st.Usage = v
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -249,4 +250,73 @@ func listUsersOf(t *testing.T, e *wsEnv) map[string]string {
 		m[name] = u.ID
 	}
 	return m
+}
+
+// TestStorageWarningInEditor: a person at work in the editor is warned
+// when their home is nearly full (90%), and again when it is full, in the
+// editor's page itself, before saving fails unannounced (before, nothing
+// was shown, and VS Code's state files were left empty).
+func TestStorageWarningInEditor(t *testing.T) {
+	const quotaMB = 64
+	e := newWSEnv(t, wsOptions{StorageMB: quotaMB, SampleInterval: time.Second})
+	id := e.createUser("alice", alicePW)
+	g := e.startGateway()
+	ctx := testenv.Browser(t)
+	if err := fillLogin(ctx, g, "alice", alicePW); err != nil {
+		t.Fatalf("login page: %v", err)
+	}
+	if err := submitLogin(ctx); err != nil {
+		testenv.Screenshot(t, ctx, "alice")
+		t.Fatalf("explorer after signing in: %v", err)
+	}
+	defer testenv.Screenshot(t, ctx, "storage-warning")
+	w := e.runningWorkspace(id)
+	folder := workspace.Layout{Home: w.Home}.Workspaces()
+	tok := mustFormLogin(t, g, "alice", alicePW)
+
+	// banner waits for the editor's storage warning at level (it polls
+	// every 30 seconds) and returns its text.
+	banner := func(level string) string {
+		t.Helper()
+		pred := `(() => { const b = document.getElementById('codehub-storage-warning'); return !!b && b.dataset.level === ` +
+			strconv.Quote(level) + ` && b.offsetHeight > 0; })()`
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](pred, chromedp.WithPollingInterval(500*time.Millisecond),
+			chromedp.WithPollingTimeout(guard))); err != nil {
+			testenv.Screenshot(t, ctx, "no-"+level+"-warning")
+			t.Fatalf("no %s storage warning in the editor: %v (the API says %+v)", level, err, myWorkspace(t, g, tok).Usage)
+		}
+		text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('codehub-storage-warning').innerText`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the editor says: %s", text)
+		return text
+	}
+	if n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#codehub-storage-warning').length`)); n != 0 {
+		t.Fatal("a storage warning on an empty home")
+	}
+
+	// Up to 91%.
+	s := myWorkspace(t, g, tok).Usage.Storage
+	mib := (s.Limit*91/100-s.Used)>>20 + 1
+	if out, err := asWorkspace(w, "dd", "if=/dev/zero", "of="+filepath.Join(folder, "big.bin"), "bs=1M",
+		"count="+strconv.FormatInt(mib, 10), "status=none").CombinedOutput(); err != nil {
+		t.Fatalf("write up to 91%%: %v %s", err, out)
+	}
+	if text := banner("warning"); !strings.Contains(text, "% full") || !strings.Contains(text, "Free some space") {
+		t.Errorf("the warning at 91%%: %q", text)
+	}
+	// Dismissed, it stays away while the level holds.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#codehub-storage-warning button`))); err != nil {
+		t.Fatal(err)
+	}
+
+	// Full: the warning comes back, saying so.
+	out, err := asWorkspace(w, "dd", "if=/dev/zero", "of="+filepath.Join(folder, "fill.bin"), "bs=1M").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "No space left on device") {
+		t.Fatalf("filling the home: %v %s", err, out)
+	}
+	if text := banner("full"); !strings.Contains(text, "Your home is full") || !strings.Contains(text, "No space left on device") {
+		t.Errorf("the warning when full: %q", text)
+	}
 }

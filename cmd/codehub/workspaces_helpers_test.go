@@ -26,6 +26,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/cgroup"
 	"github.com/codehub-dev/codehub/internal/netns"
 	"github.com/codehub-dev/codehub/internal/osuser"
+	"github.com/codehub-dev/codehub/internal/sandbox"
 	"github.com/codehub-dev/codehub/internal/sqlstore"
 	"github.com/codehub-dev/codehub/internal/testenv"
 	"github.com/codehub-dev/codehub/internal/workspace"
@@ -61,11 +62,13 @@ const (
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
-		case "agent":
+		case "agent", sandbox.InitCommand:
 			main()
 			os.Exit(0)
 		case hogCommand:
 			os.Exit(runHog(os.Stdin, os.Stdout))
+		case probeCommand:
+			os.Exit(runProbe(os.Args[2:]))
 		}
 	}
 	code := m.Run()
@@ -105,6 +108,9 @@ type wsOptions struct {
 	MemoryMB, StorageMB, CPUPercent int
 	// WarmPool is the warm pool's size (0: the pool is disabled).
 	WarmPool int
+	// SampleInterval is the usage sampler's (default the configuration's
+	// 1m).
+	SampleInterval time.Duration
 }
 
 // wsEnv is one test's installation.
@@ -223,10 +229,13 @@ func (e *wsEnv) config() string {
 	fmt.Fprintf(&b, "    database {\n      type = \"sqlite\"\n      path = %q\n    }\n", e.DBPath)
 	fmt.Fprintf(&b, "    session {\n      store = \"database\"\n    }\n")
 	fmt.Fprintf(&b, "    password {\n      memory_kib = 8192\n      iterations = 1\n    }\n  }\n")
-	fmt.Fprintf(&b, "  isolation {\n    strategy = %q\n    base_path = %q\n    uid_min = %d\n    uid_max = %d\n    network = true\n  }\n",
+	fmt.Fprintf(&b, "  isolation {\n    strategy = %q\n    base_path = %q\n    uid_min = %d\n    uid_max = %d\n    network = true\n    cleanup_grace = \"0s\"\n  }\n",
 		o.Strategy, e.Base, e.UIDMin, e.UIDMax)
 	fmt.Fprintf(&b, "  limits {\n    max_sessions_per_user = 100\n    memory_limit_mb = %d\n    storage_quota_mb = %d\n    cpu_limit_percent = %d\n    max_processes = 2048\n  }\n",
 		o.MemoryMB, o.StorageMB, o.CPUPercent)
+	if o.SampleInterval > 0 {
+		fmt.Fprintf(&b, "  usage {\n    sample_interval = %q\n  }\n", o.SampleInterval.String())
+	}
 	fmt.Fprintf(&b, "  scaling {\n    start_concurrency = 4\n    container_pool {\n      enabled = %t\n      warm_pool_size = %d\n      max_idle_minutes = 0\n    }\n  }\n}\n",
 		o.WarmPool > 0, o.WarmPool)
 	return b.String()
@@ -469,19 +478,73 @@ func agentHealth(t *testing.T, w *workspace.Workspace) (agentapi.Health, error) 
 	return h, json.NewDecoder(resp.Body).Decode(&h)
 }
 
-// asWorkspace returns a command that runs argv as the workspace's account,
-// inside its network namespace, as the orchestrator runs the agent.
+// asWorkspace returns a command that runs argv as the workspace's account
+// inside its sandbox (process strategy: the mount, PID, network, UTS, IPC
+// and cgroup namespaces of its first process, w.PID), without
+// capabilities and with no_new_privs, as the agent runs; or, for the
+// directory strategy, as the gateway's own account. (The sandbox's
+// seccomp filter is the one thing it does not apply: the tests that need
+// it read the agent's own /proc/<pid>/status.) It does not move the
+// command into the workspace's cgroup: see inCgroup.
 func asWorkspace(w *workspace.Workspace, argv ...string) *exec.Cmd {
 	var full []string
-	if ns := w.Meta["netns"]; ns != "" {
-		full = append(full, "nsenter", "--net="+filepath.Join(netns.RunDir, ns), "--")
+	if w.Meta["uid"] != "" {
+		full = append(full, "nsenter", "--target", strconv.Itoa(w.PID),
+			"--mount", "--pid", "--net", "--uts", "--ipc", "--cgroup", "--root", "--wd="+w.Home, "--",
+			"setpriv", "--reuid", w.Meta["uid"], "--regid", w.Meta["gid"],
+			"--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--")
 	}
-	full = append(full, "setpriv", "--reuid", w.Meta["uid"], "--regid", w.Meta["gid"],
-		"--clear-groups", "--inh-caps=-all", "--no-new-privs", "--")
 	full = append(full, argv...)
 	cmd := exec.Command(full[0], full[1:]...)
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + w.Home, "LC_ALL=C"}
+	return cmd
+}
+
+// agentOf returns the workspace's agent: its first process, or under the
+// process strategy, the child of its sandbox's init.
+func agentOf(w *workspace.Workspace) (procInfo, bool) {
+	if p, ok := procOf(w.PID); ok && len(p.Cmdline) > 1 && p.Cmdline[1] == "agent" {
+		return p, true
+	}
+	for _, p := range processes() {
+		if p.PPID == w.PID && len(p.Cmdline) > 1 && p.Cmdline[1] == "agent" {
+			return p, true
+		}
+	}
+	return procInfo{}, false
+}
+
+// hostPID returns the host's pid of the process that w's sandbox knows as
+// pid (what its agent reports), or pid itself without a sandbox.
+func hostPID(w *workspace.Workspace, pid int) int {
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", w.PID))
+	if err != nil || w.Meta["uid"] == "" {
+		return pid
+	}
+	for _, p := range processes() {
+		if other, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", p.PID)); err != nil || other != ns {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 1 && f[0] == "NSpid:" && f[len(f)-1] == strconv.Itoa(pid) {
+				return p.PID
+			}
+		}
+	}
+	return 0
+}
+
+// inCgroup makes cmd wait, before it enters the workspace, for a line on
+// its stdin: start it, move cmd.Process.Pid into the workspace's cgroup,
+// then write that line. Whatever it then starts is in the cgroup.
+func inCgroup(cmd *exec.Cmd) *exec.Cmd {
+	cmd.Args = append([]string{"/bin/sh", "-c", `IFS= read -r _ && exec "$@"`, "sh"}, cmd.Args...)
+	cmd.Path = "/bin/sh"
 	return cmd
 }
 
@@ -555,11 +618,22 @@ func procOf(pid int) (procInfo, bool) {
 	return p, true
 }
 
-// agentsOf lists the live `agent` processes running as uid.
+// agentsOf lists the workspaces running as uid by their first process:
+// the sandbox's init (process strategy), or the `agent` itself.
 func agentsOf(uid int) []procInfo {
 	var out []procInfo
-	for _, p := range processes() {
-		if p.UID == uid && len(p.Cmdline) > 1 && p.Cmdline[1] == "agent" {
+	all := processes()
+	isInit := map[int]bool{}
+	for _, p := range all {
+		if len(p.Cmdline) > 1 && p.Cmdline[1] == sandbox.InitCommand {
+			isInit[p.PID] = true
+		}
+	}
+	for _, p := range all {
+		if p.UID != uid || len(p.Cmdline) < 2 {
+			continue
+		}
+		if isInit[p.PID] || p.Cmdline[1] == "agent" && !isInit[p.PPID] {
 			out = append(out, p)
 		}
 	}

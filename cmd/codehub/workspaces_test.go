@@ -195,7 +195,7 @@ func TestWorkspaceCodeServerKilled(t *testing.T) {
 		t.Fatalf("agent health: %+v %v", h, err)
 	}
 	// code-server leads a process group of its own.
-	if err := syscall.Kill(-h.IDE.PID, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(-hostPID(w, h.IDE.PID), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, guard, "code-server to be running again", func() bool {
@@ -281,8 +281,9 @@ func TestWorkspaceDirectoryStrategy(t *testing.T) {
 	g := e.startGateway()
 	log := g.stderr.String()
 	for _, want := range []string{
-		`isolation strategy "directory"`, "users can read each other's files",
-		"see each other's processes", "reach each other's ports", "no memory, CPU or storage limit applies",
+		`isolation strategy "directory"`, "every user can read and change the others' files",
+		"see and signal their processes", "reach their ports", "its UNIX sockets included",
+		"no memory, CPU, process or storage limit applies",
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("the start-up log does not say %q:\n%s", want, tail(log, 20))

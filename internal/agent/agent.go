@@ -275,7 +275,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	a.storage = &storageMeter{path: cfg.StoragePath, interval: cfg.StorageInterval, log: log.Named("storage"), ctx: runCtx}
+	a.storage = &storageMeter{path: cfg.StoragePath, limit: cfg.StorageLimit, interval: cfg.StorageInterval, log: log.Named("storage"), ctx: runCtx}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -412,10 +412,14 @@ func (a *agent) activity() agentapi.Activity {
 
 func (a *agent) usage() agentapi.Usage {
 	rss, cpu := a.act.usage()
+	sp := a.storage.Measure()
 	return agentapi.Usage{
-		StorageBytes:      a.storage.Bytes(),
-		StorageLimitBytes: a.cfg.StorageLimit,
-		MemoryBytes:       rss,
-		CPUSeconds:        cpu,
+		StorageBytes:          sp.Used,
+		StorageLimitBytes:     a.cfg.StorageLimit,
+		StorageCapacityBytes:  sp.Capacity,
+		StorageAvailableBytes: sp.Available,
+		StorageFull:           sp.Capacity > 0 && sp.Full(),
+		MemoryBytes:           rss,
+		CPUSeconds:            cpu,
 	}
 }

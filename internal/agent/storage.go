@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/quota"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -19,6 +20,7 @@ import (
 // get the last result.
 type storageMeter struct {
 	path     string
+	limit    int64 // the quota (0: none), to tell the user's own file system from the host's
 	interval time.Duration
 	log      hclog.Logger
 	ctx      context.Context // ends the walks
@@ -33,12 +35,19 @@ type storageMeter struct {
 
 // Bytes returns the storage used, in bytes (0 while the first walk runs,
 // or without a path).
-func (m *storageMeter) Bytes() int64 {
+func (m *storageMeter) Bytes() int64 { return m.Measure().Used }
+
+// Measure returns the storage used and, when the path is the root of a
+// file system of its own, its capacity and what is left, as the user sees
+// them (see quota.Space). A file system much larger than the limit (a
+// volume on the host's disk) is not the user's own: its figures would be
+// the host's, so the files under the path are summed instead.
+func (m *storageMeter) Measure() quota.Space {
 	if m.path == "" {
-		return 0
+		return quota.Space{}
 	}
-	if used, ok := mountUsage(m.path); ok {
-		return used
+	if sp, ok := ownFileSystem(m.path, m.limit); ok {
+		return sp
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -47,7 +56,7 @@ func (m *storageMeter) Bytes() int64 {
 		m.walks.Add(1)
 		go m.walk()
 	}
-	return m.bytes
+	return quota.Space{Used: m.bytes}
 }
 
 // wait returns once no walk runs, and starts no more; cancel ctx first.
@@ -76,25 +85,29 @@ func (m *storageMeter) walk() {
 	m.log.Debug("measured storage", "path", m.path, "bytes", n, "took", time.Since(start).Round(time.Millisecond))
 }
 
-// mountUsage returns the space used on path's file system when path is
-// the root of that file system (its device differs from its parent's, or
-// it is /).
-func mountUsage(path string) (int64, bool) {
+// ownFileSystem measures path's file system when path is its root (its
+// device differs from its parent's, or it is /) and, with a limit, the
+// file system is not much larger than the limit (an eighth more, for the
+// images of an older codehub that never shrink under a lowered quota).
+func ownFileSystem(path string, limit int64) (quota.Space, bool) {
 	var st, parent syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil {
-		return 0, false
+		return quota.Space{}, false
 	}
 	if err := syscall.Stat(filepath.Join(path, ".."), &parent); err != nil {
-		return 0, false
+		return quota.Space{}, false
 	}
 	if st.Dev == parent.Dev && st.Ino != parent.Ino {
-		return 0, false // a directory within a larger file system
+		return quota.Space{}, false // a directory within a larger file system
 	}
-	var fsst syscall.Statfs_t
-	if err := syscall.Statfs(path, &fsst); err != nil {
-		return 0, false
+	sp, err := quota.Measure(path)
+	if err != nil {
+		return quota.Space{}, false
 	}
-	return int64(fsst.Blocks-fsst.Bfree) * fsst.Bsize, true
+	if limit > 0 && sp.Capacity > limit+limit/8+(64<<20) {
+		return quota.Space{}, false
+	}
+	return sp, true
 }
 
 // duBytes sums the space allocated to the files and directories under

@@ -3,12 +3,15 @@ package agent
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/quota"
+	"github.com/codehub-dev/codehub/internal/testenv"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -52,16 +55,55 @@ func TestDuBytes(t *testing.T) {
 	}
 }
 
-func TestMountUsage(t *testing.T) {
-	if used, ok := mountUsage("/"); !ok || used <= 0 {
-		t.Errorf("mountUsage(/) = %d, %v; want the root file system's use", used, ok)
+func TestOwnFileSystem(t *testing.T) {
+	if sp, ok := ownFileSystem("/", 0); !ok || sp.Used <= 0 || sp.Capacity < sp.Used {
+		t.Errorf("ownFileSystem(/) = %+v, %v; want the root file system's use", sp, ok)
+	}
+	// The host's disk is nobody's quota: with a limit far below it, its
+	// figures are not taken for the user's.
+	if _, ok := ownFileSystem("/", 1<<20); ok {
+		t.Error("ownFileSystem(/, 1 MiB limit): the host's disk taken for a 1 MiB quota")
 	}
 	dir := t.TempDir()
 	var st, parent syscall.Stat_t
 	if syscall.Stat(dir, &st) == nil && syscall.Stat(filepath.Dir(dir), &parent) == nil && st.Dev == parent.Dev {
-		if _, ok := mountUsage(dir); ok {
-			t.Errorf("mountUsage(%s): a plain directory taken for a mount", dir)
+		if _, ok := ownFileSystem(dir, 0); ok {
+			t.Errorf("ownFileSystem(%s): a plain directory taken for a mount", dir)
 		}
+	}
+}
+
+// TestStorageMeterOnImage: on a home of its own (an ext4 image of a
+// quota), the agent reports what its user sees: the quota as capacity,
+// and full when writes fail.
+func TestStorageMeterOnImage(t *testing.T) {
+	testenv.SkipShort(t)
+	if os.Geteuid() != 0 {
+		testenv.Need(t, "root (mounts an image)")
+	}
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		testenv.Need(t, "mkfs.ext4")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // guards a hang only
+	defer cancel()
+	dir := t.TempDir()
+	image, home := filepath.Join(dir, "img"), filepath.Join(dir, "home")
+	const limit = 24 << 20
+	if err := quota.Provision(ctx, image, home, limit, quota.CreateOptions{}, quota.MountOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { quota.Unmount(context.Background(), home) })
+	m := &storageMeter{path: home, limit: limit, interval: time.Hour, log: hclog.NewNullLogger(), ctx: ctx}
+	sp := m.Measure()
+	if sp.Capacity < limit || sp.Capacity > limit+1<<20 || sp.Full() {
+		t.Fatalf("fresh home: %+v, want a capacity of %d", sp, limit)
+	}
+	out, err := exec.CommandContext(ctx, "dd", "if=/dev/zero", "of="+filepath.Join(home, "fill"), "bs=1M").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "No space left on device") {
+		t.Fatalf("filling: %v %s", err, out)
+	}
+	if sp := m.Measure(); !sp.Full() || sp.Used < limit-quota.FullBelow {
+		t.Errorf("full home: %+v, want full", sp)
 	}
 }
 

@@ -69,8 +69,22 @@ type Usage struct {
 	// StorageBytes used in the user's home, and the limit (0: none).
 	StorageBytes      int64 `json:"storageBytes"`
 	StorageLimitBytes int64 `json:"storageLimitBytes"`
+	// StorageCapacityBytes is what the home can hold for its user, used
+	// and available together, and StorageAvailableBytes what they can
+	// still write, when the home is a file system of its own (a quota'd
+	// image or volume); 0 when it is a directory of a larger one.
+	StorageCapacityBytes  int64 `json:"storageCapacityBytes,omitempty"`
+	StorageAvailableBytes int64 `json:"storageAvailableBytes,omitempty"`
+	// StorageFull says that writes fail for lack of room ("No space left
+	// on device"): too little space or no inode left.
+	StorageFull bool `json:"storageFull,omitempty"`
 	// MemoryBytes resident in the IDE's processes.
 	MemoryBytes int64 `json:"memoryBytes"`
 	// CPUSeconds used by the IDE's processes so far.
 	CPUSeconds float64 `json:"cpuSeconds"`
+	// OOMKills counts the workspace's processes the kernel killed for
+	// lack of memory since it started. The agent does not see its
+	// cgroup's counter; the gateway fills this in from the orchestrator
+	// where it can (workspace.OOMCounter).
+	OOMKills int64 `json:"oomKills,omitempty"`
 }

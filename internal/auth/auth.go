@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/codehub-dev/codehub/internal/password"
 )
@@ -15,11 +16,22 @@ import (
 // must not tell the two apart.
 var ErrBadCredentials = errors.New("wrong username or password")
 
+// Attempt is one try at signing in.
+type Attempt struct {
+	Username, Password string
+	// Address is where the attempt comes from (the zero Addr when
+	// unknown): failures are counted per name and address.
+	Address netip.Addr
+	// Device is the browser's device cookie, if any: a browser that
+	// signed in to this name before is counted apart from its address.
+	Device string
+}
+
 // Authenticator checks credentials.
 type Authenticator interface {
 	// Authenticate returns the id of the user the credentials belong to,
 	// ErrBadCredentials, or another error for a technical failure.
-	Authenticate(ctx context.Context, username, password string) (userID string, err error)
+	Authenticate(ctx context.Context, a Attempt) (userID string, err error)
 	// AskUsername says whether the login form needs a username field.
 	AskUsername() bool
 }
@@ -54,8 +66,8 @@ func NewSinglePassword(clear string, p password.Params) (*Single, error) {
 }
 
 // Authenticate implements Authenticator; the username is ignored.
-func (s *Single) Authenticate(_ context.Context, _, pw string) (string, error) {
-	if !s.hash.Matches(pw) {
+func (s *Single) Authenticate(_ context.Context, a Attempt) (string, error) {
+	if !s.hash.Matches(a.Password) {
 		return "", ErrBadCredentials
 	}
 	return SingleUserID, nil

@@ -597,6 +597,25 @@ func (g *Group) Stats() (Stats, error) {
 	return s, nil
 }
 
+// OOMKills returns how many processes of the group the OOM killer has
+// killed since the group was made: Stats().OOMKills, reading one file
+// (cgroup v2 memory.events, v1 memory.oom_control; 0 on kernels before
+// 4.13, which do not count). Returns ErrNotFound if the group was removed.
+func (g *Group) OOMKills() (int64, error) {
+	ctrl, file := "", "memory.events"
+	if g.version == V1 {
+		ctrl, file = "memory", "memory.oom_control"
+	}
+	n, err := g.readKey(ctrl, file, "oom_kill")
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(g.dirs[ctrl]); errors.Is(serr, fs.ErrNotExist) {
+			return 0, fmt.Errorf("oom kills of cgroup %s: %w", g.name, ErrNotFound)
+		}
+		return 0, nil // the memory controller is not enabled for the group
+	}
+	return n, err
+}
+
 func (g *Group) path(ctrl, file string) string { return filepath.Join(g.dirs[ctrl], file) }
 
 func (g *Group) exists(ctrl, file string) bool {
@@ -707,4 +726,49 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// Children returns the names of the groups directly under parent (such
+// as "codehub/ws-1" under "codehub"), in any hierarchy the package uses:
+// after a crash, some may exist in one v1 hierarchy and not another.
+// A parent that does not exist has none.
+func Children(parent string) ([]string, error) {
+	if err := validName(parent); err != nil {
+		return nil, err
+	}
+	v, err := Detect()
+	if err != nil {
+		return nil, err
+	}
+	var roots []string
+	if v == V2 {
+		roots = []string{Root}
+	} else {
+		mounts, err := v1Mounts()
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range v1Controllers() {
+			if m, ok := mounts[c]; ok && !slices.Contains(roots, m) {
+				roots = append(roots, m)
+			}
+		}
+	}
+	var names []string
+	for _, r := range roots {
+		ents, err := os.ReadDir(filepath.Join(r, parent))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if n := parent + "/" + e.Name(); e.IsDir() && !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names, nil
 }

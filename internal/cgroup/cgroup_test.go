@@ -361,6 +361,18 @@ func TestMemoryLimitOOM(t *testing.T) {
 	if st.OOMKills < 1 {
 		t.Errorf("OOMKills = %d, want >= 1", st.OOMKills)
 	}
+	if n, err := hogGroup.OOMKills(); err != nil || n != st.OOMKills {
+		t.Errorf("OOMKills() = %d, %v; Stats says %d", n, err, st.OOMKills)
+	}
+	// A second hog: the count goes up.
+	hog2 := startIn(t, hogGroup, "tail", "/dev/zero")
+	hog2.release(t)
+	if sig, ok := killedBy(hog2.wait(t)); !ok || sig != syscall.SIGKILL {
+		t.Fatal("the second hog was not killed")
+	}
+	if n, err := hogGroup.OOMKills(); err != nil || n <= st.OOMKills {
+		t.Errorf("OOMKills() after a second hog = %d, %v; want more than %d", n, err, st.OOMKills)
+	}
 	if st.MemoryPeakBytes != 0 && (st.MemoryPeakBytes > limit || st.MemoryPeakBytes < limit/2) {
 		t.Errorf("MemoryPeakBytes = %d, want near the %d limit and not above", st.MemoryPeakBytes, limit)
 	}
@@ -374,6 +386,16 @@ func TestMemoryLimitOOM(t *testing.T) {
 	}
 	if qs.OOMKills != 0 {
 		t.Errorf("quiet group OOMKills = %d, want 0", qs.OOMKills)
+	}
+	if n, err := quietGroup.OOMKills(); err != nil || n != 0 {
+		t.Errorf("quiet group OOMKills() = %d, %v", n, err)
+	}
+	gone := newGroup(t, Config{Name: "gone", MemoryBytes: limit})
+	if err := gone.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gone.OOMKills(); !errors.Is(err, ErrNotFound) {
+		t.Errorf("OOMKills() of a removed group = %v, want ErrNotFound", err)
 	}
 	procs, err := quietGroup.Procs()
 	if err != nil {
@@ -554,10 +576,17 @@ func TestV2Core(t *testing.T) {
 	if sig, ok := killedBy(busy.wait(t)); !ok || sig != syscall.SIGKILL {
 		t.Errorf("not killed by SIGKILL")
 	}
+	// Without the memory controller, nothing is counted.
+	if n, err := g.OOMKills(); err != nil || n != 0 {
+		t.Errorf("OOMKills() without the memory controller = %d, %v", n, err)
+	}
 	if err := g.Remove(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(g.dirs[""]); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("group still there after Remove (%v)", err)
+	}
+	if _, err := g.OOMKills(); !errors.Is(err, ErrNotFound) {
+		t.Errorf("OOMKills() of a removed group = %v, want ErrNotFound", err)
 	}
 }

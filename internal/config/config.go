@@ -319,7 +319,9 @@ type SessionStore struct {
 	// IdleTimeout ends a session unused for this long (0: never).
 	IdleTimeout Duration `config:"idle-timeout"`
 	// OnLimit is what a sign-in beyond max-sessions-per-user does:
-	// "refuse" it, or "evict-oldest" session.
+	// "evict-lru" ends the user's least recently used session (the
+	// default; "evict-oldest" is its former name), "refuse" refuses the
+	// sign-in.
 	OnLimit string `config:"on-limit"`
 	// CleanupInterval is how often expired sessions are removed.
 	CleanupInterval Duration `config:"cleanup-interval"`
@@ -349,14 +351,30 @@ type PasswordPolicy struct {
 	MaxConcurrent int `config:"max-concurrent"`
 }
 
-// Lockout locks an account after failed sign-ins.
+// Lockout slows password guessing: failed sign-ins lock one sign-in name
+// from one address (or browser), and failures from many addresses lock
+// the name for every address but trusted browsers.
 type Lockout struct {
-	// MaxFailures failed sign-ins in a row lock the account (0: never).
+	// MaxFailures failed sign-ins in a row with one name from one address
+	// lock that address out of that name (0: never).
 	MaxFailures int `config:"max-failures"`
 	// Duration of the first lock; each further lock in a row doubles,
 	// up to MaxDuration.
 	Duration    Duration `config:"duration"`
 	MaxDuration Duration `config:"max-duration"`
+	// ResetAfter forgets failures and lock history after this long
+	// without a failure.
+	ResetAfter Duration `config:"reset-after"`
+	// GlobalAddresses: failures for one name from at least this many
+	// addresses within GlobalWindow lock the name for every address
+	// (but browsers with a device cookie for it) for GlobalDuration,
+	// doubling for each further lock in a row (0: never).
+	GlobalAddresses int      `config:"global-addresses"`
+	GlobalWindow    Duration `config:"global-window"`
+	GlobalDuration  Duration `config:"global-duration"`
+	// DeviceCookieTTL is how long a device cookie, set at each browser
+	// sign-in, trusts that browser for its name (0: no device cookies).
+	DeviceCookieTTL Duration `config:"device-cookie-ttl"`
 }
 
 // Tokens configures API tokens.
@@ -394,8 +412,17 @@ type Isolation struct {
 	// marketplace), NATed through the uplink of the host's default route.
 	// Off, they reach nothing but the gateway's connections to them.
 	// Either way they cannot open connections to the host itself.
-	Egress    bool      `config:"egress"`
-	Container Container `config:"container"`
+	Egress bool `config:"egress"`
+	// ReadOnlyPaths are host paths (tools under /opt, a shared SDK...)
+	// that process-strategy workspaces see, read-only; their view of the
+	// machine has only the system directories, /etc without its secrets,
+	// their own home and the IDE's runtime otherwise.
+	ReadOnlyPaths []string `config:"read-only-paths"`
+	// CleanupGrace is how long after a workspace left the registry
+	// (a warm workspace dropped, a start cut short) its account, storage
+	// image and home are deleted; never for a home that was a user's.
+	CleanupGrace Duration  `config:"cleanup-grace"`
+	Container    Container `config:"container"`
 }
 
 // Container is the design's container isolation block.
@@ -466,6 +493,11 @@ type Limits struct {
 	// allowed at once.
 	AnonymousAPIRequestsPerMinute int `config:"anonymous-api-requests-per-minute"`
 	AnonymousAPIBurst             int `config:"anonymous-api-burst"`
+
+	// StorageWarningPercent is the share of their storage a user has
+	// used when the editor, /account and the dashboard warn them (100:
+	// only when full).
+	StorageWarningPercent int `config:"storage-warning-percent"`
 }
 
 // Features switch optional parts on and off.
@@ -558,7 +590,7 @@ func Default(getenv func(string) string) *Config {
 				Session: SessionStore{
 					Store:           "database",
 					TTL:             Duration(24 * time.Hour),
-					OnLimit:         "refuse",
+					OnLimit:         "evict-lru",
 					CleanupInterval: Duration(5 * time.Minute),
 					Host:            "127.0.0.1",
 					Port:            6379,
@@ -570,6 +602,9 @@ func Default(getenv func(string) string) *Config {
 				},
 				Lockout: Lockout{
 					MaxFailures: 5, Duration: Duration(time.Minute), MaxDuration: Duration(time.Hour),
+					ResetAfter:      Duration(24 * time.Hour),
+					GlobalAddresses: 10, GlobalWindow: Duration(time.Hour), GlobalDuration: Duration(15 * time.Minute),
+					DeviceCookieTTL: Duration(30 * 24 * time.Hour),
 				},
 				Tokens: Tokens{
 					AccessTTL: Duration(15 * time.Minute), Issuer: "codehub", Audience: "codehub",
@@ -579,12 +614,14 @@ func Default(getenv func(string) string) *Config {
 			Isolation: Isolation{
 				Strategy: "auto", BasePath: filepath.Join(dataHome, "codehub", "users"),
 				UIDMin: 200000, UIDMax: 209999, Network: true, Egress: true,
+				CleanupGrace: Duration(time.Hour),
 			},
 			Limits: Limits{
 				MaxSessionsPerUser: 5, MaxConcurrentConnections: 100, MaxGatewayConnections: 10000,
 				StorageQuotaMB: 10240, MemoryLimitMB: 4096, CPULimitPercent: 100, MaxProcesses: 2048,
 				APIRequestsPerMinute: 600, APIBurst: 200,
 				AnonymousAPIRequestsPerMinute: 300, AnonymousAPIBurst: 100,
+				StorageWarningPercent: 90,
 			},
 			Features: Features{AuditLogging: true, UsageAnalytics: true, AdminDashboard: true, MetricsExport: "prometheus"},
 			Usage:    Usage{SampleInterval: Duration(time.Minute), Retention: Duration(8 * 24 * time.Hour)},

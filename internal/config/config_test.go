@@ -199,6 +199,11 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "storage warning out of range", file: "c.hcl",
+			content: "deployment_mode = \"multi\"\nmulti_user {\n  limits {\n    storage_warning_percent = 120\n  }\n}\n",
+			want:    []string{`DIR/c.hcl:4:5: multi-user.limits.storage_warning_percent: must be 1 to 100, got 120`},
+		},
+		{
 			name: "YAML syntax", file: "c.yaml",
 			content: "auth: password\n  bad: [\n",
 			want:    []string{`DIR/c.yaml:2: mapping values are not allowed in this context`},
@@ -262,6 +267,16 @@ func TestErrors(t *testing.T) {
 			name: "bad container memory", file: "c.hcl",
 			content: "deployment_mode = \"multi\"\nmulti_user {\n  isolation {\n    container {\n      limits {\n        memory = \"lots\"\n      }\n    }\n  }\n}\n",
 			want:    []string{`DIR/c.hcl:6:9: multi-user.isolation.container.limits.memory: expected a size such as "2048m" or "2g", got "lots"`},
+		},
+		{
+			name: "lockout that would lock a name for everyone at once, and a bad session cap mode", file: "c.hcl",
+			content: "deployment_mode = \"multi\"\nmulti_user {\n  auth {\n    lockout {\n      global_addresses = 1\n      device_cookie_ttl = -5\n    }\n" +
+				"    session {\n      on_limit = \"kick\"\n    }\n  }\n}\n",
+			want: []string{
+				`DIR/c.hcl:9:7: multi-user.auth.session.on_limit: must be one of evict-lru, evict-oldest, refuse, got "kick"`,
+				`DIR/c.hcl:5:7: multi-user.auth.lockout.global_addresses: 1 would lock a name for everyone after one failure; use at least 2, or 0 for never`,
+				`DIR/c.hcl:6:7: multi-user.auth.lockout.device_cookie_ttl: must not be negative`,
+			},
 		},
 		{
 			name: "unknown extension", file: "c.toml", content: "a = 1\n",

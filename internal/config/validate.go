@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -158,7 +159,7 @@ func (v *validator) multiUser(m *MultiUser) {
 	if st.IdleTimeout < 0 {
 		v.fail("multi-user.auth.session.idle-timeout", "must not be negative")
 	}
-	v.oneOf("multi-user.auth.session.on-limit", st.OnLimit, "refuse", "evict-oldest")
+	v.oneOf("multi-user.auth.session.on-limit", st.OnLimit, "evict-lru", "evict-oldest", "refuse")
 	v.positive("multi-user.auth.session.cleanup-interval", st.CleanupInterval)
 	if st.Store == "redis" {
 		if st.URL != "" {
@@ -196,6 +197,20 @@ func (v *validator) multiUser(m *MultiUser) {
 			v.fail("multi-user.auth.lockout.max-duration", "must be at least lockout.duration (%s)", a.Lockout.Duration)
 		}
 	}
+	v.positive("multi-user.auth.lockout.reset-after", a.Lockout.ResetAfter)
+	if a.Lockout.GlobalAddresses < 0 {
+		v.fail("multi-user.auth.lockout.global-addresses", "must not be negative")
+	}
+	if a.Lockout.GlobalAddresses == 1 {
+		v.fail("multi-user.auth.lockout.global-addresses", "1 would lock a name for everyone after one failure; use at least 2, or 0 for never")
+	}
+	if a.Lockout.GlobalAddresses > 0 {
+		v.positive("multi-user.auth.lockout.global-window", a.Lockout.GlobalWindow)
+		v.positive("multi-user.auth.lockout.global-duration", a.Lockout.GlobalDuration)
+	}
+	if a.Lockout.DeviceCookieTTL < 0 {
+		v.fail("multi-user.auth.lockout.device-cookie-ttl", "must not be negative")
+	}
 	v.positive("multi-user.auth.tokens.access-ttl", a.Tokens.AccessTTL)
 	v.positive("multi-user.auth.tokens.rotate-every", a.Tokens.RotateEvery)
 	if a.Tokens.Issuer == "" {
@@ -207,6 +222,11 @@ func (v *validator) multiUser(m *MultiUser) {
 	v.oneOf("multi-user.isolation.strategy", m.Isolation.Strategy, "auto", "process", "directory", "container")
 	if m.Isolation.BasePath == "" {
 		v.fail("multi-user.isolation.base-path", "must name a directory")
+	}
+	for _, ro := range m.Isolation.ReadOnlyPaths {
+		if !filepath.IsAbs(ro) || filepath.Clean(ro) != ro || ro == "/" {
+			v.fail("multi-user.isolation.read-only-paths", "%q must be a clean absolute path below /", ro)
+		}
 	}
 	if m.Isolation.UIDMin < 1000 || m.Isolation.UIDMax < m.Isolation.UIDMin {
 		v.fail("multi-user.isolation.uid-min", "the workspace uid range %d-%d must be above 999 and not empty", m.Isolation.UIDMin, m.Isolation.UIDMax)
@@ -243,6 +263,9 @@ func (v *validator) multiUser(m *MultiUser) {
 	}
 	if l.AnonymousAPIRequestsPerMinute > 0 && l.AnonymousAPIBurst < 1 {
 		v.fail("multi-user.limits.anonymous-api-burst", "must be at least 1 when anonymous-api-requests-per-minute is set")
+	}
+	if l.StorageWarningPercent < 1 || l.StorageWarningPercent > 100 {
+		v.fail("multi-user.limits.storage-warning-percent", "must be 1 to 100, got %d", l.StorageWarningPercent)
 	}
 	if m.Usage.SampleInterval < Duration(time.Second) {
 		v.fail("multi-user.usage.sample-interval", "must be at least 1s, got %s", m.Usage.SampleInterval)

@@ -10,13 +10,22 @@
 //
 // CONSUL_HTTP_TOKEN needs service:write on codehub-workspace-test-* and
 // the gateway test's service (a management token does); without ACLs,
-// leave it unset and the ACL test is skipped. For the second-datacenter
-// test, also set CODEHUB_CONSUL_DC2 (its name) and CODEHUB_CONSUL_DC2_ADDR
-// (an agent in it, WAN-federated with the first). Each test uses its own
-// service name and deregisters what it registered. Steps that need the
-// fake's helpers (holding a check's status, stopping a datacenter,
-// rewinding the index, counting requests at the server, the reaper under
-// a minute) are skipped against a real agent.
+// leave it unset and the ACL test is skipped. Each test uses its own
+// service name and deregisters what it registered.
+//
+// The second-datacenter test runs on two real dev agents (dc1 and dc2,
+// joined over the WAN on loopback ports of their own) that it starts
+// itself whenever a consul binary is on PATH or in CONSUL_BIN, with or
+// without CONSUL_HTTP_ADDR, and stops dc2's agent to play a datacenter
+// going away; otherwise on the fake's two datacenters. CODEHUB_CONSUL_DC2
+// and CODEHUB_CONSUL_DC2_ADDR (an agent in it) name a second datacenter
+// already federated with CONSUL_HTTP_ADDR's instead; that one is not
+// stopped.
+//
+// Against a real agent, the steps that need the fake's helpers (holding
+// a check's status at the server, rewinding the index, counting requests
+// at the server) are skipped, saying so; the gateway's reaping waits out
+// Consul's one-minute floor there.
 package discovery_test
 
 import (
@@ -214,11 +223,12 @@ func (e *env) requests() int {
 // away affects only its workspaces, after StaleFor.
 func TestResolveOtherDatacenter(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnvTwoDCs(t)
 	e.needDC2(t)
 	local, remote := newHealthServer(t, true), newHealthServer(t, true)
+	remoteInst := instance{id: "remote-1", workspaceID: "ws-remote", server: remote}
 	e.register(t, e.addr, instance{id: "local-1", workspaceID: "ws-local", server: local})
-	e.register(t, e.dc2Addr, instance{id: "remote-1", workspaceID: "ws-remote", server: remote})
+	e.register(t, e.dc2Addr, remoteInst)
 	clk := newClock()
 	d, _ := e.discovery(t, discovery.Config{Now: clk.Now, StaleFor: 30 * time.Second,
 		RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}, e.token)
@@ -243,8 +253,8 @@ func TestResolveOtherDatacenter(t *testing.T) {
 		t.Errorf("Datacenters = %v, %v", dcs, err)
 	}
 
-	e.needFake(t, "stopping a datacenter")
-	if err := e.fake.StopDatacenter("dc2"); err != nil {
+	stop, start := e.stopDC2(t)
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "dc2 watch failing", func() bool { return !d.Status()[1].FailingSince.IsZero() })
@@ -258,10 +268,30 @@ func TestResolveOtherDatacenter(t *testing.T) {
 	if _, ok := d.Resolve(bg, wl); !ok {
 		t.Error("local workspace lost with dc2")
 	}
-	if err := e.fake.StartDatacenter("dc2"); err != nil {
+	if err := start(); err != nil {
 		t.Fatal(err)
 	}
+	if e.fake == nil {
+		// A restarted dev agent starts empty, as a Nomad client's agent
+		// whose allocations register again.
+		e.register(t, e.dc2Addr, remoteInst)
+	}
 	eventually(t, "dc2 workspace back", func() bool { _, ok := d.Resolve(bg, wr); return ok })
+}
+
+// stopDC2 returns how to stop the second datacenter and start it again:
+// the fake's, or the agent the test started. Agents named by the
+// environment are not the test's to stop: t is skipped there.
+func (e *env) stopDC2(t *testing.T) (stop, start func() error) {
+	t.Helper()
+	switch {
+	case e.fake != nil:
+		return func() error { return e.fake.StopDatacenter(e.dc2) }, func() error { return e.fake.StartDatacenter(e.dc2) }
+	case e.agents != nil:
+		return func() error { return e.agents.Stop(e.dc2) }, func() error { return e.agents.Start(e.dc2) }
+	}
+	t.Skip("stopping the second datacenter: only the fake's, or agents the test starts itself (unset CODEHUB_CONSUL_DC2 to start them)")
+	return nil, nil
 }
 
 // TestResolveConsulDown: with the agent unreachable, the last healthy set
@@ -335,9 +365,12 @@ func TestIndexGoesBackwards(t *testing.T) {
 	eventually(t, "change seen after the reset", func() bool { _, ok := d.Resolve(bg, w); return !ok })
 }
 
-// TestRegisterGateway: the gateway's registration appears in the catalog
-// with its HTTP check on /healthz, passes, and goes on Deregister; one
+// TestRegisterGateway: the gateway registers with an HTTP check on
+// /healthz that Consul runs and that passes (the stand-in answers 503 on
+// any other path), appears in the catalog, and goes on Deregister; one
 // that stays critical is reaped by DeregisterCriticalServiceAfter.
+// Consul does not give an agent's check definition back (its Definition
+// is empty), so what was asked of it is read from the request sent.
 func TestRegisterGateway(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -350,7 +383,8 @@ func TestRegisterGateway(t *testing.T) {
 		}
 	})
 	host, port := gw.hostPort()
-	d, _ := e.discovery(t, discovery.Config{}, e.token)
+	rec := &registrations{}
+	d, _ := e.discovery(t, discovery.Config{Client: e.recordingClient(t, rec)}, e.token)
 	name := e.service + "-gateway"
 	interval, _ := time.ParseDuration(e.interval)
 	reg := discovery.Registration{
@@ -365,16 +399,32 @@ func TestRegisterGateway(t *testing.T) {
 	if err := d.RegisterGateway(bg, reg); err != nil {
 		t.Fatal(err)
 	}
+	sent := rec.all()
+	if len(sent) != 2 {
+		t.Fatalf("%d registrations sent, want 2", len(sent))
+	}
+	for _, r := range sent {
+		chk := r.reg.Check
+		if r.query.Get("replace-existing-checks") != "true" || r.reg.ID != reg.ServiceID() || chk == nil ||
+			chk.CheckID != reg.CheckID() || chk.HTTP != "http://"+host+":"+strconv.Itoa(port)+"/healthz" ||
+			chk.Interval != interval.String() || chk.DeregisterCriticalServiceAfter != time.Minute.String() {
+			t.Errorf("registration sent: %+v (check %+v, query %s)", r.reg, chk, r.query.Encode())
+		}
+	}
+
 	c := e.agent(t, e.addr)
 	eventually(t, "gateway check passing", func() bool {
 		cs, _, err := c.Health().Checks(name, nil)
 		return err == nil && len(cs) == 1 && cs[0].Status == api.HealthPassing
 	})
 	cs, _, _ := c.Health().Checks(name, nil)
-	def := cs[0].Definition
-	if cs[0].CheckID != reg.CheckID() || def.HTTP != "http://"+host+":"+strconv.Itoa(port)+"/healthz" ||
-		def.DeregisterCriticalServiceAfterDuration != time.Minute {
-		t.Errorf("check = %+v (definition %+v)", cs[0], def)
+	if cs[0].CheckID != reg.CheckID() || cs[0].ServiceID != reg.ServiceID() || cs[0].Type != "http" {
+		t.Errorf("health check = %+v", cs[0])
+	}
+	checks, err := c.Agent().Checks()
+	if ac := checks[reg.CheckID()]; err != nil || ac == nil || ac.Name != "codehub gateway health" || ac.Type != "http" ||
+		ac.ServiceID != reg.ServiceID() || ac.Status != api.HealthPassing {
+		t.Errorf("agent check %s = %+v, %v", reg.CheckID(), ac, err)
 	}
 	cat, _, err := c.Catalog().Service(name, "codehub", nil)
 	if err != nil || len(cat) != 1 || cat[0].ServiceID != reg.ServiceID() || cat[0].ServicePort != port ||
@@ -396,8 +446,13 @@ func TestRegisterGateway(t *testing.T) {
 		}
 	}
 
-	e.needFake(t, "reaping under Consul's one-minute floor")
+	// Reaping. A real agent raises DeregisterCriticalServiceAfter to a
+	// minute and reaps every 30s: up to a minute and a half there.
+	limit := 20 * time.Second
 	reg.DeregisterAfter = 100 * time.Millisecond
+	if e.fake == nil {
+		reg.DeregisterAfter, limit = time.Minute, 3*time.Minute
+	}
 	if err := d.RegisterGateway(bg, reg); err != nil {
 		t.Fatal(err)
 	}
@@ -406,10 +461,13 @@ func TestRegisterGateway(t *testing.T) {
 		return len(cat) == 1
 	})
 	healthy.Store("ok", false)
-	eventually(t, "reaped once critical", func() bool {
+	critical := time.Now()
+	eventuallyWithin(t, limit, "reaped once critical", func() bool {
 		cat, _, err := c.Catalog().Service(name, "", nil)
 		return err == nil && len(cat) == 0
 	})
+	t.Logf("measured: gateway reaped %s after its health endpoint failed (DeregisterCriticalServiceAfter %s)",
+		time.Since(critical).Round(time.Millisecond), reg.DeregisterAfter)
 }
 
 // TestACLToken: without the token Consul hides the workspaces (and

@@ -1,14 +1,18 @@
 package discovery_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,13 +25,15 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// env is the Consul the tests run against: the in-repo fake, or the real
-// agent CONSUL_HTTP_ADDR names (see the top of discovery_test.go).
+// env is the Consul the tests run against: the in-repo fake, the real
+// agent CONSUL_HTTP_ADDR names, or real agents the test started (see the
+// top of discovery_test.go).
 type env struct {
-	fake  *consulfake.Server // nil against a real agent
-	addr  string             // the local agent, host:port
-	token string
-	dc    string // the local datacenter's name
+	fake   *consulfake.Server    // nil against a real agent
+	agents *testenv.ConsulAgents // the agents the test started, if it did
+	addr   string                // the local agent, host:port
+	token  string
+	dc     string // the local datacenter's name
 	// dc2 and dc2Addr are a second, federated datacenter and an agent of
 	// it; empty when there is none.
 	dc2, dc2Addr string
@@ -63,6 +69,37 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// newEnvTwoDCs is the env of a test that needs a second, WAN-federated
+// datacenter: the one CODEHUB_CONSUL_DC2 and CODEHUB_CONSUL_DC2_ADDR name
+// beside CONSUL_HTTP_ADDR's, else two real dev agents (dc1, dc2) started
+// for the test when a consul binary is at hand (PATH, CONSUL_BIN), else
+// the fake's two. A test against real agents (CONSUL_HTTP_ADDR) that
+// finds neither a second datacenter nor a binary to start one is
+// skipped, naming the missing binary.
+func newEnvTwoDCs(t *testing.T) *env {
+	t.Helper()
+	given := os.Getenv("CONSUL_HTTP_ADDR") != ""
+	if given && os.Getenv("CODEHUB_CONSUL_DC2") != "" {
+		return newEnv(t)
+	}
+	bin, err := testenv.ConsulBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bin == "" {
+		if given {
+			t.Skip("no consul binary (on PATH, or CONSUL_BIN) to start two federated agents, " +
+				"and no second datacenter of CONSUL_HTTP_ADDR's (CODEHUB_CONSUL_DC2, CODEHUB_CONSUL_DC2_ADDR)")
+		}
+		return newEnv(t)
+	}
+	agents := testenv.StartConsulAgents(t, "dc1", "dc2")
+	return &env{
+		agents: agents, addr: agents.Addr("dc1"), dc: "dc1", dc2: "dc2", dc2Addr: agents.Addr("dc2"),
+		service: "codehub-workspace-test-" + randomHex(4), interval: "1s",
+	}
+}
+
 // needFake skips t against a real agent: it uses a fake-only helper.
 func (e *env) needFake(t *testing.T, why string) {
 	t.Helper()
@@ -73,8 +110,8 @@ func (e *env) needFake(t *testing.T, why string) {
 
 func (e *env) needDC2(t *testing.T) {
 	t.Helper()
-	if e.dc2 == "" {
-		t.Skip("no second datacenter (set CODEHUB_CONSUL_DC2 and CODEHUB_CONSUL_DC2_ADDR)")
+	if e.dc2 == "" || e.dc2Addr == "" {
+		t.Fatal("CODEHUB_CONSUL_DC2 needs CODEHUB_CONSUL_DC2_ADDR, an agent of that datacenter")
 	}
 }
 
@@ -300,11 +337,17 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// eventually polls cond until it holds; guard only keeps a broken test
-// from hanging, it asserts nothing about time.
+// eventually polls cond until it holds; its 20s guard only keeps a
+// broken test from hanging, it asserts nothing about time.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	const guard = 20 * time.Second
+	eventuallyWithin(t, 20*time.Second, what, cond)
+}
+
+// eventuallyWithin is eventually with another guard, for what a real
+// agent does on its own schedule.
+func eventuallyWithin(t testing.TB, guard time.Duration, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(guard)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -313,6 +356,59 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// sentRegistration is a service registration as it left for Consul.
+type sentRegistration struct {
+	reg   api.AgentServiceRegistration
+	query url.Values
+}
+
+// registrations records the service registrations a client sends.
+type registrations struct {
+	mu   sync.Mutex
+	sent []sentRegistration
+}
+
+func (r *registrations) all() []sentRegistration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.sent)
+}
+
+// recordingClient is a client of the env's agent whose service
+// registrations are recorded in rec on their way.
+func (e *env) recordingClient(t *testing.T, rec *registrations) *api.Client {
+	t.Helper()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(tr.CloseIdleConnections)
+	c, err := api.NewClient(&api.Config{Address: e.addr, Scheme: "http", Token: e.token,
+		HttpClient: &http.Client{Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if req.Method == http.MethodPut && req.URL.Path == "/v1/agent/service/register" && req.Body != nil {
+				body, err := io.ReadAll(req.Body)
+				req.Body.Close()
+				if err != nil {
+					return nil, err
+				}
+				req.Body = io.NopCloser(bytes.NewReader(body))
+				var reg api.AgentServiceRegistration
+				if err := json.Unmarshal(body, &reg); err != nil {
+					t.Errorf("registration sent is not JSON: %v", err)
+				}
+				rec.mu.Lock()
+				rec.sent = append(rec.sent, sentRegistration{reg: reg, query: req.URL.Query()})
+				rec.mu.Unlock()
+			}
+			return tr.RoundTrip(req)
+		})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

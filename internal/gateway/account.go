@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/resources"
 	"github.com/gorilla/mux"
 )
 
@@ -51,14 +52,8 @@ type myWorkspaceStatus struct {
 		Warning bool      `json:"warning"`
 	} `json:"idle"`
 	Usage *struct {
-		Storage struct {
-			Used  int64 `json:"used"`
-			Limit int64 `json:"limit"`
-		} `json:"storage"`
-		Memory struct {
-			MB    float64 `json:"mb"`
-			Limit int     `json:"limit"`
-		} `json:"memory"`
+		Storage resources.StorageUsage `json:"storage"`
+		Memory  resources.MemoryUsage  `json:"memory"`
 	} `json:"usage"`
 	Policy struct {
 		Name string `json:"name"`
@@ -73,6 +68,11 @@ type accountWorkspace struct {
 	Started, IdleStop   when
 	IdleWarning         bool
 	Restarts            int
+	// Storage is the home's use, measured now, when the workspace runs,
+	// and StorageText says it; OOMText says how many of its processes
+	// were killed for lack of memory since it started ("" for none).
+	Storage              *resources.StorageUsage
+	StorageText, OOMText string
 	// Settled is false while the workspace is on its way up or down: the
 	// page then follows it.
 	Settled             bool
@@ -161,6 +161,12 @@ func (s *Server) myWorkspace(r *http.Request) (*accountWorkspace, error) {
 	}
 	if v.Idle != nil {
 		ws.IdleStop, ws.IdleWarning = s.when(v.Idle.StopAt), v.Idle.Warning
+	}
+	if u := v.Usage; u != nil {
+		ws.Storage, ws.StorageText = &u.Storage, storageText(u.Storage)
+		if u.Memory.OOMKills > 0 {
+			ws.OOMText = oomText(u.Memory.OOMKills)
+		}
 	}
 	switch v.State {
 	case "running":

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/agentapi"
 	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/resources"
 	"github.com/codehub-dev/codehub/internal/workspace"
 )
 
@@ -24,6 +26,8 @@ type myWorkspaces struct {
 	stops, restarts  int
 	failNext         bool
 	signedOutOfUsers []string
+	// usage, when set, is the running workspace's use, as the API shows it.
+	usage any
 }
 
 func (m *myWorkspaces) Status(ctx context.Context, userID string) (any, error) {
@@ -38,6 +42,11 @@ func (m *myWorkspaces) Status(ctx context.Context, userID string) (any, error) {
 	}
 	if w.State == workspace.StateRunning {
 		st["idle"] = map[string]any{"lastActive": time.Now(), "stopAt": time.Now().Add(20 * time.Minute), "warning": false}
+		m.mu.Lock()
+		if m.usage != nil {
+			st["usage"] = m.usage
+		}
+		m.mu.Unlock()
 	} else {
 		st["progress"] = map[string]any{"state": string(w.State), "phase": "Preparing your home", "queuePosition": 2}
 	}
@@ -278,4 +287,53 @@ func TestAccountWorkspaceActions(t *testing.T) {
 	e.ws.mu.Unlock()
 	wantPage(t, "queued", bob.get("/account"), http.StatusOK, `data-settled="false"`, "Preparing your home — number 2 in line",
 		`role="progressbar"`)
+}
+
+// TestFullHomeShown: a full home and processes killed for lack of memory
+// are said on the user's page (from the workspace's status, measured
+// now), in the quotas of the user's admin page and in the workspaces list
+// (from the usage sampler); a home nearly full is a warning.
+func TestFullHomeShown(t *testing.T) {
+	e := newAdminEnv(t, adminSetup{})
+	my := withMyWorkspaces(t, e)
+	e.running(e.plain)
+	const capacity = 1 << 30
+	report := func(used int64, full bool, oom int64) {
+		t.Helper()
+		u := agentapi.Usage{StorageBytes: used, StorageLimitBytes: capacity, StorageCapacityBytes: capacity,
+			StorageAvailableBytes: capacity - used, StorageFull: full, MemoryBytes: 256 << 20, OOMKills: oom}
+		e.ws.mu.Lock()
+		e.ws.usage = &u
+		e.ws.mu.Unlock()
+		my.mu.Lock()
+		my.usage = map[string]any{
+			"storage": resources.StorageOfAgent(u, capacity, 90),
+			"memory":  resources.MemoryUsage{MB: 256, Limit: 2048, OOMKills: oom},
+		}
+		my.mu.Unlock()
+		if err := e.res.TrackUsage(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bob, root := e.browser("bob"), e.browser("root")
+
+	report(capacity/2, false, 0)
+	r := bob.get("/account")
+	wantPage(t, "half full", r, http.StatusOK, "512.0 MiB of 1.0 GiB (50%)")
+	if strings.Contains(r.body, `id="storage-warning"`) || strings.Contains(r.body, `id="oom-kills"`) {
+		t.Errorf("a warning on a half-full home:\n%s", r.body)
+	}
+
+	report(capacity/1000*925, false, 0)
+	wantPage(t, "92% full", bob.get("/account"), http.StatusOK,
+		`id="storage-warning" data-level="warning">Your home is 92% full`, "nearly full", `class="gauge warn"`)
+
+	report(capacity-1<<20, true, 2)
+	wantPage(t, "full, two OOM kills", bob.get("/account"), http.StatusOK,
+		`id="storage-warning" data-level="full">Your home is full (1023.0 MiB of 1.0 GiB (100%), full: writes fail)`,
+		`id="oom-kills">2 processes killed for lack of memory since the workspace started`, `class="gauge over"`)
+	wantPage(t, "the user's admin page", root.get("/admin/users/"+e.plain.ID), http.StatusOK,
+		"1023.0 MiB of 1.0 GiB (100%), full: writes fail", "2 processes killed for lack of memory")
+	wantPage(t, "the workspaces page", root.get("/admin/workspaces"), http.StatusOK,
+		`<td class="error">1023.0 MiB of 1.0 GiB (100%), full: writes fail</td>`, "2 processes killed for lack of memory")
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/lockout"
 	"github.com/codehub-dev/codehub/internal/resources"
 	"github.com/codehub-dev/codehub/internal/session"
 	"github.com/codehub-dev/codehub/internal/user"
@@ -254,12 +255,11 @@ func (s *Server) adminAction(r *http.Request, targetID, targetName, action strin
 type adminUserView struct {
 	userView
 	// Policy is the user's isolation policy; "" is the default one.
-	Policy       string `json:"policy"`
-	FailedLogins int    `json:"failedLogins"`
+	Policy string `json:"policy"`
 }
 
 func (s *Server) viewAdminUser(u *user.User) adminUserView {
-	return adminUserView{userView: viewUser(u), Policy: identity.PolicyOf(u), FailedLogins: u.FailedLogins}
+	return adminUserView{userView: viewUser(u), Policy: identity.PolicyOf(u)}
 }
 
 // checkPolicy refuses a policy name that is malformed or, when the
@@ -409,6 +409,36 @@ func (s *Server) adminCreateUser(r *http.Request, req adminCreateUser) (*user.Us
 	return u, nil
 }
 
+// lockView is the failure state of one of a user's sign-in names from
+// one client, as the admin API shows it.
+type lockView struct {
+	// Name is the username or email the failures were for.
+	Name string `json:"name"`
+	// Client is the address (IPv6 by /64), "device:<id>" for a browser
+	// trusted by a device cookie, or "*" for the lock of the name for
+	// every address.
+	Client string `json:"client"`
+	// Failures since the last success or lock; LockCount counts locks in
+	// a row, each twice as long as the one before.
+	Failures    int        `json:"failures"`
+	LockCount   int        `json:"lockCount"`
+	Locked      bool       `json:"locked"`
+	LockedUntil *time.Time `json:"lockedUntil,omitempty"`
+	LastFailure *time.Time `json:"lastFailure,omitempty"`
+}
+
+func viewLocks(ls []lockout.Lock) []lockView {
+	out := make([]lockView, len(ls))
+	for i, l := range ls {
+		out[i] = lockView{Name: l.Name, Client: l.Client, Failures: l.Failures, LockCount: l.LockCount, Locked: l.Locked,
+			LastFailure: timePtr(l.LastFailure)}
+		if l.Locked {
+			out[i].LockedUntil = timePtr(l.LockedUntil)
+		}
+	}
+	return out
+}
+
 func (s *Server) handleAdminUser() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, err := s.targetUser(r)
@@ -416,7 +446,15 @@ func (s *Server) handleAdminUser() http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, s.viewAdminUser(u))
+		locks, err := s.opts.Identity.Locks(r.Context(), u.ID)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct {
+			adminUserView
+			Locks []lockView `json:"locks"`
+		}{s.viewAdminUser(u), viewLocks(locks)})
 	})
 }
 
@@ -582,10 +620,26 @@ func (s *Server) handleAdminLock() http.Handler {
 	})
 }
 
+// handleAdminUnlock lifts every lock of the account (an administrator's
+// and the failure locks of its names from every address), or, with
+// {"client"}, the failure lock from that one client.
 func (s *Server) handleAdminUnlock() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		target, err := s.targetUser(r)
-		if err == nil {
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		var req struct {
+			Client *string `json:"client"`
+		}
+		if err := decodeOptionalJSON(w, r, &req); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if req.Client != nil {
+			err = s.adminClearLock(r, target, *req.Client)
+		} else {
 			err = s.adminUnlock(r, target)
 		}
 		if err != nil {
@@ -594,6 +648,16 @@ func (s *Server) handleAdminUnlock() http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// adminClearLock forgets the failures of target's names from one client
+// and records admin.action.
+func (s *Server) adminClearLock(r *http.Request, target *user.User, client string) error {
+	if err := s.opts.Identity.ClearLock(r.Context(), target.ID, client); err != nil {
+		return err
+	}
+	s.adminAction(r, target.ID, target.Username, "user.clear_lock", map[string]any{"client": client})
+	return nil
 }
 
 // adminUnlock lifts any lock of target's account and records admin.action.

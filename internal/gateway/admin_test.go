@@ -21,6 +21,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/auth"
 	"github.com/codehub-dev/codehub/internal/config"
 	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/lockout"
 	"github.com/codehub-dev/codehub/internal/metrics"
 	"github.com/codehub-dev/codehub/internal/password"
 	"github.com/codehub-dev/codehub/internal/proxy"
@@ -96,6 +97,8 @@ type fakeWorkspaces struct {
 
 	mu sync.Mutex
 	ws []*workspace.Workspace
+	// usage, when set, is what every agent reports.
+	usage *agentapi.Usage
 }
 
 func (f *fakeWorkspaces) add(w *workspace.Workspace) {
@@ -181,6 +184,11 @@ func (f *fakeWorkspaces) Of(_ context.Context, userID string) (*workspace.Worksp
 }
 
 func (f *fakeWorkspaces) Usage(_ context.Context, w *workspace.Workspace) (agentapi.Usage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.usage != nil {
+		return *f.usage, nil
+	}
 	return agentapi.Usage{StorageBytes: 300 << 20, StorageLimitBytes: 1 << 30, MemoryBytes: 256 << 20, CPUSeconds: 1}, nil
 }
 
@@ -219,6 +227,11 @@ type adminSetup struct {
 	policies []string
 	// registration is identity's registration mode (default "invite").
 	registration string
+	// throttle is the login throttle; nil: 100 failures at once, from
+	// one address or all.
+	throttle *throttle.Config
+	// now is the clock of the lockout and of identity; nil: time.Now.
+	now func() time.Time
 }
 
 func newAdminEnv(t *testing.T, st adminSetup) *adminEnv {
@@ -269,10 +282,19 @@ func newAdminEnv(t *testing.T, st adminSetup) *adminEnv {
 	}
 	conns := proxy.NewRegistry(proxy.RegistryConfig{})
 	t.Cleanup(conns.Stop)
-	e.id = identity.New(identity.Config{SessionTTL: time.Hour, MinPasswordLength: 10, MaxSessionsPerUser: 5,
+	lo := &cfg.MultiUser.Auth.Lockout
+	guard, err := lockout.New(ctx, lockout.Config{Store: db.Lockout(), DeviceTTL: lo.DeviceCookieTTL.D(), Now: st.now, Policy: lockout.Policy{
+		MaxFailures: lo.MaxFailures, BaseLock: lo.Duration.D(), MaxLock: lo.MaxDuration.D(), ResetAfter: lo.ResetAfter.D(),
+		NameClients: lo.GlobalAddresses, NameWindow: lo.GlobalWindow.D(), NameLock: lo.GlobalDuration.D(),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.id = identity.New(identity.Config{SessionTTL: time.Hour, MinPasswordLength: 10, Now: st.now,
+		MaxSessionsPerUser: cfg.MultiUser.Limits.MaxSessionsPerUser, OnLimit: cfg.MultiUser.Auth.Session.OnLimit,
 		Registration: cmp.Or(st.registration, identity.RegisterInvite)}, identity.Deps{
-		Authn: auth.NewDatabase(db.Users(), hasher, user.LockPolicy{}, nil, log), Users: db.Users(),
-		Sessions: db.Sessions(), Tokens: tokens, Hasher: hasher, Audit: e.audit,
+		Authn: auth.NewDatabase(auth.DatabaseConfig{Users: db.Users(), Hasher: hasher, Lockout: guard, Now: st.now, Log: log}), Users: db.Users(),
+		Sessions: db.Sessions(), Tokens: tokens, Hasher: hasher, Audit: e.audit, Lockout: guard,
 		OnRevoke: func(ids []string) {
 			for _, id := range ids {
 				conns.CloseOwner(id, proxy.CloseRevoked, "signed out")
@@ -299,7 +321,7 @@ func newAdminEnv(t *testing.T, st adminSetup) *adminEnv {
 	srv, err = New(Options{
 		Config: cfg, Logger: log.Named("gateway"), Metrics: e.metrics, Identity: e.id,
 		Upstreams: FixedUpstream{T: &proxy.Target{Key: "ide", URL: u}}, Conns: conns,
-		Throttle:  throttle.New(throttle.Config{PerAddressBurst: 100, PerAddressInterval: time.Second, GlobalBurst: 100, GlobalInterval: time.Second}),
+		Throttle:  throttle.New(*cmp.Or(st.throttle, &throttle.Config{PerAddressBurst: 100, PerAddressInterval: time.Second, GlobalBurst: 100, GlobalInterval: time.Second})),
 		Templates: templates, Health: func() Health { return Health{Ready: true} }, Version: "test",
 		Audit: e.audit, AdminWorkspaces: e.ws, Resources: e.res, AuditLog: auditLog{db.AuditLog()},
 		Policies: st.policies, APILimits: st.limits,

@@ -121,27 +121,18 @@ func (s *Server) handleAPILogin() http.Handler {
 			s.writeError(w, r, err)
 			return
 		}
-		addr, _, _ := s.clientInfo(r)
-		attempt, wait := s.opts.Throttle.Begin(addr)
-		if attempt == nil {
-			s.opts.Metrics.LoginAttempts.WithLabelValues("throttled").Inc()
-			s.writeError(w, r, &identity.Error{Code: codeThrottled, RetryAfter: wait,
-				Message: "too many failed sign-in attempts from your address: try again in " + wait.String()})
-			return
-		}
-		pair, p, err := s.opts.Identity.LoginAPI(r.Context(), req.Username, req.Password,
-			identity.Client{IP: addr.String(), UserAgent: r.UserAgent()})
+		c, attempt, err := s.beginLogin(w, r, req.Username)
 		if err != nil {
-			attempt.Failed()
-			s.opts.Metrics.LoginAttempts.WithLabelValues("failure").Inc()
-			s.log.Warn("API login failed", "reason", identity.CodeOf(err), "client", addr, "username", req.Username)
 			s.writeError(w, r, err)
 			return
 		}
-		attempt.Succeeded()
-		s.opts.Metrics.LoginAttempts.WithLabelValues("success").Inc()
+		pair, p, err := s.opts.Identity.LoginAPI(r.Context(), req.Username, req.Password, c)
+		if err = s.endLogin(w, r, attempt, req.Username, err); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		s.opts.Metrics.SessionsCreated.Inc()
-		s.log.Info("API login", "user", p.User.Username, "client", addr)
+		s.log.Info("API login", "user", p.User.Username, "client", c.IP)
 		writeJSON(w, http.StatusOK, pair)
 	})
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/resources"
 	"github.com/codehub-dev/codehub/internal/user"
 	"github.com/codehub-dev/codehub/internal/web"
 )
@@ -373,6 +374,8 @@ type gauge struct {
 	// Text says it in words ("300.0 MiB of 1.0 GiB").
 	Text     string
 	Exceeded bool
+	// Warning: nearly at the limit (a home nearly full).
+	Warning bool
 }
 
 // newGauge builds a gauge; format shows one value in its unit.
@@ -386,6 +389,30 @@ func newGauge(label string, value, limit float64, format func(float64) string) g
 		g.Text = format(g.Value) + ", no limit"
 	}
 	return g
+}
+
+// storageText says a user's storage as they experience it: the capacity
+// of their home, a percent that reads 100 only when writes fail.
+func storageText(s resources.StorageUsage) string {
+	if s.Limit <= 0 {
+		return formatBytes(float64(s.Used)) + ", no limit"
+	}
+	t := fmt.Sprintf("%s of %s (%.0f%%)", formatBytes(float64(s.Used)), formatBytes(float64(s.Limit)), s.Percent)
+	switch {
+	case s.Full:
+		t += ", full: writes fail"
+	case s.Warning:
+		t += ", nearly full"
+	}
+	return t
+}
+
+// oomText says how many processes were killed for lack of memory.
+func oomText(n int64) string {
+	if n == 1 {
+		return "1 process killed for lack of memory since the workspace started"
+	}
+	return fmt.Sprintf("%d processes killed for lack of memory since the workspace started", n)
 }
 
 func formatBytes(v float64) string   { return byteSize(int64(v)).String() }

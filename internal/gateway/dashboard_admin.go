@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/lockout"
 	"github.com/codehub-dev/codehub/internal/resources"
 	"github.com/codehub-dev/codehub/internal/user"
 	"github.com/gorilla/mux"
@@ -37,7 +39,7 @@ func (s *Server) dashboardRoutes(r *mux.Router) {
 	page("/admin/users/{id}", s.handleUserPage())
 	action("/admin/users/create", s.dashAction("users", "/admin/users", s.createUserAction()))
 	action("/admin/users/invite", s.handleInviteAction())
-	for _, name := range []string{"disable", "enable", "unlock", "role", "policy", "delete", "revoke-sessions"} {
+	for _, name := range []string{"disable", "enable", "unlock", "clear-lock", "role", "policy", "delete", "revoke-sessions"} {
 		action("/admin/users/{id}/"+name, s.dashAction("users", "/admin/users", s.userAction(name)))
 	}
 	page("/admin/sessions", s.handleSessionsPage())
@@ -178,13 +180,12 @@ type userRow struct {
 	Active, Locked     bool
 	LastLogin, Created when
 	LockedUntil        when
-	FailedLogins       int
 }
 
 func (s *Server) userRow(u *user.User) userRow {
 	row := userRow{ID: u.ID, Username: u.Username, Email: u.Email, Role: strings.Join(u.Roles, ", "),
 		Policy: identity.PolicyOf(u), Active: u.Active, Locked: u.Locked(s.now()),
-		LastLogin: s.when(u.LastLogin), Created: s.when(u.CreatedAt), FailedLogins: u.FailedLogins}
+		LastLogin: s.when(u.LastLogin), Created: s.when(u.CreatedAt)}
 	switch {
 	case !u.Active:
 		row.Status = "disabled"
@@ -243,6 +244,41 @@ type userPage struct {
 	Policies []option
 	Quotas   []gauge
 	Sessions []sessionRow
+	// Locks are the failed sign-ins of the user's names, per client.
+	Locks []lockRow
+}
+
+// lockRow is the failure state of one of a user's names from one client,
+// as the user page lists it.
+type lockRow struct {
+	Name, Client, From string
+	// State says what the entry is: a running lock, or failures counted.
+	State                string
+	Locked               bool
+	LockedUntil, LastTry when
+}
+
+func (s *Server) lockRows(ls []lockout.Lock) []lockRow {
+	out := make([]lockRow, len(ls))
+	for i, l := range ls {
+		from := l.Client
+		switch {
+		case l.Client == lockout.AllClients:
+			from = "every address (many addresses failed)"
+		case lockout.IsDevice(l.Client):
+			from = "a browser it signed in from before (" + truncateRunes(strings.TrimPrefix(l.Client, "device:"), 8) + ")"
+		}
+		out[i] = lockRow{Name: l.Name, Client: l.Client, From: from, Locked: l.Locked, LastTry: s.when(l.LastFailure),
+			State: fmt.Sprintf("%d failed attempt(s)", l.Failures)}
+		if l.Locked {
+			out[i].LockedUntil = s.when(l.LockedUntil)
+			out[i].State = "locked"
+			if l.LockCount > 1 {
+				out[i].State = fmt.Sprintf("locked (%d locks in a row, each twice as long)", l.LockCount)
+			}
+		}
+	}
+	return out
 }
 
 func (s *Server) handleUserPage() http.Handler {
@@ -268,6 +304,12 @@ func (s *Server) handleUserPage() http.Handler {
 			return
 		}
 		pg.Sessions = s.sessionRows(ss)
+		locks, err := s.opts.Identity.Locks(r.Context(), u.ID)
+		if err != nil {
+			s.dashError(w, r, "users", "/admin/users", err)
+			return
+		}
+		pg.Locks = s.lockRows(locks)
 		s.renderDash(w, r, http.StatusOK, "admin_user.html", u.Username, "users", pg)
 	})
 }
@@ -363,7 +405,21 @@ func quotaGauges(qs []resources.QuotaStatus) []gauge {
 		case resources.CPU:
 			label, format = "CPU", formatPercent
 		}
-		out = append(out, newGauge(label, q.Current, q.Limit, format))
+		g := newGauge(label, q.Current, q.Limit, format)
+		g.Exceeded, g.Warning = q.Exceeded, q.Warning
+		switch {
+		case q.Resource == resources.Storage && !q.Unlimited:
+			pct := 100.0
+			if !q.Exceeded {
+				pct = min(99, math.Floor(100*q.Current/q.Limit))
+			}
+			g.Text = storageText(resources.StorageUsage{Used: int64(q.Current), Limit: int64(q.Limit), Percent: pct,
+				Full: q.Exceeded, Warning: q.Warning})
+		case q.Resource == resources.Memory && q.OOMKills > 0:
+			g.Text += "; " + oomText(q.OOMKills)
+			g.Warning = true
+		}
+		out = append(out, g)
 	}
 	return out
 }
@@ -403,6 +459,22 @@ func (s *Server) userAction(name string) func(r *http.Request) (*pendingAction, 
 						return "", err
 					}
 					return who + " is unlocked.", nil
+				}}, nil
+		case "clear-lock":
+			client := r.PostFormValue("client")
+			if client == "" || len(client) > 128 {
+				return nil, badInput("name the lock to clear")
+			}
+			from := client
+			if client == lockout.AllClients {
+				from = "every address"
+			}
+			return &pendingAction{Prompt: fmt.Sprintf("Clear the sign-in lock of %s from %s? Its failed sign-ins are forgotten.", who, from),
+				Button: "Clear lock", Do: func() (string, error) {
+					if err := s.adminClearLock(r, target, client); err != nil {
+						return "", err
+					}
+					return fmt.Sprintf("The lock of %s from %s is cleared.", who, from), nil
 				}}, nil
 		case "role":
 			role := r.PostFormValue("role")
@@ -562,6 +634,8 @@ type workspaceRow struct {
 	Restarts                                    int
 	Started, LastActivity                       when
 	Storage, Memory, CPU                        string
+	StorageFull, StorageWarning                 bool
+	OOMKills                                    int64
 	LastError                                   string
 	CanStop, CanRestart                         bool
 }
@@ -591,8 +665,13 @@ func (s *Server) handleWorkspacesPage() http.Handler {
 				row.Uptime = span(time.Duration(x.UptimeSeconds) * time.Second)
 			}
 			if u := x.Usage; u != nil {
-				row.Storage = newGauge("", float64(u.Storage.Used), float64(u.Storage.Limit), formatBytes).Text
+				row.Storage = storageText(u.Storage)
+				row.StorageFull, row.StorageWarning = u.Storage.Full, u.Storage.Warning
 				row.Memory = newGauge("", u.Memory.MB, float64(u.Memory.Limit), formatMB).Text
+				if u.Memory.OOMKills > 0 {
+					row.Memory += "; " + oomText(u.Memory.OOMKills)
+					row.OOMKills = u.Memory.OOMKills
+				}
 				row.CPU = newGauge("", u.CPU.Percent, float64(u.CPU.Limit), formatPercent).Text
 			}
 			pg.Workspaces = append(pg.Workspaces, row)

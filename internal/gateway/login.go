@@ -6,17 +6,22 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/throttle"
 	"github.com/codehub-dev/codehub/internal/web"
 )
 
 const (
 	csrfCookie = "codehub_csrf"
 	csrfField  = "csrf"
+	// deviceCookie trusts a browser that signed in before, for the name
+	// it signed in with (see internal/lockout).
+	deviceCookie = "codehub_device"
 	// maxFormBytes bounds a login form; a password longer than this is
 	// not a password.
 	maxFormBytes = 16 * 1024
@@ -126,14 +131,46 @@ func (s *Server) handleLogin() http.Handler {
 			return
 		}
 		s.setSessionCookie(w, r, res.CookieToken)
+		if res.Notice != "" {
+			http.Redirect(w, r, "/login/notice?to="+url.QueryEscape(to), http.StatusSeeOther)
+			return
+		}
 		http.Redirect(w, r, to, http.StatusSeeOther)
 	})
 }
 
-// login runs one sign-in attempt through the address throttle, records it
-// and logs failures. Throttling and lockout set Retry-After.
+// login runs one browser sign-in attempt through the throttle, records it
+// and logs failures, and gives the browser a device cookie when it
+// succeeds. Throttling and lockout set Retry-After.
 func (s *Server) login(w http.ResponseWriter, r *http.Request, username, pw string) (*identity.LoginResult, error) {
+	c, attempt, err := s.beginLogin(w, r, username)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.opts.Identity.Login(r.Context(), username, pw, c)
+	if err = s.endLogin(w, r, attempt, username, err); err != nil {
+		return nil, err
+	}
+	s.setDeviceCookie(w, r, res.Device, res.DeviceExpires)
+	s.opts.Metrics.SessionsCreated.Inc()
+	s.log.Info("login", "user", res.Principal.User.Username, "client", c.IP)
+	return res, nil
+}
+
+// beginLogin says who a sign-in attempt comes from and takes its tokens
+// of the throttle. A browser whose device cookie is trusted for the name
+// is not throttled by address: its own failures lock it out of that name
+// (see internal/lockout). A refused attempt's error is returned with
+// Retry-After set; it does not depend on the name.
+func (s *Server) beginLogin(w http.ResponseWriter, r *http.Request, username string) (identity.Client, *throttle.Attempt, error) {
 	addr, _, _ := s.clientInfo(r)
+	c := identity.Client{IP: addr.String(), UserAgent: r.UserAgent()}
+	if dc, err := r.Cookie(deviceCookie); err == nil {
+		c.Device = dc.Value
+	}
+	if s.opts.Identity.TrustedDevice(c.Device, username) {
+		return c, nil, nil
+	}
 	attempt, wait := s.opts.Throttle.Begin(addr)
 	if attempt == nil {
 		s.opts.Metrics.LoginAttempts.WithLabelValues("throttled").Inc()
@@ -141,31 +178,77 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, username, pw stri
 		s.record(r, audit.Event{EventType: audit.Suspicious, Username: truncate(username, 128), Status: audit.StatusFailure,
 			Metadata: map[string]any{"reason": "login_throttled", "retryAfterSeconds": int(wait.Seconds())}})
 		retryAfter(w, wait)
-		return nil, &identity.Error{Code: codeThrottled, RetryAfter: wait,
+		return c, nil, &identity.Error{Code: codeThrottled, RetryAfter: wait,
 			Message: "too many failed sign-in attempts from your address: try again in " + wait.String()}
 	}
-	res, err := s.opts.Identity.Login(r.Context(), username, pw, identity.Client{IP: addr.String(), UserAgent: r.UserAgent()})
-	if err != nil {
-		attempt.Failed()
-		s.opts.Metrics.LoginAttempts.WithLabelValues("failure").Inc()
-		code := identity.CodeOf(err)
-		if code == identity.CodeUnavailable {
-			s.log.Error("login failed: technical error", "client", addr, "error", err)
-		} else {
-			s.log.Warn("login failed", "reason", code, "client", addr, "username", username, "user_agent", r.UserAgent())
-		}
-		var ie *identity.Error
-		if errors.As(err, &ie) && ie.RetryAfter > 0 {
-			retryAfter(w, ie.RetryAfter)
-		}
-		return nil, err
-	}
-	attempt.Succeeded()
-	s.opts.Metrics.LoginAttempts.WithLabelValues("success").Inc()
-	s.opts.Metrics.SessionsCreated.Inc()
-	s.log.Info("login", "user", res.Principal.User.Username, "client", addr)
-	return res, nil
+	return c, attempt, nil
 }
+
+// endLogin settles the throttle, the metrics and the log of an attempt
+// that got an answer (err nil for a success), and returns err.
+func (s *Server) endLogin(w http.ResponseWriter, r *http.Request, attempt *throttle.Attempt, username string, err error) error {
+	addr, _, _ := s.clientInfo(r)
+	if err == nil {
+		attempt.Succeeded()
+		s.opts.Metrics.LoginAttempts.WithLabelValues("success").Inc()
+		return nil
+	}
+	attempt.Failed()
+	s.opts.Metrics.LoginAttempts.WithLabelValues("failure").Inc()
+	code := identity.CodeOf(err)
+	if code == identity.CodeUnavailable {
+		s.log.Error("login failed: technical error", "client", addr, "error", err)
+	} else {
+		s.log.Warn("login failed", "reason", code, "client", addr, "username", username, "user_agent", r.UserAgent())
+	}
+	var ie *identity.Error
+	if errors.As(err, &ie) && ie.RetryAfter > 0 {
+		retryAfter(w, ie.RetryAfter)
+	}
+	return err
+}
+
+// setDeviceCookie gives the browser its device cookie, when there is one.
+func (s *Server) setDeviceCookie(w http.ResponseWriter, r *http.Request, value string, expires time.Time) {
+	if value == "" {
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: deviceCookie, Value: value, Path: "/", Expires: expires, MaxAge: int(time.Until(expires).Seconds()),
+		HttpOnly: true, Secure: s.secureCookies(r), SameSite: http.SameSiteStrictMode,
+	})
+}
+
+// handleNotice shows a signed-in person, once, what they should know
+// about their sign-in (that it ended their least recently used session),
+// then sends them on: reloading the page, as it does by itself, goes to
+// where they were going.
+func (s *Server) handleNotice() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		to := safeRedirect(r.URL.Query().Get("to"))
+		p, err := s.principal(r)
+		if err != nil || p == nil {
+			http.Redirect(w, r, "/login?to="+url.QueryEscape(to), http.StatusSeeOther)
+			return
+		}
+		notice, err := s.opts.Identity.TakeNotice(r.Context(), p.Session.ID)
+		if err != nil {
+			s.log.Warn("read a sign-in notice", "error", err)
+		}
+		if notice == "" {
+			http.Redirect(w, r, to, http.StatusSeeOther)
+			return
+		}
+		s.render(w, http.StatusOK, "message.html", web.Page{
+			Title: "Signed in", RefreshSeconds: noticeSeconds,
+			Data: message{Message: notice, Detail: "Your sessions are listed on your account page, where you can end them. " +
+				"This page goes on by itself.", Link: to, LinkText: "Continue"},
+		})
+	})
+}
+
+// noticeSeconds is how long the notice stays before the page goes on.
+const noticeSeconds = 15
 
 // setSessionCookie gives the browser its session token.
 func (s *Server) setSessionCookie(w http.ResponseWriter, r *http.Request, token string) {

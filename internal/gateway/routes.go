@@ -27,6 +27,8 @@ func (s *Server) routes() http.Handler {
 	if s.opts.Identity != nil {
 		r.Handle("/login", s.pageHeaders(s.handleLoginPage())).Methods(http.MethodGet, http.MethodHead)
 		r.Handle("/login", s.pageHeaders(s.csrf.Handler(s.handleLogin()))).Methods(http.MethodPost)
+		// GET only: showing the notice uses it up.
+		r.Handle("/login/notice", s.pageHeaders(s.handleNotice())).Methods(http.MethodGet)
 		r.Handle("/logout", s.pageHeaders(s.handleLogoutPage())).Methods(http.MethodGet, http.MethodHead)
 		r.Handle("/logout", s.pageHeaders(s.csrf.Handler(s.handleLogout()))).Methods(http.MethodPost)
 

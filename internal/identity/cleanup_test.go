@@ -14,7 +14,6 @@ import (
 	"github.com/codehub-dev/codehub/internal/session"
 	"github.com/codehub-dev/codehub/internal/sqlstore"
 	"github.com/codehub-dev/codehub/internal/testenv"
-	"github.com/codehub-dev/codehub/internal/user"
 )
 
 // auditLog records audit events in memory.
@@ -70,7 +69,7 @@ func newCleanupService(t *testing.T, cfg identity.Config) *cleanupService {
 	c := &cleanupService{store: db.Sessions(), clock: clock, audit: &auditLog{}, revoked: &revokeLog{}}
 	cfg.Now, cfg.SessionTTL, cfg.MinPasswordLength = clock.Now, sessionTTL, 8
 	c.svc = identity.New(cfg, identity.Deps{
-		Authn:    auth.NewDatabase(db.Users(), hasher, user.LockPolicy{}, clock.Now, log.Named("auth")),
+		Authn:    auth.NewDatabase(auth.DatabaseConfig{Users: db.Users(), Hasher: hasher, Now: clock.Now, Log: log.Named("auth")}),
 		Users:    db.Users(),
 		Sessions: c.store,
 		Hasher:   hasher,

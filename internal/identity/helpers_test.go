@@ -12,6 +12,7 @@ import (
 
 	"github.com/codehub-dev/codehub/internal/auth"
 	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/lockout"
 	"github.com/codehub-dev/codehub/internal/password"
 	"github.com/codehub-dev/codehub/internal/revocation"
 	"github.com/codehub-dev/codehub/internal/session"
@@ -77,8 +78,11 @@ type setup struct {
 	// cfg is the Service's configuration; Now is always the clock, a zero
 	// SessionTTL is sessionTTL and a zero MinPasswordLength is 8.
 	cfg identity.Config
-	// lock is the lockout policy of the authenticator.
-	lock user.LockPolicy
+	// lock is the lockout policy of the authenticator; the zero Policy
+	// never locks.
+	lock lockout.Policy
+	// deviceTTL is how long device cookies trust a browser (0: none).
+	deviceTTL time.Duration
 	// clock is shared with other gateways; nil: a new one.
 	clock *fakeClock
 	// dbPath and keysPath name files shared with other gateways; "": new
@@ -102,6 +106,9 @@ type gateway struct {
 	// back; the Service may see it wrapped.
 	store   session.Store
 	tokens  *token.Service
+	guard   *lockout.Guard
+	hasher  *countingHasher
+	audit   *auditLog
 	bus     revocation.Bus
 	svc     *identity.Service
 	revoked *revokeLog
@@ -121,7 +128,7 @@ func newGateway(t *testing.T, st setup) *gateway {
 		st.keysPath = filepath.Join(dir, "jwt-keys.json")
 	}
 	log := testenv.Logger(t)
-	g := &gateway{clock: st.clock, revoked: &revokeLog{}, created: &createdLog{}}
+	g := &gateway{clock: st.clock, revoked: &revokeLog{}, created: &createdLog{}, audit: &auditLog{}}
 
 	db, err := sqlstore.Open(context.Background(), sqlstore.Config{
 		Driver: sqlstore.DriverSQLite, Path: st.dbPath, Now: st.clock.Now,
@@ -156,9 +163,15 @@ func newGateway(t *testing.T, st setup) *gateway {
 	if err != nil {
 		t.Fatalf("token.NewService: %v", err)
 	}
-	hasher, err := password.NewHasher(cheap, 0)
+	ph, err := password.NewHasher(cheap, 0)
 	if err != nil {
 		t.Fatalf("NewHasher: %v", err)
+	}
+	hasher := &countingHasher{Hasher: ph}
+	g.hasher = hasher
+	g.guard, err = lockout.New(context.Background(), lockout.Config{Store: db.Lockout(), Policy: st.lock, DeviceTTL: st.deviceTTL, Now: st.clock.Now})
+	if err != nil {
+		t.Fatalf("lockout.New: %v", err)
 	}
 
 	cfg := st.cfg
@@ -170,7 +183,9 @@ func newGateway(t *testing.T, st setup) *gateway {
 		cfg.MinPasswordLength = 8
 	}
 	g.svc = identity.New(cfg, identity.Deps{
-		Authn:            auth.NewDatabase(g.users, hasher, st.lock, st.clock.Now, log.Named("auth")),
+		Authn:            auth.NewDatabase(auth.DatabaseConfig{Users: g.users, Hasher: hasher, Lockout: g.guard, Now: st.clock.Now, Log: log.Named("auth")}),
+		Lockout:          g.guard,
+		Audit:            g.audit,
 		Users:            g.users,
 		Sessions:         sessions,
 		Tokens:           g.tokens,
@@ -180,6 +195,38 @@ func newGateway(t *testing.T, st setup) *gateway {
 		OnSessionCreated: g.created.record,
 	}, log.Named("identity"))
 	return g
+}
+
+// countingHasher counts the argon2 verifications it does, real and dummy:
+// the tests assert that every attempt costs one, whether or not its name
+// has an account, rather than timing them.
+type countingHasher struct {
+	*password.Hasher
+	mu          sync.Mutex
+	real, dummy int
+}
+
+func (h *countingHasher) Verify(ctx context.Context, pw, enc string) (bool, bool, error) {
+	h.mu.Lock()
+	h.real++
+	h.mu.Unlock()
+	return h.Hasher.Verify(ctx, pw, enc)
+}
+
+func (h *countingHasher) VerifyDummy(ctx context.Context, pw string) error {
+	h.mu.Lock()
+	h.dummy++
+	h.mu.Unlock()
+	return h.Hasher.VerifyDummy(ctx, pw)
+}
+
+// counts returns the verifications so far, real and dummy, and resets them.
+func (h *countingHasher) counts() (real, dummy int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	real, dummy = h.real, h.dummy
+	h.real, h.dummy = 0, 0
+	return real, dummy
 }
 
 // run runs the Service until t ends.

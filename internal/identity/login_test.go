@@ -9,8 +9,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/codehub-dev/codehub/internal/identity"
+	"github.com/codehub-dev/codehub/internal/lockout"
 	"github.com/codehub-dev/codehub/internal/session"
-	"github.com/codehub-dev/codehub/internal/user"
 )
 
 func TestLoginStartsSession(t *testing.T) {
@@ -147,8 +147,11 @@ func TestLoginDisabledAccount(t *testing.T) {
 	g.mustLogin(t, "alice")
 }
 
-// lockPolicy locks after three failures, for 1m, then 2m, then 4m at most.
-var lockPolicy = user.LockPolicy{MaxFailures: 3, BaseLock: time.Minute, MaxLock: 4 * time.Minute}
+// lockPolicy locks a name from one address after three failures, for 1m,
+// then 2m, then 4m at most; and a name for every address after failures
+// from four addresses within an hour, for 2m, then 4m.
+var lockPolicy = lockout.Policy{MaxFailures: 3, BaseLock: time.Minute, MaxLock: 4 * time.Minute,
+	NameClients: 4, NameWindow: time.Hour, NameLock: 2 * time.Minute}
 
 // failLogins signs in with a wrong password n times and returns the last
 // error.
@@ -171,77 +174,6 @@ func wantLocked(t *testing.T, err error, retry time.Duration) {
 	if e.RetryAfter != retry {
 		t.Fatalf("RetryAfter = %v; want %v", e.RetryAfter, retry)
 	}
-}
-
-func TestLoginLockout(t *testing.T) {
-	g := newGateway(t, setup{lock: lockPolicy})
-	g.mustUser(t, "alice", "")
-	g.mustUser(t, "bob", "")
-	ctx := context.Background()
-
-	wantCode(t, failLogins(t, g, "alice", 2), identity.CodeInvalidCredentials)
-	wantLocked(t, failLogins(t, g, "alice", 1), time.Minute)
-
-	// While locked the right password is refused too, and tries do not
-	// extend the lock.
-	g.clock.Advance(20 * time.Second)
-	_, err := g.svc.Login(ctx, "alice", goodPW, client)
-	wantLocked(t, err, 40*time.Second)
-	wantLocked(t, failLogins(t, g, "alice", 5), 40*time.Second)
-	_, _, err = g.svc.LoginAPI(ctx, "alice", goodPW, client)
-	wantLocked(t, err, 40*time.Second)
-	// Another account is not affected.
-	g.mustLogin(t, "bob")
-
-	// Locks in a row grow: 1m, 2m, 4m, then stay at MaxLock.
-	remaining := 40 * time.Second
-	for _, next := range []time.Duration{2 * time.Minute, 4 * time.Minute, 4 * time.Minute} {
-		g.clock.Advance(remaining)
-		wantCode(t, failLogins(t, g, "alice", 2), identity.CodeInvalidCredentials)
-		wantLocked(t, failLogins(t, g, "alice", 1), next)
-		remaining = next
-	}
-
-	// The lock ends with time.
-	g.clock.Advance(remaining - time.Second)
-	_, err = g.svc.Login(ctx, "alice", goodPW, client)
-	wantLocked(t, err, time.Second)
-	g.clock.Advance(time.Second)
-	g.mustLogin(t, "alice")
-
-	// A success resets both the count and the growth.
-	wantCode(t, failLogins(t, g, "alice", 2), identity.CodeInvalidCredentials)
-	g.mustLogin(t, "alice")
-	wantCode(t, failLogins(t, g, "alice", 2), identity.CodeInvalidCredentials)
-	wantLocked(t, failLogins(t, g, "alice", 1), time.Minute)
-}
-
-func TestLoginLockoutUnknownUserNeverLocks(t *testing.T) {
-	g := newGateway(t, setup{lock: lockPolicy})
-	wantCode(t, failLogins(t, g, "nobody", 10), identity.CodeInvalidCredentials)
-}
-
-func TestUnlock(t *testing.T) {
-	g := newGateway(t, setup{lock: lockPolicy})
-	alice := g.mustUser(t, "alice", "")
-	ctx := context.Background()
-
-	wantLocked(t, failLogins(t, g, "alice", 3), time.Minute)
-	if err := g.svc.Unlock(ctx, alice.ID); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-	// Unlocking forgets the failures but not the lock history: the next
-	// lock is longer, until a success.
-	wantCode(t, failLogins(t, g, "alice", 2), identity.CodeInvalidCredentials)
-	wantLocked(t, failLogins(t, g, "alice", 1), 2*time.Minute)
-	if err := g.svc.Unlock(ctx, alice.ID); err != nil {
-		t.Fatalf("Unlock: %v", err)
-	}
-	g.mustLogin(t, "alice")
-	wantLocked(t, failLogins(t, g, "alice", 3), time.Minute)
-
-	wantCode(t, g.svc.Unlock(ctx, "4a0c7c8e-59a4-4a69-9d56-5a1ce2e4a1b0"), identity.CodeNotFound)
-	wantCode(t, g.svc.Unlock(ctx, "not-a-uuid"), identity.CodeNotFound)
 }
 
 func TestAdminLock(t *testing.T) {

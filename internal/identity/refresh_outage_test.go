@@ -17,7 +17,6 @@ import (
 	"github.com/codehub-dev/codehub/internal/testenv"
 	"github.com/codehub-dev/codehub/internal/token"
 	"github.com/codehub-dev/codehub/internal/token/filekeys"
-	"github.com/codehub-dev/codehub/internal/user"
 )
 
 // flakyKeys is a key source that cannot sign while down, as Vault's
@@ -68,7 +67,7 @@ func TestRefreshDuringSigningOutage(t *testing.T) {
 	t.Cleanup(func() { db.Close() })
 	users := db.Users()
 	svc := identity.New(identity.Config{Now: clock.Now, SessionTTL: sessionTTL, MinPasswordLength: 8}, identity.Deps{
-		Authn: auth.NewDatabase(users, hasher, user.LockPolicy{}, clock.Now, log.Named("auth")), Users: users,
+		Authn: auth.NewDatabase(auth.DatabaseConfig{Users: users, Hasher: hasher, Now: clock.Now, Log: log.Named("auth")}), Users: users,
 		Sessions: memory.New(clock.Now), Tokens: tokens, Bus: revocation.NewLocal(), Hasher: hasher,
 	}, log.Named("identity"))
 	ctx := context.Background()

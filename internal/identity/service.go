@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/auth"
+	"github.com/codehub-dev/codehub/internal/lockout"
 	"github.com/codehub-dev/codehub/internal/revocation"
 	"github.com/codehub-dev/codehub/internal/session"
 	"github.com/codehub-dev/codehub/internal/token"
@@ -35,7 +38,8 @@ type Config struct {
 	// SessionTTL is a session's lifetime; IdleTimeout ends one unused for
 	// that long (0: never).
 	SessionTTL, IdleTimeout time.Duration
-	// MaxSessionsPerUser and OnLimit ("refuse" or "evict-oldest").
+	// MaxSessionsPerUser and OnLimit (OnLimitEvict, the default, or
+	// OnLimitRefuse).
 	MaxSessionsPerUser int
 	OnLimit            string
 	// Registration is RegisterAdmin, RegisterInvite or RegisterOpen.
@@ -73,7 +77,26 @@ type Deps struct {
 	OnSessionCreated func(*session.Session)
 	// Audit records what happens; nil records nothing.
 	Audit audit.Recorder
+	// Lockout is the failure counter of Authn (multi-user mode), for
+	// device cookies and for administrators to see and clear locks; nil:
+	// none.
+	Lockout *lockout.Guard
+	// OnLocked, if set, is called when failed sign-ins start a lock, with
+	// its scope ("client" or "name"); OnEvicted with the number of
+	// sessions ended to make room for a sign-in (for metrics).
+	OnLocked  func(scope string)
+	OnEvicted func(n int)
 }
+
+// What a sign-in beyond MaxSessionsPerUser does.
+const (
+	// OnLimitEvict ends the user's least recently used session.
+	OnLimitEvict = "evict-lru"
+	// OnLimitEvictOldest is the former name of OnLimitEvict.
+	OnLimitEvictOldest = "evict-oldest"
+	// OnLimitRefuse refuses the sign-in.
+	OnLimitRefuse = "refuse"
+)
 
 // PasswordHasher hashes new passwords.
 type PasswordHasher interface {
@@ -91,6 +114,8 @@ type Principal struct {
 // Client describes where a sign-in comes from.
 type Client struct {
 	IP, UserAgent string
+	// Device is the browser's device cookie, if it sent one.
+	Device string
 }
 
 // Service is safe for concurrent use.
@@ -115,8 +140,8 @@ func New(cfg Config, d Deps, log hclog.Logger) *Service {
 	if cfg.CleanupInterval <= 0 {
 		cfg.CleanupInterval = 5 * time.Minute
 	}
-	if cfg.OnLimit == "" {
-		cfg.OnLimit = "refuse"
+	if cfg.OnLimit == "" || cfg.OnLimit == OnLimitEvictOldest {
+		cfg.OnLimit = OnLimitEvict
 	}
 	if d.Bus == nil {
 		d.Bus = revocation.NewLocal()
@@ -162,6 +187,11 @@ func (s *Service) Run(ctx context.Context) error {
 				case <-t.C:
 					if _, err := s.CleanupExpiredSessions(ctx); err != nil && ctx.Err() == nil {
 						s.log.Warn("sweep expired sessions", "error", err)
+					}
+					if s.d.Lockout != nil {
+						if _, err := s.d.Lockout.Sweep(ctx); err != nil && ctx.Err() == nil {
+							s.log.Warn("sweep failed sign-ins", "error", err)
+						}
 					}
 				}
 			}
@@ -237,46 +267,77 @@ type LoginResult struct {
 	// CookieToken is what the browser keeps; the session is stored under
 	// its hash.
 	CookieToken string
+	// Device, when set, is a device cookie for the browser: it trusts
+	// this browser for the name it signed in with until DeviceExpires.
+	Device        string
+	DeviceExpires time.Time
+	// Notice, when set, tells the person something they should know
+	// (that signing in ended another session); it is also kept in the
+	// session's metadata under NoticeKey until shown.
+	Notice string
 }
+
+// NoticeKey is the session metadata key of a notice not yet shown.
+const NoticeKey = "notice"
 
 // Login checks credentials and starts a session.
 func (s *Service) Login(ctx context.Context, username, pw string, c Client) (*LoginResult, error) {
 	if len(username) > 256 || len(pw) > 1024 {
 		return nil, errorf(CodeInvalidInput, "username or password too long", nil)
 	}
-	userID, err := s.d.Authn.Authenticate(ctx, username, pw)
+	addr, _ := netip.ParseAddr(c.IP)
+	userID, err := s.d.Authn.Authenticate(ctx, auth.Attempt{Username: username, Password: pw, Address: addr, Device: c.Device})
 	if err != nil {
-		fail := func(reason string) {
+		fail := func(reason string, md map[string]any) {
+			if md == nil {
+				md = map[string]any{}
+			}
+			md["reason"] = reason
 			s.record(ctx, audit.Event{EventType: audit.LoginFailure, Username: truncate(username, 128),
-				IPAddress: c.IP, UserAgent: truncate(c.UserAgent, 512), Status: audit.StatusFailure,
-				Metadata: map[string]any{"reason": reason}})
+				IPAddress: c.IP, UserAgent: truncate(c.UserAgent, 512), Status: audit.StatusFailure, Metadata: md})
 		}
-		var locked *auth.LockedError
+		var (
+			locked *auth.LockedError
+			second *auth.SecondFactorRequired
+		)
 		switch {
 		case errors.Is(err, auth.ErrBadCredentials):
-			fail("invalid_credentials")
+			fail("invalid_credentials", nil)
 			return nil, errorf(CodeInvalidCredentials, "wrong username or password", nil)
+		case errors.As(err, &second):
+			// The right password while the name is locked for everyone.
+			// Here a second factor would let the owner in; with none
+			// enrolled (there is no second factor yet), the answer is
+			// the lock's, as for a wrong password.
+			fail("account_locked", map[string]any{"scope": string(second.Lock.Scope), "passwordCorrect": true})
+			return nil, s.lockedError(second.Lock)
 		case errors.As(err, &locked):
-			fail("account_locked")
+			fail("account_locked", map[string]any{"scope": string(locked.Scope)})
 			if locked.Locking { // once, when it happens
+				if s.d.OnLocked != nil {
+					s.d.OnLocked(string(locked.Scope))
+				}
+				md := map[string]any{"until": locked.Until.UTC().Format(time.RFC3339), "scope": string(locked.Scope)}
+				if locked.Client != "" {
+					md["client"] = locked.Client
+				}
 				s.record(ctx, audit.Event{EventType: audit.AccountLocked, Username: truncate(username, 128), IPAddress: c.IP,
-					Status: audit.StatusFailure, Metadata: map[string]any{"until": locked.Until.UTC().Format(time.RFC3339)}})
+					UserAgent: truncate(c.UserAgent, 512), Status: audit.StatusFailure, Metadata: md})
 			}
-			wait := locked.Until.Sub(s.cfg.Now()).Round(time.Second)
-			return nil, &Error{Code: CodeAccountLocked, RetryAfter: wait,
-				Message: fmt.Sprintf("too many failed sign-ins: this account is locked for %s", wait)}
+			return nil, s.lockedError(locked)
 		case errors.Is(err, auth.ErrDisabled):
-			fail("account_disabled")
+			fail("account_disabled", nil)
 			return nil, errorf(CodeAccountDisabled, "this account is disabled; ask an administrator", nil)
 		}
-		fail("unavailable")
+		fail("unavailable", nil)
 		return nil, errorf(CodeUnavailable, "sign-in is unavailable right now", err)
 	}
 	u, err := s.userByID(ctx, userID)
 	if err != nil {
 		return nil, errorf(CodeUnavailable, "sign-in is unavailable right now", err)
 	}
-	if err := s.makeRoom(ctx, u.ID); err != nil {
+	notice, err := s.makeRoom(ctx, u.ID)
+	if err != nil {
 		return nil, err
 	}
 	tok, id, err := session.NewToken()
@@ -287,6 +348,9 @@ func (s *Service) Login(ctx context.Context, username, pw string, c Client) (*Lo
 	sess := &session.Session{
 		ID: id, UserID: u.ID, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL), LastActivity: now,
 		IPAddress: truncate(c.IP, 64), UserAgent: truncate(c.UserAgent, 512),
+	}
+	if notice != "" {
+		sess.Metadata = map[string]string{NoticeKey: notice}
 	}
 	if err := s.d.Sessions.Set(ctx, sess); err != nil {
 		return nil, errorf(CodeUnavailable, "sign-in is unavailable right now", err)
@@ -299,17 +363,58 @@ func (s *Service) Login(ctx context.Context, username, pw string, c Client) (*Lo
 		UserAgent: sess.UserAgent, Metadata: map[string]any{"sessionId": sess.ID, "mfa": false}})
 	s.record(ctx, audit.Event{EventType: audit.SessionCreated, UserID: u.ID, Username: u.Username, IPAddress: c.IP,
 		UserAgent: sess.UserAgent, Metadata: map[string]any{"sessionId": sess.ID, "expiresAt": sess.ExpiresAt.UTC().Format(time.RFC3339)}})
-	return &LoginResult{Principal: &Principal{User: u, Session: sess, Via: "cookie"}, CookieToken: tok}, nil
+	res := &LoginResult{Principal: &Principal{User: u, Session: sess, Via: "cookie"}, CookieToken: tok, Notice: notice}
+	if s.d.Lockout != nil {
+		res.Device, res.DeviceExpires = s.d.Lockout.IssueDevice(username)
+	}
+	return res, nil
 }
 
-// makeRoom enforces max-sessions-per-user before a new sign-in.
-func (s *Service) makeRoom(ctx context.Context, userID string) error {
+// TrustedDevice reports whether a device cookie trusts its browser for
+// the sign-in name: such a browser is not throttled by its address, and
+// gets through a lock of the name for everyone.
+func (s *Service) TrustedDevice(cookie, name string) bool {
+	if s.d.Lockout == nil || cookie == "" {
+		return false
+	}
+	_, ok := s.d.Lockout.Device(cookie, name)
+	return ok
+}
+
+// lockedError is what a person is told of a lock. The words differ by
+// scope, never by whether the name has an account.
+func (s *Service) lockedError(l *auth.LockedError) *Error {
+	wait := max(time.Second, l.Until.Sub(s.cfg.Now()).Round(time.Second))
+	switch l.Scope {
+	case auth.ScopeName:
+		return &Error{Code: CodeAccountLocked, RetryAfter: wait, Message: fmt.Sprintf(
+			"sign-in with this name is paused for %s after failed attempts from many addresses; "+
+				"a browser that signed in with it before can still sign in", wait)}
+	case auth.ScopeAccount:
+		if wait > 24*time.Hour {
+			return &Error{Code: CodeAccountLocked, RetryAfter: wait, Message: "this account is locked; ask an administrator"}
+		}
+		return &Error{Code: CodeAccountLocked, RetryAfter: wait,
+			Message: fmt.Sprintf("this account is locked by an administrator for %s", wait)}
+	}
+	from := "your address"
+	if lockout.IsDevice(l.Client) {
+		from = "this browser"
+	}
+	return &Error{Code: CodeAccountLocked, RetryAfter: wait, Message: fmt.Sprintf(
+		"too many failed sign-ins with this name from %s: try again in %s", from, wait)}
+}
+
+// makeRoom enforces max-sessions-per-user before a new sign-in: it ends
+// the least recently used sessions over the cap (or refuses, with
+// OnLimitRefuse), and returns what to tell the person.
+func (s *Service) makeRoom(ctx context.Context, userID string) (string, error) {
 	if s.cfg.MaxSessionsPerUser <= 0 {
-		return nil
+		return "", nil
 	}
 	live, err := s.d.Sessions.UserSessions(ctx, userID)
 	if err != nil {
-		return errorf(CodeUnavailable, "sign-in is unavailable right now", err)
+		return "", errorf(CodeUnavailable, "sign-in is unavailable right now", err)
 	}
 	if s.cfg.IdleTimeout > 0 {
 		// Idle sessions cannot be used again: end them, do not count them.
@@ -326,32 +431,104 @@ func (s *Service) makeRoom(ctx context.Context, userID string) error {
 		live = kept
 		if len(idle) > 0 {
 			if err := s.endSessions(ctx, idle, "idle timeout"); err != nil {
-				return err
+				return "", err
 			}
 		}
 	}
 	excess := len(live) - s.cfg.MaxSessionsPerUser + 1
 	if excess <= 0 {
-		return nil
+		return "", nil
 	}
-	if s.cfg.OnLimit != "evict-oldest" {
+	if s.cfg.OnLimit == OnLimitRefuse {
 		s.record(ctx, audit.Event{EventType: audit.QuotaExceeded, UserID: userID, Status: audit.StatusFailure,
 			Metadata: map[string]any{"resource": "sessions", "current": len(live), "limit": s.cfg.MaxSessionsPerUser}})
-		return errorf(CodeTooManySessions, fmt.Sprintf(
+		return "", errorf(CodeTooManySessions, fmt.Sprintf(
 			"you are signed in %d times already, the most allowed: sign out of another browser or device first", len(live)), nil)
 	}
-	var ended []string
+	// Least recently used first; of equals, the oldest.
+	slices.SortStableFunc(live, func(a, b *session.Session) int { return a.LastActivity.Compare(b.LastActivity) })
+	var (
+		ended []string
+		notes []string
+	)
 	for _, old := range live[:excess] {
 		if err := s.d.Sessions.Delete(ctx, old.ID); err != nil {
-			return errorf(CodeUnavailable, "sign-in is unavailable right now", err)
+			return "", errorf(CodeUnavailable, "sign-in is unavailable right now", err)
 		}
 		ended = append(ended, old.ID)
 		s.record(ctx, audit.Event{EventType: audit.SessionRevoked, UserID: userID,
-			Metadata: map[string]any{"sessionId": old.ID, "reason": "max sessions per user: oldest ended"}})
+			Metadata: map[string]any{"sessionId": old.ID, "reason": "max sessions per user: least recently used ended",
+				"lastActivity": old.LastActivity.UTC().Format(time.RFC3339), "sessionIp": old.IPAddress,
+				"sessionUserAgent": truncate(old.UserAgent, 200), "limit": s.cfg.MaxSessionsPerUser}})
+		notes = append(notes, describeSession(old))
 	}
-	s.log.Info("signed out the oldest sessions to make room", "user", userID, "count", len(ended))
+	s.log.Info("signed out the least recently used sessions to make room", "user", userID, "count", len(ended))
+	if s.d.OnEvicted != nil {
+		s.d.OnEvicted(len(ended))
+	}
 	s.publish(ctx, revocation.Event{SessionIDs: ended})
-	return nil
+	what := "the session " + notes[0] + " was"
+	if len(notes) > 1 {
+		what = "the sessions " + strings.Join(notes, "; ") + " were"
+	}
+	return fmt.Sprintf("You were signed in %d times, the most allowed, so %s ended.", len(live), what), nil
+}
+
+// describeSession says when and from where a session was last used, as a
+// person recognizes it.
+func describeSession(x *session.Session) string {
+	from := x.IPAddress
+	if ua := describeAgent(x.UserAgent); ua != "" {
+		from = ua + " at " + x.IPAddress
+	}
+	if from == "" {
+		from = "an unknown place"
+	}
+	return fmt.Sprintf("last used %s from %s", x.LastActivity.UTC().Format("2006-01-02 15:04 UTC"), from)
+}
+
+// describeAgent names the browser and system of a user agent as people
+// call them ("Firefox on Windows"), or gives the start of an agent it
+// does not know.
+func describeAgent(ua string) string {
+	pick := func(names [][2]string) string {
+		for _, n := range names {
+			if strings.Contains(ua, n[0]) {
+				return n[1]
+			}
+		}
+		return ""
+	}
+	browser := pick([][2]string{{"Firefox/", "Firefox"}, {"Edg/", "Edge"}, {"OPR/", "Opera"}, {"Chromium/", "Chromium"},
+		{"Chrome/", "Chrome"}, {"Safari/", "Safari"}})
+	system := pick([][2]string{{"Android", "Android"}, {"iPhone", "iPhone"}, {"iPad", "iPad"}, {"Windows", "Windows"},
+		{"Mac OS X", "macOS"}, {"CrOS", "ChromeOS"}, {"Linux", "Linux"}})
+	switch {
+	case browser != "" && system != "":
+		return browser + " on " + system
+	case browser != "":
+		return browser
+	}
+	return truncate(ua, 60)
+}
+
+// TakeNotice returns the session's notice not yet shown, and forgets it:
+// it is shown once.
+func (s *Service) TakeNotice(ctx context.Context, sessionID string) (string, error) {
+	var notice string
+	sess, err := s.d.Sessions.Update(ctx, sessionID, func(x *session.Session) error {
+		notice = x.Metadata[NoticeKey]
+		delete(x.Metadata, NoticeKey)
+		return nil
+	})
+	if errors.Is(err, session.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", errorf(CodeUnavailable, "sessions are unavailable right now", err)
+	}
+	s.cache.putSession(sess)
+	return notice, nil
 }
 
 // TokenPair is what an API client gets at sign-in and refresh, in the shape
@@ -361,6 +538,9 @@ type TokenPair struct {
 	RefreshToken string `json:"refresh_token"`
 	TokenType    string `json:"token_type"`
 	ExpiresIn    int    `json:"expires_in"`
+	// Notice, at sign-in, says what the person should know: that
+	// signing in ended their least recently used session.
+	Notice string `json:"notice,omitempty"`
 }
 
 // LoginAPI signs in an API client: a session with a refresh token, and a
@@ -379,6 +559,8 @@ func (s *Service) LoginAPI(ctx context.Context, username, pw string, c Client) (
 		_ = s.d.Sessions.Delete(ctx, sess.ID)
 		return nil, nil, err
 	}
+	// An API client reads the notice here; it is not kept for a page.
+	pair.Notice = res.Notice
 	return pair, res.Principal, nil
 }
 

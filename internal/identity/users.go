@@ -7,11 +7,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/auth"
+	"github.com/codehub-dev/codehub/internal/lockout"
 	"github.com/codehub-dev/codehub/internal/revocation"
 	"github.com/codehub-dev/codehub/internal/user"
 	"github.com/google/uuid"
@@ -240,9 +242,9 @@ func (s *Service) CountUsers(ctx context.Context) (int, error) {
 	return s.d.Users.Count(ctx)
 }
 
-// modify loads a user, applies fn, stores it, records event typ, and tells
-// every gateway.
-func (s *Service) modify(ctx context.Context, id, typ string, fn func(*user.User) error) (*user.User, error) {
+// storedUser reads an account from the store, not the cache: what a
+// change starts from.
+func (s *Service) storedUser(ctx context.Context, id string) (*user.User, error) {
 	if err := s.requireUsers(); err != nil {
 		return nil, err
 	}
@@ -252,6 +254,16 @@ func (s *Service) modify(ctx context.Context, id, typ string, fn func(*user.User
 	}
 	if err != nil {
 		return nil, errorf(CodeUnavailable, "users are unavailable right now", err)
+	}
+	return u, nil
+}
+
+// modify loads a user, applies fn, stores it, records event typ, and tells
+// every gateway.
+func (s *Service) modify(ctx context.Context, id, typ string, fn func(*user.User) error) (*user.User, error) {
+	u, err := s.storedUser(ctx, id)
+	if err != nil {
+		return nil, err
 	}
 	if err := fn(u); err != nil {
 		return nil, err
@@ -293,7 +305,8 @@ func (s *Service) SetPassword(ctx context.Context, id, pw, keep string) error {
 // ChangePassword is a user changing their own password: the current one
 // must be right. Every other session of the user ends.
 func (s *Service) ChangePassword(ctx context.Context, p *Principal, current, next string) error {
-	if _, err := s.d.Authn.Authenticate(ctx, p.User.Username, current); err != nil {
+	addr, _ := netip.ParseAddr(audit.ActorFrom(ctx).IPAddress)
+	if _, err := s.d.Authn.Authenticate(ctx, auth.Attempt{Username: p.User.Username, Password: current, Address: addr}); err != nil {
 		var locked *auth.LockedError
 		switch {
 		case errors.Is(err, auth.ErrBadCredentials):
@@ -351,7 +364,8 @@ func (s *Service) Lock(ctx context.Context, id string, until time.Time) error {
 	return err
 }
 
-// Unlock lifts a lock and forgets failed attempts.
+// Unlock lifts an administrator's lock and every lock and failure count
+// of the account's username and email, from every address.
 func (s *Service) Unlock(ctx context.Context, id string) error {
 	if err := s.requireUsers(); err != nil {
 		return err
@@ -362,8 +376,63 @@ func (s *Service) Unlock(ctx context.Context, id string) error {
 		}
 		return errorf(CodeUnavailable, "users are unavailable right now", err)
 	}
-	s.record(ctx, audit.Event{EventType: audit.AccountUnlocked, UserID: id})
+	md := map[string]any{}
+	if s.d.Lockout != nil {
+		u, err := s.storedUser(ctx, id)
+		if err != nil {
+			return err
+		}
+		n, err := s.d.Lockout.Clear(ctx, []string{u.Username, u.Email}, "")
+		if err != nil {
+			return errorf(CodeUnavailable, "sign-in locks are unavailable right now", err)
+		}
+		md["cleared"] = n
+	}
+	s.record(ctx, audit.Event{EventType: audit.AccountUnlocked, UserID: id, Metadata: md})
 	s.publish(ctx, revocation.Event{UserID: id})
+	return nil
+}
+
+// Locks returns the failure state of an account's username and email,
+// per client (address or trusted browser), running locks included.
+func (s *Service) Locks(ctx context.Context, id string) ([]lockout.Lock, error) {
+	u, err := s.storedUser(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if s.d.Lockout == nil {
+		return []lockout.Lock{}, nil
+	}
+	locks, err := s.d.Lockout.Locks(ctx, u.Username, u.Email)
+	if err != nil {
+		return nil, errorf(CodeUnavailable, "sign-in locks are unavailable right now", err)
+	}
+	return locks, nil
+}
+
+// ClearLock forgets the failures and lock of an account's names from one
+// client (an address, a trusted browser, or lockout.AllClients for the
+// lock of the names for everyone).
+func (s *Service) ClearLock(ctx context.Context, id, client string) error {
+	if client == "" || len(client) > 128 {
+		return errorf(CodeInvalidInput, "name the address of the lock to clear", nil)
+	}
+	u, err := s.storedUser(ctx, id)
+	if err != nil {
+		return err
+	}
+	if s.d.Lockout == nil {
+		return errorf(CodeNotFound, "no such lock", nil)
+	}
+	n, err := s.d.Lockout.Clear(ctx, []string{u.Username, u.Email}, client)
+	if err != nil {
+		return errorf(CodeUnavailable, "sign-in locks are unavailable right now", err)
+	}
+	if n == 0 {
+		return errorf(CodeNotFound, "no such lock", nil)
+	}
+	s.record(ctx, audit.Event{EventType: audit.AccountUnlocked, UserID: id, Username: u.Username,
+		Metadata: map[string]any{"client": client, "cleared": n}})
 	return nil
 }
 

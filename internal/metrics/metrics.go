@@ -33,6 +33,15 @@ type Metrics struct {
 	UserStorage *prometheus.GaugeVec // user: the largest users only
 
 	APIRateLimited *prometheus.CounterVec // kind: user, anonymous
+
+	// Set by the usage sampler: homes that became full and memory over
+	// its limit, and processes of workspaces killed for lack of memory.
+	QuotaExceeded *prometheus.CounterVec // resource: storage, memory
+	OOMKills      prometheus.Counter
+
+	// Sign-in lockout and the session cap (multi-user mode).
+	SignInLocks     *prometheus.CounterVec // scope: client, name
+	SessionsEvicted prometheus.Counter
 }
 
 // New creates the collectors and registers them, with the Go runtime and
@@ -110,6 +119,17 @@ func New() *Metrics {
 	for _, status := range []string{"success", "failure", "throttled"} {
 		m.LoginAttempts.WithLabelValues(status)
 	}
+	m.QuotaExceeded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "codehub_quota_exceeded_total",
+		Help: "Quotas reached, seen by the usage sampler, by resource: storage (a home became full: writes fail) and memory.",
+	}, []string{"resource"})
+	for _, r := range []string{"storage", "memory"} {
+		m.QuotaExceeded.WithLabelValues(r)
+	}
+	m.OOMKills = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "codehub_workspace_oom_kills_total",
+		Help: "Processes of workspaces killed by the kernel for lack of memory (their cgroup's limit), as the usage sampler counts them.",
+	})
 	r.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -117,6 +137,19 @@ func New() *Metrics {
 		m.WebSocketsOpen, m.WorkspaceUp, m.WorkspaceStarts,
 		m.ContainerStartup, m.ActiveContainers, m.StartQueue, m.WarmPool, m.ConsulCalls,
 		m.ActiveUsers, m.UserStorage, m.APIRateLimited,
+		m.QuotaExceeded, m.OOMKills,
 	)
+	m.SignInLocks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "codehub_signin_locks_total",
+		Help: "Locks started by failed sign-ins, by scope: client (one name from one address or browser) or name (one name from every address).",
+	}, []string{"scope"})
+	for _, scope := range []string{"client", "name"} {
+		m.SignInLocks.WithLabelValues(scope)
+	}
+	m.SessionsEvicted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "codehub_sessions_evicted_total",
+		Help: "Sessions ended to make room for a sign-in over max-sessions-per-user.",
+	})
+	r.MustRegister(m.SignInLocks, m.SessionsEvicted)
 	return m
 }

@@ -1,6 +1,9 @@
 package netns
 
-import "net/netip"
+import (
+	"context"
+	"net/netip"
+)
 
 // ForTest returns an NS for index without creating anything, to test the
 // address arithmetic.
@@ -22,3 +25,15 @@ func NamespaceResolvConf(name string, host []byte, upstreams [][]byte, isHost fu
 
 // DefaultUplinkFrom is DefaultUplink reading out as ip's answer.
 func DefaultUplinkFrom(out []byte) (string, error) { return defaultUplink(out) }
+
+// Forwarding points the forwarding switch and its record at files of a
+// test's, and NAT left at left, until the test ends.
+func Forwarding(t interface{ Cleanup(func()) }, sw, record string, left func() bool) {
+	oldSw, oldRec, oldLeft := forwardingSwitch, forwardingRecord, natLeft
+	forwardingSwitch, forwardingRecord = sw, record
+	natLeft = func(context.Context) bool { return left() }
+	t.Cleanup(func() { forwardingSwitch, forwardingRecord, natLeft = oldSw, oldRec, oldLeft })
+}
+
+// EnableForwarding is enableForwarding.
+func EnableForwarding() error { return enableForwarding() }

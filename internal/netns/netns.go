@@ -36,8 +36,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Error is the type of the package's sentinel errors; they are constants so
@@ -333,6 +335,9 @@ func (n *NS) Delete(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("delete netns %s: %w", n.name, err)
 	}
+	if _, err := RestoreForwarding(ctx); err != nil {
+		return fmt.Errorf("delete netns %s: %w", n.name, err)
+	}
 	return nil
 }
 
@@ -342,7 +347,9 @@ func (n *NS) Delete(ctx context.Context) error {
 // STATE:
 //
 //   - it turns on IPv4 forwarding for the whole host
-//     (net.ipv4.ip_forward=1), and leaves it on after Delete;
+//     (net.ipv4.ip_forward=1); Delete and Remove turn it off again when
+//     no namespace with NAT is left and it was off before the first
+//     EnableNAT (see RestoreForwarding);
 //   - it gives the namespace a default route through its link;
 //   - it adds iptables rules, tagged like Create's, that Delete removes: a
 //     MASQUERADE rule in nat/POSTROUTING and, at the top of filter/FORWARD,
@@ -359,7 +366,7 @@ func (n *NS) EnableNAT(ctx context.Context, uplink string) error {
 	if _, err := net.InterfaceByName(uplink); err != nil {
 		return fmt.Errorf("enable NAT for %s: uplink %q: %w", n.name, uplink, err)
 	}
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
+	if err := enableForwarding(); err != nil {
 		return fmt.Errorf("enable NAT for %s: %w", n.name, err)
 	}
 	host, src := n.HostInterface(), n.subnet().String()
@@ -492,6 +499,9 @@ func Remove(ctx context.Context, name string) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove netns %s: %w", name, err)
 	}
+	if _, err := RestoreForwarding(ctx); err != nil {
+		return fmt.Errorf("remove netns %s: %w", name, err)
+	}
 	return nil
 }
 
@@ -578,4 +588,124 @@ func output(ctx context.Context, name string, args ...string) ([]byte, error) {
 		return nil, &cmdError{cmd: name + " " + strings.Join(args, " "), stderr: strings.TrimSpace(stderr.String()), err: err}
 	}
 	return stdout.Bytes(), nil
+}
+
+// Names returns the names starting with prefix of every namespace this
+// package may have left something of on the host: a namespace under
+// RunDir, files under EtcDir, or tagged iptables rules. After a crash,
+// Remove each that is no longer wanted.
+func Names(ctx context.Context, prefix string) ([]string, error) {
+	seen := map[string]bool{}
+	for _, dir := range []string{RunDir, EtcDir} {
+		ents, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), prefix) && validName(e.Name()) {
+				seen[e.Name()] = true
+			}
+		}
+	}
+	if _, err := exec.LookPath("iptables"); err == nil {
+		for _, tc := range [][2]string{{"nat", "POSTROUTING"}, {"filter", "FORWARD"}, {"filter", "INPUT"}} {
+			out, err := output(ctx, "iptables", "-w", "-t", tc[0], "-S", tc[1])
+			if err != nil {
+				continue // no usable netfilter: no rules of ours either
+			}
+			for _, line := range strings.Split(string(out), "\n") {
+				f := strings.Fields(line)
+				for i := 0; i+1 < len(f); i++ {
+					if f[i] != "--comment" {
+						continue
+					}
+					name, ok := strings.CutPrefix(strings.Trim(f[i+1], `"`), ruleTag)
+					if ok && strings.HasPrefix(name, prefix) && validName(name) {
+						seen[name] = true
+					}
+				}
+			}
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// Paths of the host's IPv4 forwarding switch, and of the record of its
+// setting before the first EnableNAT turned it on (a variable for tests).
+var (
+	forwardingSwitch = "/proc/sys/net/ipv4/ip_forward"
+	forwardingRecord = "/run/codehub-ip_forward"
+)
+
+// enableForwarding turns the host's IPv4 forwarding on, first recording
+// that it was off, unless a record is there already (an earlier
+// EnableNAT's).
+func enableForwarding() error {
+	return withForwardingLock(func() error {
+		cur, err := os.ReadFile(forwardingSwitch)
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(cur)) == "0" {
+			if _, err := os.Stat(forwardingRecord); errors.Is(err, fs.ErrNotExist) {
+				if err := os.WriteFile(forwardingRecord, []byte("0\n"), 0o600); err != nil {
+					return fmt.Errorf("record the host's forwarding setting: %w", err)
+				}
+			}
+		}
+		return os.WriteFile(forwardingSwitch, []byte("1"), 0)
+	})
+}
+
+// RestoreForwarding turns the host's IPv4 forwarding off again when
+// EnableNAT turned it on and no namespace with NAT is left (no rule of
+// this package's in nat/POSTROUTING, whichever process made it). It
+// reports whether it did. Delete and Remove call it.
+func RestoreForwarding(ctx context.Context) (bool, error) {
+	restored := false
+	err := withForwardingLock(func() error {
+		if _, err := os.Stat(forwardingRecord); errors.Is(err, fs.ErrNotExist) {
+			return nil // on before codehub, or never turned on by it
+		}
+		if natLeft(ctx) {
+			return nil // a namespace still has NAT
+		}
+		if err := os.WriteFile(forwardingSwitch, []byte("0"), 0); err != nil {
+			return fmt.Errorf("restore the host's forwarding setting: %w", err)
+		}
+		restored = true
+		return os.Remove(forwardingRecord)
+	})
+	return restored, err
+}
+
+// natLeft reports whether any namespace still has NAT: a rule of this
+// package's in nat/POSTROUTING, whichever process made it (a variable for
+// tests).
+var natLeft = func(ctx context.Context) bool {
+	out, err := output(ctx, "iptables", "-w", "-t", "nat", "-S", "POSTROUTING")
+	if err != nil {
+		return true // cannot tell: leave forwarding as it is
+	}
+	return strings.Contains(string(out), ruleTag)
+}
+
+// withForwardingLock runs fn holding an exclusive lock that every process
+// of this package takes around the forwarding switch and its record.
+func withForwardingLock(fn func() error) error {
+	f, err := os.OpenFile(forwardingRecord+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
+	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing unlocks too
+	return fn()
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -476,4 +477,53 @@ func rulesOf(t *testing.T, name string) []string {
 		}
 	}
 	return rules
+}
+
+// TestForwardingRestored: the first EnableNAT records that the host's
+// forwarding was off; once no namespace has NAT it is turned off again,
+// and a host where it was on before is left on.
+func TestForwardingRestored(t *testing.T) {
+	dir := t.TempDir()
+	sw, record := filepath.Join(dir, "ip_forward"), filepath.Join(dir, "record")
+	left := true
+	netns.Forwarding(t, sw, record, func() bool { return left })
+	read := func() string {
+		b, err := os.ReadFile(sw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	ctx := context.Background()
+
+	// Off before: on while namespaces have NAT, off once none has.
+	if err := os.WriteFile(sw, []byte("0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // a second namespace's NAT changes nothing
+		if err := netns.EnableForwarding(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if read() != "1" {
+		t.Fatalf("forwarding %s after EnableNAT, want 1", read())
+	}
+	if done, err := netns.RestoreForwarding(ctx); err != nil || done || read() != "1" {
+		t.Fatalf("with NAT left: restored %v, %v, forwarding %s; want it kept on", done, err, read())
+	}
+	left = false
+	if done, err := netns.RestoreForwarding(ctx); err != nil || !done || read() != "0" {
+		t.Fatalf("with no NAT left: restored %v, %v, forwarding %s; want it off again", done, err, read())
+	}
+
+	// On before codehub: left on.
+	if err := os.WriteFile(sw, []byte("1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.EnableForwarding(); err != nil {
+		t.Fatal(err)
+	}
+	if done, err := netns.RestoreForwarding(ctx); err != nil || done || read() != "1" {
+		t.Fatalf("forwarding on before: restored %v, %v, forwarding %s; want it left on", done, err, read())
+	}
 }

@@ -115,3 +115,33 @@ func Alive(pid int) bool {
 	i := bytes.LastIndexByte(b, ')')
 	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
+
+// Values returns, for every process other than this one whose environment
+// sets key, key's value, by pid. Processes it may not read are skipped.
+// root is the proc file system's mount point ("/proc").
+func Values(root, key string) (map[int]string, error) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, err
+	}
+	prefix := []byte(key + "=")
+	self := os.Getpid()
+	out := map[int]string{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join(root, e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		for entry := range bytes.SplitSeq(env, []byte{0}) {
+			if v, ok := bytes.CutPrefix(entry, prefix); ok {
+				out[pid] = string(v)
+				break
+			}
+		}
+	}
+	return out, nil
+}

@@ -16,6 +16,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -46,11 +47,32 @@ const (
 	ErrBusy Error = "another file system is mounted there"
 	// ErrInvalid: a bad path or size.
 	ErrInvalid Error = "invalid argument"
+	// ErrShort: Provision mounted the image but could not make it offer
+	// the size asked (growth or tuning failed); the files are there.
+	ErrShort Error = "the file system offers less than asked"
 )
 
-// MinSize is the smallest image Create makes: ext4 needs room for its
-// metadata and journal.
+// MinSize is the smallest usable size Create makes: ext4 needs room for
+// its metadata and journal besides.
 const MinSize = 8 << 20
+
+// FullBelow is the free space under which a file system counts as full
+// (Space.Full): the kernel refuses a write that needs a whole large folio
+// (up to 2 MiB) when less than that is left, so "No space left on device"
+// shows while a little space remains.
+const FullBelow = 2 << 20
+
+// blockSize is the block size of the file systems Create makes: 4 KiB,
+// whatever the host's mke2fs.conf says for small file systems (1 KiB
+// blocks there cost speed and inodes).
+const blockSize = 4096
+
+// inodeRatio is the bytes per inode of the file systems Create makes:
+// twice as many inodes as mke2fs gives large file systems by default,
+// because a developer's home holds many small files (node_modules,
+// .git objects) and running out of inodes fails writes as surely as
+// running out of space.
+const inodeRatio = 8192
 
 // CreateOptions tune Create.
 type CreateOptions struct {
@@ -75,16 +97,21 @@ func checkPath(what, p string) error {
 	return nil
 }
 
-// Create makes image, a sparse file of sizeBytes holding an empty ext4 file
-// system with no blocks reserved for root (the user gets all of it) and its
-// root directory owned by opts.UID:opts.GID. It refuses (ErrExists) to
-// overwrite an existing file, and leaves nothing behind when it fails.
-func Create(ctx context.Context, image string, sizeBytes int64, opts CreateOptions) (err error) {
+// Create makes image, a sparse file holding an empty ext4 file system
+// that offers usable bytes to an unprivileged user, with no blocks
+// reserved for root and its root directory owned by opts.UID:opts.GID.
+// The file is larger than usable by what ext4 keeps for itself (journal,
+// inode tables, bitmaps, and the 2% or 16 MiB the kernel holds back for
+// its own allocations), so that the user gets the quota promised; its
+// capacity is usable or a little more (see sizeImage). It refuses
+// (ErrExists) to overwrite an existing file, and leaves nothing behind
+// when it fails.
+func Create(ctx context.Context, image string, usable int64, opts CreateOptions) (err error) {
 	if err := checkPath("image", image); err != nil {
 		return err
 	}
-	if sizeBytes < MinSize {
-		return fmt.Errorf("%w: size %d below the %d minimum", ErrInvalid, sizeBytes, MinSize)
+	if usable < MinSize {
+		return fmt.Errorf("%w: size %d below the %d minimum", ErrInvalid, usable, MinSize)
 	}
 	if opts.UID < 0 || opts.GID < 0 {
 		return fmt.Errorf("%w: owner %d:%d", ErrInvalid, opts.UID, opts.GID)
@@ -101,17 +128,257 @@ func Create(ctx context.Context, image string, sizeBytes int64, opts CreateOptio
 			os.Remove(image)
 		}
 	}()
-	// Truncating up makes a sparse file: no blocks until written.
-	err = f.Truncate(sizeBytes)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("create %s: %w", image, err)
+	}
+	if err := sizeImage(ctx, image, usable, opts); err != nil {
+		return fmt.Errorf("create %s: %w", image, err)
+	}
+	return nil
+}
+
+// sizeImage makes the file system of image anew, at the smallest size
+// found whose capacity is at least usable. The overhead of ext4 moves in
+// steps (the journal's size doubles at thresholds, each 128 MiB block
+// group brings a whole inode table), so it is found by trying: make the
+// file system, read its superblock, correct the size by what is missing
+// or left over. Each try is a mkfs of a sparse file, a few milliseconds.
+func sizeImage(ctx context.Context, image string, usable int64, opts CreateOptions) error {
+	// A first guess: inode tables, the kernel's reserve, a journal.
+	size := usable + usable/(inodeRatio/256) + min(usable/49, 16<<20) + min(max(usable/64, 4<<20), 1<<30) + 1<<20
+	size = roundUp(size, 1<<20)
+	tolerance := max(usable/1000, 128<<10) // a capacity up to 0.1% above usable is exact enough
+	var best, made int64                   // the smallest good size; the size on disk
+	tried := map[int64]bool{}
+	for range 8 {
+		if tried[size] {
+			break
+		}
+		tried[size] = true
+		capacity, err := mkfs(ctx, image, size, opts)
+		if err != nil {
+			return err
+		}
+		made = size
+		if capacity >= usable && (best == 0 || size < best) {
+			best = size
+		}
+		if capacity >= usable && capacity-usable <= tolerance {
+			return nil
+		}
+		// Adding n bytes adds about n*(1 - 1/32 - 2%) of capacity.
+		next := size + (usable-capacity)*100/94
+		if capacity < usable {
+			next += 64 << 10
+		}
+		next = roundUp(next, 64<<10)
+		if best != 0 && next >= best {
+			break // what lies between is no better than best
+		}
+		size = next
+	}
+	if best == 0 {
+		return fmt.Errorf("no size found for %d usable bytes", usable)
+	}
+	if made != best {
+		if _, err := mkfs(ctx, image, best, opts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mkfs makes an empty file system of size bytes in image (an existing
+// file of ours) and returns its capacity for an unprivileged user.
+func mkfs(ctx context.Context, image string, size int64, opts CreateOptions) (int64, error) {
+	// Truncating makes a sparse file: no blocks until written. Down to 0
+	// first, so that nothing of an earlier try survives.
+	if err := os.Truncate(image, 0); err != nil {
+		return 0, err
+	}
+	if err := os.Truncate(image, size); err != nil {
+		return 0, err
+	}
+	if err := run(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-b", strconv.Itoa(blockSize), "-i", strconv.Itoa(inodeRatio),
+		"-E", fmt.Sprintf("root_owner=%d:%d", opts.UID, opts.GID), "--", image); err != nil {
+		return 0, err
+	}
+	sb, err := readSuperblock(image)
+	if err != nil {
+		return 0, err
+	}
+	return sb.freshCapacity(), nil
+}
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
+
+// superblock holds the fields of an ext4 superblock that capacity
+// depends on.
+type superblock struct {
+	blockSize              int64
+	blocks, reserved, free int64
+	clusterBits            uint32
+}
+
+// readSuperblock reads the primary superblock of the ext4 file system in
+// image (which must not be mounted, or the counts are stale).
+func readSuperblock(image string) (superblock, error) {
+	f, err := os.Open(image)
+	if err != nil {
+		return superblock{}, err
+	}
+	defer f.Close()
+	b := make([]byte, 1024)
+	if _, err := f.ReadAt(b, 1024); err != nil {
+		return superblock{}, fmt.Errorf("read the superblock of %s: %w", image, err)
+	}
+	le := binary.LittleEndian
+	if le.Uint16(b[0x38:]) != 0xEF53 {
+		return superblock{}, fmt.Errorf("%s holds no ext4 file system", image)
+	}
+	var sb superblock
+	sb.blockSize = 1024 << le.Uint32(b[0x18:])
+	sb.clusterBits = le.Uint32(b[0x1C:]) - le.Uint32(b[0x18:])
+	sb.blocks = int64(le.Uint32(b[0x04:]))
+	sb.reserved = int64(le.Uint32(b[0x08:]))
+	sb.free = int64(le.Uint32(b[0x0C:]))
+	const incompat64bit = 0x80
+	if le.Uint32(b[0x60:])&incompat64bit != 0 {
+		sb.blocks |= int64(le.Uint32(b[0x150:])) << 32
+		sb.reserved |= int64(le.Uint32(b[0x154:])) << 32
+		sb.free |= int64(le.Uint32(b[0x158:])) << 32
+	}
+	return sb, nil
+}
+
+// freshCapacity is the capacity (used plus available to an unprivileged
+// user, as statfs reports them) of a file system that holds nothing yet:
+// its free blocks, less the blocks reserved for root and the clusters the
+// kernel holds back for its own allocations (2% of the blocks, at most
+// 4096 clusters; ext4_calculate_resv_clusters). The few blocks of an empty
+// root directory and lost+found count as used, so this is a little low.
+func (sb superblock) freshCapacity() int64 {
+	resv := min((sb.blocks>>sb.clusterBits)/50, 4096) << sb.clusterBits
+	return max(0, sb.free-sb.reserved-resv) * sb.blockSize
+}
+
+// Provision gives dir a file system from image that offers at least
+// usable bytes to an unprivileged user: it creates the image when missing
+// (Create), mounts it (Mount), and grows it when it offers less (an image
+// made for a smaller quota, or one sized by its file rather than by what
+// it holds). It never shrinks an image. An existing image that is not
+// mounted yet also loses the blocks reserved for root (tune2fs -m 0),
+// which the user could never write.
+//
+// When Provision mounted the image itself, nothing can be using it, so it
+// grows offline (unmount, e2fsck and resize2fs, mount again), which needs
+// no CAP_SYS_RESOURCE; an image already mounted grows online. When growing
+// or tuning fails, dir is mounted all the same and the error wraps
+// ErrShort: the user has less room than asked, but has their files.
+func Provision(ctx context.Context, image, dir string, usable int64, c CreateOptions, m MountOptions) error {
+	if err := checkPath("image", image); err != nil {
+		return err
+	}
+	if err := checkPath("mount point", dir); err != nil {
+		return err
+	}
+	usable = max(usable, MinSize)
+	_, err := os.Stat(image)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := Create(ctx, image, usable, c); err != nil {
+			return err
+		}
+		return Mount(ctx, image, dir, m)
 	}
 	if err != nil {
-		return fmt.Errorf("create %s: %w", image, err)
+		return fmt.Errorf("provision %s: %w", image, err)
 	}
-	if err := run(ctx, "mkfs.ext4", "-q", "-F", "-m", "0",
-		"-E", fmt.Sprintf("root_owner=%d:%d", opts.UID, opts.GID), "--", image); err != nil {
-		return fmt.Errorf("create %s: %w", image, err)
+	pre, err := mountAt(dir)
+	if err != nil {
+		return fmt.Errorf("provision %s: %w", image, err)
+	}
+	var short []error
+	if pre == nil {
+		if err := untuned(ctx, image); err != nil {
+			short = append(short, err)
+		}
+	}
+	if err := Mount(ctx, image, dir, m); err != nil {
+		return err
+	}
+	// Each byte added brings a little less than a byte of capacity (inode
+	// tables and the kernel's reserve grow too), by a share that depends
+	// on how the image was made: grow by what is missing, and again by
+	// what is still missing, a few times.
+	for range 5 {
+		sp, err := Measure(dir)
+		if err != nil {
+			return err
+		}
+		if sp.Capacity >= usable {
+			break
+		}
+		fi, err := os.Stat(image)
+		if err != nil {
+			return fmt.Errorf("provision %s: %w", image, err)
+		}
+		missing := usable - sp.Capacity
+		target := roundUp(fi.Size()+missing+missing/32, 64<<10)
+		if err := regrow(ctx, image, dir, target, m, pre == nil); err != nil {
+			short = append(short, err)
+			break
+		}
+	}
+	if sp, err := Measure(dir); err == nil && sp.Capacity < usable {
+		short = append(short, fmt.Errorf("%d bytes usable, %d asked", sp.Capacity, usable))
+	}
+	if len(short) > 0 {
+		return fmt.Errorf("provision %s: %w: %w", image, ErrShort, errors.Join(short...))
+	}
+	return nil
+}
+
+// regrow grows image, mounted on dir, to size bytes: offline when allowed
+// (unmounting dir, which nothing must be using), online otherwise or when
+// the unmount fails. dir is mounted when it returns.
+func regrow(ctx context.Context, image, dir string, size int64, m MountOptions, offline bool) error {
+	if offline {
+		if err := Unmount(ctx, dir); err == nil {
+			gerr := Grow(ctx, image, "", size)
+			if err := Mount(ctx, image, dir, m); err != nil {
+				return errors.Join(gerr, err)
+			}
+			return gerr
+		}
+	}
+	return Grow(ctx, image, dir, size)
+}
+
+// untuned takes the root-reserved blocks out of image, unmounted: the
+// workspace's user, who is not root, could never write them. Images made
+// by Create have none; this is for those made otherwise.
+func untuned(ctx context.Context, image string) error {
+	sb, err := readSuperblock(image)
+	if err != nil {
+		return err
+	}
+	if sb.reserved == 0 {
+		return nil
+	}
+	idle, busy, err := idleLoops(image)
+	if err != nil {
+		return err
+	}
+	if busy {
+		return fmt.Errorf("tune %s: it is mounted elsewhere: %w", image, ErrBusy)
+	}
+	for _, dev := range idle { // a stale loop device would keep the old superblock
+		if err := detachLoop(ctx, dev, loopBacking(dev)); err != nil {
+			return fmt.Errorf("tune %s: %w", image, err)
+		}
+	}
+	if err := run(ctx, "tune2fs", "-m", "0", image); err != nil {
+		return fmt.Errorf("tune %s: %w", image, err)
 	}
 	return nil
 }
@@ -339,15 +606,45 @@ func Grow(ctx context.Context, image, dir string, newSize int64) error {
 	return nil
 }
 
-// Usage returns the bytes used and the total size of the file system
-// holding dir.
-func Usage(dir string) (used, total int64, err error) {
+// Space is the room on a file system as an unprivileged user sees it:
+// what the kernel lets them write, not what the device holds (ext4 keeps
+// its journal, inode tables and a reserve of its own out of reach).
+type Space struct {
+	// Capacity is Used plus Available: all the user can have.
+	Capacity int64 `json:"capacity"`
+	// Used is what the file system's files and directories take.
+	Used int64 `json:"used"`
+	// Available is what the user can still write (statfs f_bavail).
+	Available int64 `json:"available"`
+	// Inodes and FreeInodes count files; a file system without inodes
+	// left is as full as one without blocks.
+	Inodes     uint64 `json:"inodes"`
+	FreeInodes uint64 `json:"freeInodes"`
+}
+
+// Full reports whether writes fail for lack of room: less than FullBelow
+// available, or no inode left.
+func (s Space) Full() bool {
+	return s.Available < FullBelow || (s.Inodes > 0 && s.FreeInodes == 0)
+}
+
+// Measure returns the room on the file system holding dir.
+func Measure(dir string) (Space, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
-		return 0, 0, fmt.Errorf("usage of %s: %w", dir, err)
+		return Space{}, fmt.Errorf("usage of %s: %w", dir, err)
 	}
-	bs := int64(st.Bsize)
-	return (int64(st.Blocks) - int64(st.Bfree)) * bs, int64(st.Blocks) * bs, nil
+	bs := st.Frsize
+	if bs <= 0 {
+		bs = st.Bsize
+	}
+	s := Space{
+		Used:      int64(st.Blocks-st.Bfree) * bs,
+		Available: int64(st.Bavail) * bs,
+		Inodes:    st.Files, FreeInodes: st.Ffree,
+	}
+	s.Capacity = s.Used + s.Available
+	return s, nil
 }
 
 // mount is one line of /proc/self/mountinfo.

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -133,8 +135,8 @@ func TestQuota(t *testing.T) {
 	if err := syscall.Stat(image, &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Size != size || st.Blocks*512 >= size/2 {
-		t.Errorf("image: %d bytes, %d allocated; want %d bytes, sparse", st.Size, st.Blocks*512, size)
+	if st.Size <= size || st.Size > size*3/2 || st.Blocks*512 >= size/2 {
+		t.Errorf("image: %d bytes, %d allocated; want a little more than %d bytes (ext4's own), sparse", st.Size, st.Blocks*512, size)
 	}
 	if err := quota.Create(ctx, image, size, quota.CreateOptions{}); !errors.Is(err, quota.ErrExists) {
 		t.Fatalf("Create over an image = %v, want ErrExists", err)
@@ -175,13 +177,13 @@ func TestQuota(t *testing.T) {
 	if err := os.Chmod(home, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	used, total, err := quota.Usage(home)
+	sp, err := quota.Measure(home)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("fresh: used %d of %d", used, total)
-	if total > size || total < size/2 || used >= total {
-		t.Errorf("Usage = %d of %d for a %d image", used, total, size)
+	t.Logf("fresh: %+v", sp)
+	if sp.Capacity < size || sp.Capacity > size+size/50 || sp.Used >= 1<<20 || sp.Full() {
+		t.Errorf("Measure = %+v for %d usable bytes", sp, size)
 	}
 
 	// Random source data, so that a corrupted copy cannot pass.
@@ -231,10 +233,14 @@ func TestQuota(t *testing.T) {
 	if err := quota.Grow(ctx, image, home, size/2); !errors.Is(err, quota.ErrShrink) {
 		t.Errorf("Grow smaller = %v, want ErrShrink", err)
 	}
-	_, before, err := quota.Usage(home)
+	sp, err = quota.Measure(home)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !sp.Full() {
+		t.Errorf("after ENOSPC, Measure = %+v: not full", sp)
+	}
+	before := sp.Capacity
 	more := filepath.Join(home, "more")
 	writeMore := func() {
 		t.Helper()
@@ -258,9 +264,11 @@ func TestQuota(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, after, err = quota.Usage(home); err != nil {
+		sp, err := quota.Measure(home)
+		if err != nil {
 			t.Fatal(err)
 		}
+		after = sp.Capacity
 		if after <= before+size/2 {
 			t.Fatalf("total %d after growing online, %d before", after, before)
 		}
@@ -298,8 +306,8 @@ func TestQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	mountImage(t, ctx, image, home)
-	if _, total, err := quota.Usage(home); err != nil || total <= after+size/2 {
-		t.Errorf("total %d after growing offline, %d before (%v)", total, after, err)
+	if sp, err := quota.Measure(home); err != nil || sp.Capacity <= after+size/2 {
+		t.Errorf("capacity %d after growing offline, %d before (%v)", sp.Capacity, after, err)
 	}
 	if _, err := os.Stat(more); errors.Is(err, os.ErrNotExist) {
 		writeMore()
@@ -417,7 +425,221 @@ func TestLoopDevicesAreFreed(t *testing.T) {
 		t.Errorf("loop devices %v still serve the image after an offline Grow", devs)
 	}
 	mountImage(t, ctx, image, home)
-	if _, total, err := quota.Usage(home); err != nil || total < 24<<20 {
-		t.Errorf("total %d after growing to 32 MiB (%v)", total, err)
+	if sp, err := quota.Measure(home); err != nil || sp.Capacity < 24<<20 {
+		t.Errorf("capacity %d after growing to 32 MiB (%v)", sp.Capacity, err)
+	}
+}
+
+// TestCapacityIsTheQuota: the user of an image made for n bytes can write
+// n bytes (ext4's journal, inode tables and reserve come on top, not out
+// of them), and not much more; once "No space left on device" stops them,
+// Measure says full. Before, a 512 MiB image held 477 MiB, and its usage
+// read 93% when writes failed.
+func TestCapacityIsTheQuota(t *testing.T) {
+	needLoop(t)
+	ctx := testCtx(t)
+	tmp := t.TempDir()
+	for _, d := range []string{filepath.Dir(tmp), tmp} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		usable int64
+		fill   bool
+	}{
+		{quota.MinSize, false}, {64 << 20, true}, {100 << 20, false}, {512 << 20, true},
+		{1 << 30, false}, {3 << 30, false}, {10 << 30, false},
+	} {
+		name := strconv.FormatInt(c.usable>>20, 10) + "MiB"
+		t.Run(name, func(t *testing.T) {
+			image, home := filepath.Join(tmp, name+".img"), filepath.Join(tmp, name)
+			if err := quota.Create(ctx, image, c.usable, quota.CreateOptions{UID: testUID, GID: testGID}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.Remove(image) })
+			mountImage(t, ctx, image, home)
+			sp, err := quota.Measure(home)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fi, _ := os.Stat(image)
+			t.Logf("%d usable asked: image of %d bytes, capacity %d (+%.2f%%), %d inodes",
+				c.usable, fi.Size(), sp.Capacity, 100*float64(sp.Capacity-c.usable)/float64(c.usable), sp.Inodes)
+			if sp.Capacity < c.usable || sp.Capacity > c.usable+max(c.usable/100, 2<<20) {
+				t.Errorf("capacity %d for %d usable bytes asked", sp.Capacity, c.usable)
+			}
+			if want := uint64(c.usable / 8192); sp.Inodes < want*9/10 {
+				t.Errorf("%d inodes, want about one per 8 KiB (%d)", sp.Inodes, want)
+			}
+			if !c.fill {
+				return
+			}
+			fill := filepath.Join(home, "fill")
+			out, err := asUser(ctx, "dd", "if=/dev/zero", "of="+fill, "bs=1M", "conv=fsync")
+			if err == nil || !strings.Contains(out, "No space left on device") {
+				t.Fatalf("filling the home: %v %q, want No space left on device", err, out)
+			}
+			fi, err = os.Stat(fill)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full, err := quota.Measure(home)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("full after %d bytes written: %+v", fi.Size(), full)
+			if !full.Full() || full.Used < full.Capacity-quota.FullBelow || full.Capacity != sp.Capacity {
+				t.Errorf("after ENOSPC: %+v, want full, used within %d of the capacity %d", full, quota.FullBelow, sp.Capacity)
+			}
+			if fi.Size() < c.usable-quota.FullBelow-(1<<20) {
+				t.Errorf("the user wrote %d bytes before ENOSPC; %d were promised", fi.Size(), c.usable)
+			}
+		})
+	}
+}
+
+// TestFullOfInodes: a file system without a free inode is full, however
+// many blocks are free.
+func TestFullOfInodes(t *testing.T) {
+	needLoop(t)
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	image, home := filepath.Join(dir, "img"), filepath.Join(dir, "home")
+	if err := quota.Create(ctx, image, quota.MinSize, quota.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mountImage(t, ctx, image, home)
+	for i := 0; ; i++ {
+		f, err := os.Create(filepath.Join(home, "f"+strconv.Itoa(i)))
+		if err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+		f.Close()
+	}
+	sp, err := quota.Measure(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp.FreeInodes != 0 || sp.Available < quota.FullBelow || !sp.Full() {
+		t.Errorf("out of inodes: %+v, want full with blocks to spare", sp)
+	}
+}
+
+// TestProvision: a new home is created at its size; an existing image of
+// the older kind (sized by its file, with blocks reserved for root) gets
+// those blocks back and grows so that its user has what was asked,
+// keeping the files; a larger size grows it again; a smaller one leaves
+// it alone.
+func TestProvision(t *testing.T) {
+	needLoop(t)
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	image, home := filepath.Join(dir, "img"), filepath.Join(dir, "home")
+	mo := quota.MountOptions{NoSuid: true, NoDev: true}
+	unmount := func() {
+		t.Helper()
+		if err := quota.Unmount(ctx, home); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { quota.Unmount(context.Background(), home) })
+	capacity := func() int64 {
+		t.Helper()
+		sp, err := quota.Measure(home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sp.Capacity
+	}
+
+	// The older kind: mkfs of a 48 MiB file, 5% reserved for root.
+	const old = 48 << 20
+	if err := os.WriteFile(image, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(image, old); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-m", "5", image).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v %s", err, out)
+	}
+	mountImage(t, ctx, image, home)
+	was := capacity()
+	if err := os.WriteFile(filepath.Join(home, "keep"), []byte("still here"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the older kind: %d usable of a %d image", was, old)
+	if was >= old*95/100 {
+		t.Fatalf("the older kind already offers %d of %d", was, old)
+	}
+	unmount()
+
+	if err := quota.Provision(ctx, image, home, old, quota.CreateOptions{}, mo); err != nil {
+		t.Fatal(err)
+	}
+	if got := capacity(); got < old || got > old+old/20 {
+		t.Errorf("after Provision: %d usable, want %d", got, old)
+	}
+	if b, err := os.ReadFile(filepath.Join(home, "keep")); err != nil || string(b) != "still here" {
+		t.Errorf("a file after Provision: %q, %v", b, err)
+	}
+	if opts := mountOptions(t, home); !strings.Contains(opts, "nosuid") || !strings.Contains(opts, "nodev") {
+		t.Errorf("mount options %q", opts)
+	}
+	out, err := exec.CommandContext(ctx, "dumpe2fs", "-h", image).Output()
+	if err == nil && !regexp.MustCompile(`(?m)^Reserved block count:\s+0$`).Match(out) {
+		t.Errorf("blocks still reserved for root:\n%s", out)
+	}
+
+	// Again, mounted: nothing to do.
+	if err := quota.Provision(ctx, image, home, old, quota.CreateOptions{}, mo); err != nil {
+		t.Fatal(err)
+	}
+	if n := countMounts(t, home); n != 1 {
+		t.Errorf("%d mounts on %s", n, home)
+	}
+	// Unmounted, a larger size: grown offline.
+	unmount()
+	if err := quota.Provision(ctx, image, home, 2*old, quota.CreateOptions{}, mo); err != nil {
+		t.Fatal(err)
+	}
+	if got := capacity(); got < 2*old || got > 2*old+old/10 {
+		t.Errorf("after Provision of %d: %d usable", 2*old, got)
+	}
+	// A smaller size: unchanged.
+	fi, _ := os.Stat(image)
+	unmount()
+	if err := quota.Provision(ctx, image, home, old, quota.CreateOptions{}, mo); err != nil {
+		t.Fatal(err)
+	}
+	if fi2, _ := os.Stat(image); fi2.Size() != fi.Size() {
+		t.Errorf("Provision of a smaller size changed the image from %d to %d bytes", fi.Size(), fi2.Size())
+	}
+	// Mounted, a larger size: grown online where the kernel allows it,
+	// else mounted all the same and ErrShort.
+	err = quota.Provision(ctx, image, home, 3*old, quota.CreateOptions{}, mo)
+	if hasCapSysResource(t) {
+		if err != nil || capacity() < 3*old {
+			t.Errorf("online Provision of %d: %v, %d usable", 3*old, err, capacity())
+		}
+	} else if !errors.Is(err, quota.ErrShort) {
+		t.Errorf("online Provision without CAP_SYS_RESOURCE = %v, want ErrShort", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(home, "keep")); err != nil || string(b) != "still here" {
+		t.Errorf("a file at the end: %q, %v", b, err)
+	}
+
+	// A new image.
+	fresh, freshHome := filepath.Join(dir, "fresh.img"), filepath.Join(dir, "fresh")
+	if err := quota.Provision(ctx, fresh, freshHome, 40<<20, quota.CreateOptions{UID: testUID, GID: testGID}, mo); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { quota.Unmount(context.Background(), freshHome) })
+	if sp, err := quota.Measure(freshHome); err != nil || sp.Capacity < 40<<20 {
+		t.Errorf("a new image: %+v, %v", sp, err)
 	}
 }

@@ -31,6 +31,10 @@ type Config struct {
 	// MaxUserSeries bounds the users codehub_user_storage_bytes has a
 	// series for: the ones using most (default 100).
 	MaxUserSeries int
+	// StorageWarnPercent is the share of their storage a user has used
+	// when they are warned (StorageUsage.Warning; default 90, 100: only
+	// when full).
+	StorageWarnPercent int
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -62,6 +66,25 @@ type measured struct {
 	cpuPercent   float64
 	running      bool
 	storageKnown bool
+	// The home's capacity and free space when it is a file system of its
+	// own (0: unknown), and whether it is full.
+	capacity, available int64
+	full                bool
+	oomKills            int64
+}
+
+// oomCount is the OOM kill counter of a user's workspace when last read:
+// the counter starts at 0 with each start of the workspace.
+type oomCount struct {
+	workspace string
+	startedAt time.Time
+	kills     int64
+}
+
+// oomKills is what checkQuotas records: new kills in a user's workspace.
+type oomKills struct {
+	workspace  string
+	new, total int64
 }
 
 // Manager tracks usage and quotas. Safe for concurrent use.
@@ -74,6 +97,8 @@ type Manager struct {
 	latest   map[string]*measured // by user ID
 	exceeded map[string]bool      // "user/resource" over quota at the last sample
 	lastAt   time.Time            // the previous sample's time
+	oomSeen  map[string]oomCount  // by user ID
+	born     time.Time            // when this Manager was made
 }
 
 // New returns a Manager; Run samples and prunes until its context ends.
@@ -96,6 +121,9 @@ func New(cfg Config, d Deps, log hclog.Logger) *Manager {
 	if cfg.MaxUserSeries <= 0 {
 		cfg.MaxUserSeries = 100
 	}
+	if cfg.StorageWarnPercent <= 0 {
+		cfg.StorageWarnPercent = 90
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -108,7 +136,8 @@ func New(cfg Config, d Deps, log hclog.Logger) *Manager {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Manager{cfg: cfg, d: d, log: log, latest: map[string]*measured{}, exceeded: map[string]bool{}}
+	return &Manager{cfg: cfg, d: d, log: log, latest: map[string]*measured{}, exceeded: map[string]bool{},
+		oomSeen: map[string]oomCount{}, born: cfg.Now()}
 }
 
 // Run samples usage every interval and prunes old samples, until ctx ends.
@@ -242,6 +271,7 @@ func (m *Manager) TrackUsage(ctx context.Context) error {
 
 	results := m.askAgents(ctx, running)
 
+	kills := map[string]oomKills{}
 	m.mu.Lock()
 	for _, r := range results {
 		prev := m.latest[r.w.UserID]
@@ -253,6 +283,9 @@ func (m *Manager) TrackUsage(ctx context.Context) error {
 			u.cpuPercent = 100 * (u.cpuSeconds - prev.cpuSeconds) / u.at.Sub(prev.at).Seconds()
 		}
 		m.latest[r.w.UserID] = &u
+		if n := m.newOOMKills(r.w, u.oomKills); n > 0 {
+			kills[r.w.UserID] = oomKills{workspace: r.w.ID, new: n, total: u.oomKills}
+		}
 	}
 	for id, l := range m.latest {
 		s := perUser[id]
@@ -292,7 +325,7 @@ func (m *Manager) TrackUsage(ctx context.Context) error {
 	m.lastAt = now
 	m.mu.Unlock()
 
-	m.checkQuotas(ctx, perUser)
+	m.checkQuotas(ctx, perUser, kills)
 	m.setGauges(ctx, totals, states, storage)
 
 	if m.d.Store == nil {
@@ -331,23 +364,55 @@ func (m *Manager) askAgents(ctx context.Context, ws []*workspace.Workspace) []ag
 			}
 			out[i].ok = true
 			out[i].use = measured{at: m.cfg.Now(), storage: u.StorageBytes, memory: u.MemoryBytes,
-				cpuSeconds: u.CPUSeconds, running: true, storageKnown: true}
+				cpuSeconds: u.CPUSeconds, running: true, storageKnown: true,
+				capacity: u.StorageCapacityBytes, available: u.StorageAvailableBytes, full: u.StorageFull,
+				oomKills: u.OOMKills}
 		}()
 	}
 	wg.Wait()
 	return out
 }
 
+// newOOMKills returns how many of kills, the OOM kill counter of w just
+// read, are new since the last read; m.mu is held. A workspace that was
+// running before this Manager was made counts from now: its earlier kills
+// were another gateway's to record.
+func (m *Manager) newOOMKills(w *workspace.Workspace, kills int64) int64 {
+	prev, seen := m.oomSeen[w.UserID]
+	m.oomSeen[w.UserID] = oomCount{workspace: w.ID, startedAt: w.StartedAt, kills: kills}
+	switch {
+	case seen && prev.workspace == w.ID && prev.startedAt.Equal(w.StartedAt):
+		return max(0, kills-prev.kills)
+	case !seen && w.StartedAt.Before(m.born):
+		return 0
+	default: // started since: its counter began at 0
+		return kills
+	}
+}
+
+// storageOf is a user's storage from their last measure (or their sample
+// when there is none) against their quota.
+func (m *Manager) storageOf(l *measured, sampled, quota int64) StorageUsage {
+	if l == nil {
+		return StorageOf(sampled, quota, 0, 0, false, m.cfg.StorageWarnPercent)
+	}
+	return StorageOf(l.storage, quota, l.capacity, l.available, l.full, m.cfg.StorageWarnPercent)
+}
+
 // checkQuotas records security.quota_exceeded for storage and memory when
-// a user goes over, once per crossing (not every sample while over).
-func (m *Manager) checkQuotas(ctx context.Context, perUser map[string]*Sample) {
+// a user goes over (for storage: their home is full, writes fail), once
+// per crossing (not every sample while over), and for each sample that
+// saw processes of their workspace killed for lack of memory.
+func (m *Manager) checkQuotas(ctx context.Context, perUser map[string]*Sample, kills map[string]oomKills) {
 	for id, s := range perUser {
 		lim, err := m.d.Limits(ctx, id)
 		if err != nil {
 			continue
 		}
 		u := Usage{UserID: id}
-		u.Storage = StorageUsage{Used: s.StorageBytes, Limit: lim.StorageBytes}
+		m.mu.Lock()
+		u.Storage = m.storageOf(m.latest[id], s.StorageBytes, lim.StorageBytes)
+		m.mu.Unlock()
 		u.Memory = MemoryUsage{MB: float64(s.MemoryBytes) / (1 << 20), Limit: lim.MemoryMB}
 		for _, r := range []Resource{Storage, Memory} {
 			q := u.Quota(r)
@@ -364,14 +429,37 @@ func (m *Manager) checkQuotas(ctx context.Context, perUser map[string]*Sample) {
 				m.recordExceeded(ctx, id, q)
 			}
 		}
+		if k, ok := kills[id]; ok {
+			m.recordOOMKills(ctx, id, lim.MemoryMB, k)
+		}
 	}
 }
 
 func (m *Manager) recordExceeded(ctx context.Context, userID string, q QuotaStatus) {
+	md := map[string]any{"resource": string(q.Resource), "current": q.Current, "limit": q.Limit}
+	if q.Resource == Storage {
+		md["available"] = q.Available
+	}
+	m.d.Audit.Record(audit.FromContext(ctx, audit.Event{EventType: audit.QuotaExceeded, UserID: userID,
+		Status: audit.StatusFailure, Metadata: md}))
+	if m.d.Metrics != nil && m.d.Metrics.QuotaExceeded != nil {
+		m.d.Metrics.QuotaExceeded.WithLabelValues(string(q.Resource)).Inc()
+	}
+}
+
+// recordOOMKills records processes of a user's workspace killed for lack
+// of memory: one security.quota_exceeded event (resource memory) per
+// sample that saw any, saying how many.
+func (m *Manager) recordOOMKills(ctx context.Context, userID string, limitMB int, k oomKills) {
+	m.log.Info("processes of a workspace killed for lack of memory", "user", userID, "workspace", k.workspace, "kills", k.new)
 	m.d.Audit.Record(audit.FromContext(ctx, audit.Event{EventType: audit.QuotaExceeded, UserID: userID,
 		Status: audit.StatusFailure, Metadata: map[string]any{
-			"resource": string(q.Resource), "current": q.Current, "limit": q.Limit,
+			"resource": string(Memory), "oomKills": k.new, "oomKillsSinceStart": k.total,
+			"limit": limitMB, "workspaceId": k.workspace,
 		}}))
+	if m.d.Metrics != nil && m.d.Metrics.OOMKills != nil {
+		m.d.Metrics.OOMKills.Add(float64(k.new))
+	}
 }
 
 // setGauges updates the sampled metrics. The per-user storage series are
@@ -423,15 +511,18 @@ func (m *Manager) usage(ctx context.Context, userID string, sessions int, w *wor
 	if m.d.Connections != nil {
 		u.Connections.Current = m.d.Connections.OpenConnections(userID)
 	}
-	u.Storage.Limit, u.Memory.Limit, u.CPU.Limit = lim.StorageBytes, lim.MemoryMB, lim.CPUPercent
+	u.Memory.Limit, u.CPU.Limit = lim.MemoryMB, lim.CPUPercent
 	u.Running = w != nil && w.State == workspace.StateRunning
 	m.mu.Lock()
 	if l := m.latest[userID]; l != nil {
-		u.Storage.Used, u.SampledAt = l.storage, l.at
+		u.Storage, u.SampledAt = m.storageOf(l, 0, lim.StorageBytes), l.at
 		if u.Running && l.running {
 			u.Memory.MB = float64(l.memory) / (1 << 20)
+			u.Memory.OOMKills = l.oomKills
 			u.CPU.Percent = l.cpuPercent
 		}
+	} else {
+		u.Storage = m.storageOf(nil, 0, lim.StorageBytes)
 	}
 	m.mu.Unlock()
 	return u, nil
@@ -541,12 +632,12 @@ func (m *Manager) StoragePerUser(ctx context.Context) ([]UserStorage, error) {
 	out := make([]UserStorage, 0, len(m.latest))
 	for id, l := range m.latest {
 		if l.storageKnown {
-			out = append(out, UserStorage{UserID: id, Bytes: l.storage, At: l.at})
+			out = append(out, UserStorage{UserID: id, Bytes: l.storage, At: l.at, LimitBytes: l.capacity})
 		}
 	}
 	m.mu.Unlock()
 	for i := range out {
-		if lim, err := m.d.Limits(ctx, out[i].UserID); err == nil {
+		if lim, err := m.d.Limits(ctx, out[i].UserID); err == nil && out[i].LimitBytes == 0 {
 			out[i].LimitBytes = lim.StorageBytes
 		}
 	}
@@ -573,6 +664,7 @@ func (m *Manager) CleanupUserResources(ctx context.Context, userID string) error
 	for _, r := range All {
 		delete(m.exceeded, userID+"/"+string(r))
 	}
+	delete(m.oomSeen, userID)
 	m.mu.Unlock()
 	return errors.Join(errs...)
 }

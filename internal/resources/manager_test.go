@@ -501,3 +501,146 @@ func TestTrackUsageFailsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestStorageOf(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		name                             string
+		used, quota, capacity, available int64
+		full                             bool
+		want                             resources.StorageUsage
+	}{
+		// The case: writes fail at 477 MiB of 512; the file
+		// system's capacity is what counts, and it is full.
+		{"full before the quota", 477 * mib, 512 * mib, 478 * mib, mib, true,
+			resources.StorageUsage{Used: 477 * mib, Limit: 478 * mib, Available: mib, Percent: 100, Full: true, Warning: true}},
+		{"at the warning level", 461 * mib, 512 * mib, 512 * mib, 51 * mib, false,
+			resources.StorageUsage{Used: 461 * mib, Limit: 512 * mib, Available: 51 * mib, Percent: 90, Warning: true}},
+		{"below it", 460 * mib, 512 * mib, 512 * mib, 52 * mib, false,
+			resources.StorageUsage{Used: 460 * mib, Limit: 512 * mib, Available: 52 * mib, Percent: 89}},
+		{"almost all used, not full", 511 * mib, 512 * mib, 512 * mib, 4 * mib, false,
+			resources.StorageUsage{Used: 511 * mib, Limit: 512 * mib, Available: 4 * mib, Percent: 99, Warning: true}},
+		{"a directory, no capacity", 100 * mib, 512 * mib, 0, 0, false,
+			resources.StorageUsage{Used: 100 * mib, Limit: 512 * mib, Available: 412 * mib, Percent: 19}},
+		{"a directory over its quota", 600 * mib, 512 * mib, 0, 0, false,
+			resources.StorageUsage{Used: 600 * mib, Limit: 512 * mib, Percent: 100, Full: true, Warning: true}},
+		{"no quota", 100 * mib, 0, 0, 0, false, resources.StorageUsage{Used: 100 * mib}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := resources.StorageOf(c.used, c.quota, c.capacity, c.available, c.full, 90)
+			if got != c.want {
+				t.Errorf("StorageOf = %+v, want %+v", got, c.want)
+			}
+			u := resources.Usage{Storage: got}
+			q := u.Quota(resources.Storage)
+			if q.Exceeded != c.want.Full || q.Warning != c.want.Warning || (c.want.Limit > 0 && q.Available != float64(c.want.Available)) {
+				t.Errorf("Quota(storage) = %+v for %+v", q, got)
+			}
+		})
+	}
+}
+
+// TestFullHomeExceeded: a home whose file system is full is over its
+// quota, whatever share of the quota its files take, once per crossing;
+// the warning comes at 90% before.
+func TestFullHomeExceeded(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.world.login("alice")
+	const capacity = 1 << 30
+	at := func(used int64, full bool) agentapi.Usage {
+		return agentapi.Usage{StorageBytes: used, StorageLimitBytes: 1 << 30, StorageCapacityBytes: capacity,
+			StorageAvailableBytes: capacity - used, StorageFull: full}
+	}
+	f.world.run("ws-a", "alice", epoch, at(capacity/2, false))
+	f.track(t)
+	q, err := f.m.CheckQuota(ctx, "alice", resources.Storage)
+	if err != nil || q.Exceeded || q.Warning {
+		t.Fatalf("half full: %+v, %v", q, err)
+	}
+	f.clock.Advance(time.Minute)
+	f.world.set(func(w *world) { w.usage["ws-a"] = at(capacity*91/100, false) })
+	f.track(t)
+	if q, _ := f.m.CheckQuota(ctx, "alice", resources.Storage); q.Exceeded || !q.Warning {
+		t.Fatalf("91%% full: %+v, want a warning", q)
+	}
+	if ev := f.audit.of(audit.QuotaExceeded); len(ev) != 0 {
+		t.Fatalf("events before full: %+v", ev)
+	}
+	// Full with 1.5 MiB left: writes fail, so it is exceeded.
+	for range 3 {
+		f.clock.Advance(time.Minute)
+		f.world.set(func(w *world) { w.usage["ws-a"] = at(capacity-3<<19, true) })
+		f.track(t)
+	}
+	q, _ = f.m.CheckQuota(ctx, "alice", resources.Storage)
+	if !q.Exceeded || q.Available != 3<<19 || !q.Warning {
+		t.Errorf("full: %+v", q)
+	}
+	us, _ := f.m.UsageOf(ctx, []string{"alice"})
+	if s := us[0].Storage; s.Percent != 100 || !s.Full || s.Limit != capacity {
+		t.Errorf("full: storage %+v", s)
+	}
+	ev := f.audit.of(audit.QuotaExceeded)
+	if len(ev) != 1 || ev[0].Metadata["resource"] != "storage" || ev[0].Metadata["available"] != float64(3<<19) {
+		t.Fatalf("after three samples of a full home: %+v", ev)
+	}
+	if n := testutil.ToFloat64(f.metrics.QuotaExceeded.WithLabelValues("storage")); n != 1 {
+		t.Errorf("codehub_quota_exceeded_total{resource=storage} = %v", n)
+	}
+}
+
+// TestOOMKillsRecorded: processes killed for lack of memory are counted
+// from the workspace's counter, recorded once each (an event per sample
+// that saw new ones), and counted in the metric; a restart starts a new
+// count; kills before this gateway started are not recorded again.
+func TestOOMKillsRecorded(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.world.login("alice")
+	f.world.login("bob")
+	f.world.run("ws-a", "alice", epoch.Add(time.Second), agentapi.Usage{MemoryBytes: 100 << 20})
+	// Bob's ran before this gateway, with 5 kills then.
+	f.world.run("ws-b", "bob", epoch.Add(-time.Hour), agentapi.Usage{MemoryBytes: 100 << 20, OOMKills: 5})
+	f.clock.Advance(time.Minute)
+	f.track(t)
+	if ev := f.audit.of(audit.QuotaExceeded); len(ev) != 0 {
+		t.Fatalf("events without new kills: %+v", ev)
+	}
+	kills := func(id string, n int64) {
+		f.world.set(func(w *world) { u := w.usage[id]; u.OOMKills = n; w.usage[id] = u })
+		f.clock.Advance(time.Minute)
+		f.track(t)
+	}
+	kills("ws-a", 2)
+	kills("ws-a", 2)
+	kills("ws-a", 3)
+	kills("ws-b", 6)
+	ev := f.audit.of(audit.QuotaExceeded)
+	if len(ev) != 3 {
+		t.Fatalf("events: %+v", ev)
+	}
+	for i, want := range []struct {
+		user      string
+		new, seen float64
+	}{{"alice", 2, 2}, {"alice", 1, 3}, {"bob", 1, 6}} {
+		md := ev[i].Metadata
+		if ev[i].UserID != want.user || md["resource"] != "memory" || md["oomKills"] != int64(want.new) || md["oomKillsSinceStart"] != int64(want.seen) {
+			t.Errorf("event %d: %s %+v, want %+v", i, ev[i].UserID, md, want)
+		}
+	}
+	if n := testutil.ToFloat64(f.metrics.OOMKills); n != 4 {
+		t.Errorf("codehub_workspace_oom_kills_total = %v, want 4", n)
+	}
+	u, err := f.m.Usage(ctx, "alice")
+	if err != nil || u.Memory.OOMKills != 3 || u.Quota(resources.Memory).OOMKills != 3 {
+		t.Errorf("alice's memory: %+v, %v", u.Memory, err)
+	}
+	// A restart: its counter starts again.
+	f.world.run("ws-a", "alice", f.clock.Now(), agentapi.Usage{MemoryBytes: 100 << 20, OOMKills: 1})
+	f.clock.Advance(time.Minute)
+	f.track(t)
+	if ev := f.audit.of(audit.QuotaExceeded); len(ev) != 4 || ev[3].Metadata["oomKills"] != int64(1) {
+		t.Errorf("after a restart with one kill: %+v", ev)
+	}
+}

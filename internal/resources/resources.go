@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/codehub-dev/codehub/internal/agentapi"
@@ -72,10 +73,52 @@ type Usage struct {
 	SampledAt time.Time `json:"sampledAt,omitzero"`
 }
 
-// StorageUsage is in bytes.
+// StorageUsage is in bytes, as the user experiences it (see StorageOf).
 type StorageUsage struct {
-	Used  int64 `json:"used"`
+	Used int64 `json:"used"`
+	// Limit is what the user can have: the capacity of their home's file
+	// system when it was measured (used + what they can still write),
+	// else their quota.
 	Limit int64 `json:"limit"`
+	// Available is what they can still write.
+	Available int64 `json:"available"`
+	// Percent of Limit used, rounded down, and 100 only when Full.
+	Percent float64 `json:"percent"`
+	// Full says that writes fail for lack of room ("No space left on
+	// device").
+	Full bool `json:"full"`
+	// Warning is set from the warning level on (Config.StorageWarnPercent)
+	// and when full: time to free some space.
+	Warning bool `json:"warning"`
+}
+
+// StorageOf builds a user's storage from what their agent measured (used
+// bytes; capacity and available when the home is a file system of its
+// own, 0 otherwise; full when writes fail) and their quota, with a warning
+// from warnPercent of the limit on (0: only when full).
+func StorageOf(used, quota, capacity, available int64, full bool, warnPercent int) StorageUsage {
+	s := StorageUsage{Used: used, Limit: quota}
+	switch {
+	case capacity > 0:
+		s.Limit, s.Available, s.Full = capacity, available, full
+	case quota > 0:
+		s.Available = max(0, quota-used)
+		s.Full = used >= quota
+	}
+	if s.Limit <= 0 {
+		return s
+	}
+	s.Percent = 100
+	if !s.Full {
+		s.Percent = min(99, math.Floor(100*float64(s.Used)/float64(s.Limit)))
+	}
+	s.Warning = s.Full || (warnPercent > 0 && s.Percent >= float64(warnPercent))
+	return s
+}
+
+// StorageOfAgent is StorageOf from an agent's report.
+func StorageOfAgent(u agentapi.Usage, quota int64, warnPercent int) StorageUsage {
+	return StorageOf(u.StorageBytes, quota, u.StorageCapacityBytes, u.StorageAvailableBytes, u.StorageFull, warnPercent)
 }
 
 // SessionUsage counts live sessions.
@@ -101,6 +144,10 @@ type CPUUsage struct {
 type MemoryUsage struct {
 	MB    float64 `json:"mb"`
 	Limit int     `json:"limit"`
+	// OOMKills counts the workspace's processes the kernel killed for
+	// lack of memory since it started (where the orchestrator counts
+	// them: the local one does).
+	OOMKills int64 `json:"oomKills"`
 }
 
 // QuotaStatus is one quota of one user: the design's QuotaStatus. Current,
@@ -114,6 +161,11 @@ type QuotaStatus struct {
 	Available float64  `json:"available"`
 	Exceeded  bool     `json:"exceeded"`
 	Unlimited bool     `json:"unlimited,omitempty"`
+	// Warning (storage) says the home is nearly or quite full.
+	Warning bool `json:"warning,omitempty"`
+	// OOMKills (memory) counts processes killed for lack of memory since
+	// the workspace started.
+	OOMKills int64 `json:"oomKills,omitempty"`
 }
 
 // Quota returns the status of resource r in u.
@@ -132,12 +184,20 @@ func (u *Usage) Quota(r Resource) QuotaStatus {
 		cur, lim = u.CPU.Percent, float64(u.CPU.Limit)
 	}
 	q := QuotaStatus{Resource: r, Current: cur, Limit: lim}
+	if r == Memory {
+		q.OOMKills = u.Memory.OOMKills
+	}
 	if lim <= 0 {
 		q.Unlimited = true
 		return q
 	}
 	q.Available = max(0, lim-cur)
 	q.Exceeded = cur >= lim
+	if r == Storage {
+		// Full is what the kernel says: writes fail before the last
+		// bytes of a file system are used.
+		q.Available, q.Exceeded, q.Warning = float64(u.Storage.Available), u.Storage.Full, u.Storage.Warning
+	}
 	return q
 }
 

@@ -22,20 +22,18 @@ type queries struct {
 	RecordMigration       string
 
 	// Users.
-	CreateUser           string
-	GetUserByID          string
-	GetUserByIDForUpdate string
-	GetUserByUsername    string
-	GetUserByEmail       string
-	ListUsers            string
-	CountUsersMatching   string
-	UpdateUser           string
-	DeleteUser           string
-	CountUsers           string
-	SetUserLockout       string
-	RecordUserSuccess    string
-	LockUser             string
-	UnlockUser           string
+	CreateUser         string
+	GetUserByID        string
+	GetUserByUsername  string
+	GetUserByEmail     string
+	ListUsers          string
+	CountUsersMatching string
+	UpdateUser         string
+	DeleteUser         string
+	CountUsers         string
+	RecordUserSuccess  string
+	LockUser           string
+	UnlockUser         string
 
 	// Revocation events.
 	LockRevocations   string
@@ -95,6 +93,19 @@ type queries struct {
 	// Audit checkpoints.
 	InsertAuditCheckpoint string
 	AuditCheckpoints      string
+
+	// Sign-in lockout.
+	InsertLockoutKey         string
+	GetLockoutKey            string
+	GetLoginFailures         string
+	EnsureLoginFailure       string
+	GetLoginFailureForUpdate string
+	SetLoginFailure          string
+	CountFailingClients      string
+	DeleteLoginFailure       string
+	ListLoginFailures        string
+	ClearLoginFailures       string
+	PruneLoginFailures       string
 }
 
 // loadQueries reads queries/<driver>.sql from fsys and fills every field

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/lockout"
+	"github.com/codehub-dev/codehub/internal/lockout/lockouttest"
 	"github.com/codehub-dev/codehub/internal/session"
 	"github.com/codehub-dev/codehub/internal/session/storetest"
 	"github.com/codehub-dev/codehub/internal/testenv"
@@ -80,7 +82,7 @@ func redactDSN(dsn string) string {
 }
 
 // postgresAdmin connects to the test server, or skips (fails) t.
-func postgresAdmin(t *testing.T) *sql.DB {
+func postgresAdmin(t testing.TB) *sql.DB {
 	t.Helper()
 	testenv.SkipShort(t)
 	admin := adminDSN()
@@ -99,7 +101,7 @@ func postgresAdmin(t *testing.T) *sql.DB {
 
 // postgresDSN creates a database of its own for t, dropped when t ends,
 // and returns its DSN.
-func postgresDSN(t *testing.T) string {
+func postgresDSN(t testing.TB) string {
 	t.Helper()
 	db := postgresAdmin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -494,8 +496,57 @@ func TestUserIDs(t *testing.T) {
 				if _, err := users.Get(ctx, id); !errors.Is(err, user.ErrNotFound) {
 					t.Fatalf("Get(%q): err = %v, want ErrNotFound", id, err)
 				}
-				if _, err := users.RecordFailure(ctx, id, time.Now(), user.LockPolicy{MaxFailures: 1}); !errors.Is(err, user.ErrNotFound) {
-					t.Fatalf("RecordFailure(%q): err = %v, want ErrNotFound", id, err)
+				if err := users.Lock(ctx, id, time.Now().Add(time.Hour)); !errors.Is(err, user.ErrNotFound) {
+					t.Fatalf("Lock(%q): err = %v, want ErrNotFound", id, err)
+				}
+			}
+		})
+	}
+}
+
+func TestLockoutStoreContract(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			b.need(t)
+			lockouttest.Run(t, func(t *testing.T) lockout.Store {
+				return mustOpen(t, b.config(t)).Lockout()
+			})
+		})
+	}
+}
+
+// BenchmarkLockoutFailure is what a failed sign-in adds to its argon2
+// verification: reading the name's and client's state, then recording the
+// failure (a transaction that locks the name).
+func BenchmarkLockoutFailure(b *testing.B) {
+	for _, be := range backends() {
+		b.Run(be.name, func(b *testing.B) {
+			var cfg Config
+			switch be.name {
+			case DriverSQLite:
+				cfg = Config{Driver: DriverSQLite, Path: filepath.Join(b.TempDir(), "codehub.db")}
+			default:
+				cfg = Config{Driver: DriverPostgres, DSN: postgresDSN(b)}
+			}
+			db, err := Open(context.Background(), cfg, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			st := db.Lockout()
+			p := lockout.Policy{MaxFailures: 5, BaseLock: time.Minute, MaxLock: time.Hour, ResetAfter: 24 * time.Hour,
+				NameClients: 10, NameWindow: time.Hour, NameLock: 15 * time.Minute}
+			ctx := context.Background()
+			now := time.Now()
+			b.ResetTimer()
+			for i := range b.N {
+				name, client := fmt.Sprintf("name-%d", i%1000), fmt.Sprintf("192.0.2.%d", i%200)
+				if _, _, err := st.Get(ctx, name, client); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := st.RecordFailure(ctx, name, client, now, p); err != nil {
+					b.Fatal(err)
 				}
 			}
 		})

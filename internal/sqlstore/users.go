@@ -228,46 +228,6 @@ func (s *userStore) Count(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// RecordFailure implements user.Store. It reads and writes the count in
-// one transaction holding the row (PostgreSQL) or the database (SQLite)
-// lock, so concurrent failures, from any gateway, are all counted. A
-// MaxFailures of 0 or less counts without ever locking.
-func (s *userStore) RecordFailure(ctx context.Context, id string, now time.Time, p user.LockPolicy) (*user.User, error) {
-	id, ok := canonicalID(id)
-	if !ok {
-		return nil, user.ErrNotFound
-	}
-	var out *user.User
-	err := s.db.inTx(ctx, func(tx *sql.Tx) error {
-		u, err := scanUser(tx.QueryRowContext(ctx, s.db.q.GetUserByIDForUpdate, id))
-		if errors.Is(err, sql.ErrNoRows) {
-			return user.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		u.FailedLogins++
-		if p.MaxFailures > 0 && u.FailedLogins >= p.MaxFailures {
-			u.LockedUntil = dbTime(now.Add(p.LockDuration(u.LockCount)))
-			u.LockCount++
-			u.FailedLogins = 0
-		}
-		if _, err := tx.ExecContext(ctx, s.db.q.SetUserLockout, id, u.FailedLogins,
-			s.db.dialect.timeArg(u.LockedUntil), u.LockCount); err != nil {
-			return err
-		}
-		out = u
-		return nil
-	})
-	if errors.Is(err, user.ErrNotFound) {
-		return nil, err
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: record failure: %w", err)
-	}
-	return out, nil
-}
-
 // RecordSuccess implements user.Store. A lock still running is left as it
 // is: the caller refuses sign-ins while locked.
 func (s *userStore) RecordSuccess(ctx context.Context, id string, now time.Time) error {

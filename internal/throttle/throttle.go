@@ -2,6 +2,11 @@
 // client address and one shared by all, so that neither a single address nor
 // many addresses together can guess passwords quickly. Only failures cost a
 // token: a person who types the right password is never slowed down.
+//
+// The shared bucket slows attackers without refusing everyone: when it is
+// empty, an address that has not failed lately (its own bucket is full)
+// still gets its attempt, so an attack from elsewhere never keeps the
+// real user out; an address that has failed waits.
 package throttle
 
 import (
@@ -79,19 +84,27 @@ func New(cfg Config) *Limiter {
 	}
 }
 
-// Attempt is one login attempt holding a token of each bucket.
+// Attempt is one login attempt holding a token of its address's bucket,
+// and of the global bucket when it had one. A nil Attempt (an attempt
+// the throttle does not apply to) does nothing.
 type Attempt struct {
-	l   *Limiter
-	key netip.Prefix
+	l      *Limiter
+	key    netip.Prefix
+	global bool // took a global token
 }
 
 // Succeeded returns the tokens: a correct password costs nothing.
 func (a *Attempt) Succeeded() {
+	if a == nil {
+		return
+	}
 	l := a.l
 	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.global.give(now, l.cfg.GlobalBurst, l.cfg.GlobalInterval)
+	if a.global {
+		l.global.give(now, l.cfg.GlobalBurst, l.cfg.GlobalInterval)
+	}
 	if b, ok := l.perAddr[a.key]; ok {
 		b.give(now, l.cfg.PerAddressBurst, l.cfg.PerAddressInterval)
 	}
@@ -101,23 +114,29 @@ func (a *Attempt) Succeeded() {
 func (a *Attempt) Failed() {}
 
 // Begin takes a token from the address's bucket and from the global one.
-// When either is empty it takes none and returns nil and how long to wait
-// before trying again.
+// When the address's bucket is empty it takes none and returns nil and
+// how long to wait before trying again. When only the global bucket is
+// empty, an address whose own bucket is full (no failure lately) goes on
+// all the same: the global bucket slows addresses that fail, and never
+// refuses the first attempt of one that has not.
 func (l *Limiter) Begin(addr netip.Addr) (*Attempt, time.Duration) {
 	now := l.cfg.Now()
 	key := addrKey(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.bucketLocked(key, now)
+	b.refill(now, l.cfg.PerAddressBurst, l.cfg.PerAddressInterval)
+	clean := b.tokens >= float64(l.cfg.PerAddressBurst)
 	wait := b.take(now, l.cfg.PerAddressBurst, l.cfg.PerAddressInterval)
 	if wait > 0 {
 		return nil, roundUp(wait)
 	}
-	if gw := l.global.take(now, l.cfg.GlobalBurst, l.cfg.GlobalInterval); gw > 0 {
+	gw := l.global.take(now, l.cfg.GlobalBurst, l.cfg.GlobalInterval)
+	if gw > 0 && !clean {
 		b.give(now, l.cfg.PerAddressBurst, l.cfg.PerAddressInterval)
 		return nil, roundUp(gw)
 	}
-	return &Attempt{l: l, key: key}, 0
+	return &Attempt{l: l, key: key, global: gw == 0}, 0
 }
 
 func roundUp(d time.Duration) time.Duration {

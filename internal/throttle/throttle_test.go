@@ -77,10 +77,39 @@ func TestGlobal(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		fail(t, l, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}))
 	}
-	// ...so a sixth, fresh address must wait too.
-	refused(t, l, netip.MustParseAddr("203.0.113.9"))
+	// ...so an address that has failed must wait, however few tokens it
+	// spent of its own bucket.
+	refused(t, l, netip.AddrFrom4([4]byte{198, 51, 100, 1}))
 	clock.Advance(10 * time.Second)
-	fail(t, l, netip.MustParseAddr("203.0.113.9"))
+	fail(t, l, netip.AddrFrom4([4]byte{198, 51, 100, 1}))
+}
+
+// An attack that empties the global bucket must not refuse the real user:
+// an address that has not failed lately gets its attempt, and a right
+// password gives its token back, so it can sign in again and again.
+func TestGlobalEmptyStillLetsCleanAddresses(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	l := newLimiter(clock)
+	for i := 1; i <= 5; i++ {
+		fail(t, l, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}))
+	}
+	refused(t, l, netip.AddrFrom4([4]byte{198, 51, 100, 2}))
+	user := netip.MustParseAddr("203.0.113.9")
+	for i := range 10 {
+		at, wait := l.Begin(user)
+		if at == nil {
+			t.Fatalf("sign-in %d from a clean address refused (wait %v) while the global bucket is empty", i, wait)
+		}
+		clock.Advance(100 * time.Millisecond)
+		at.Succeeded()
+	}
+	// The giving back did not refill the global bucket for the attackers.
+	refused(t, l, netip.AddrFrom4([4]byte{198, 51, 100, 3}))
+	// A clean address that fails while the global bucket is empty has
+	// had its one try: it waits like the others.
+	mallory := netip.MustParseAddr("203.0.113.66")
+	fail(t, l, mallory)
+	refused(t, l, mallory)
 }
 
 func TestSuccessCostsNothing(t *testing.T) {

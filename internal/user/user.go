@@ -44,9 +44,11 @@ type User struct {
 	// Metadata is free-form data about the user (display name, team...).
 	Metadata map[string]any `json:"metadata,omitempty"`
 
-	// Lockout state: failed attempts since the last success or lock, the
-	// end of the current lock, and how many locks in a row (each doubles
-	// the next one's length).
+	// LockedUntil ends an administrator's lock of the account. Failed
+	// sign-ins do not lock accounts: they lock a sign-in name from one
+	// client (internal/lockout). FailedLogins and LockCount are columns
+	// of the users table that sign-ins no longer write; RecordSuccess
+	// and Unlock still zero them.
 	FailedLogins int       `json:"failedLogins"`
 	LockedUntil  time.Time `json:"lockedUntil,omitzero"`
 	LockCount    int       `json:"lockCount"`
@@ -114,24 +116,6 @@ type ListOptions struct {
 	Offset, Limit int
 }
 
-// LockPolicy says when failed sign-ins lock an account, and for how long.
-type LockPolicy struct {
-	// MaxFailures failed attempts in a row lock the account.
-	MaxFailures int
-	// BaseLock is the first lock's length; each further lock in a row
-	// doubles it, up to MaxLock.
-	BaseLock, MaxLock time.Duration
-}
-
-// LockDuration is the length of lock number n (0-based) in a row.
-func (p LockPolicy) LockDuration(n int) time.Duration {
-	d := p.BaseLock
-	for i := 0; i < n && d < p.MaxLock; i++ {
-		d *= 2
-	}
-	return min(d, p.MaxLock)
-}
-
 // Invite lets one person register (registration "invite").
 type Invite struct {
 	// TokenHash is the SHA-256 (base64url) of the invite token; the token
@@ -164,22 +148,17 @@ type Store interface {
 	List(ctx context.Context, opts ListOptions) ([]*User, int, error)
 	// Update stores u's account fields (username, email, password hash,
 	// roles, active, metadata, UpdatedAt, which the caller sets), matched
-	// by ID. The sign-in state (failed logins, lock, LastLogin) and
-	// CreatedAt are left as stored: only RecordFailure, RecordSuccess,
-	// Lock and Unlock change them, atomically, so an edit cannot undo a
-	// concurrent failed sign-in. ErrNotFound if missing, ErrConflict if
-	// the new username or email is taken.
+	// by ID. The sign-in state (lock, LastLogin) and CreatedAt are left
+	// as stored: only RecordSuccess, Lock and Unlock change them,
+	// atomically, so an edit cannot undo a concurrent lock or sign-in.
+	// ErrNotFound if missing, ErrConflict if the new username or email
+	// is taken.
 	Update(ctx context.Context, u *User) error
 	// Delete removes the user; ErrNotFound if missing.
 	Delete(ctx context.Context, id string) error
 	// Count returns the number of users.
 	Count(ctx context.Context) (int, error)
 
-	// RecordFailure counts one failed sign-in, atomically even across
-	// gateways. When the count reaches p.MaxFailures the account is
-	// locked until now + p.LockDuration(LockCount), LockCount grows by one
-	// and the count restarts. It returns the user as stored afterwards.
-	RecordFailure(ctx context.Context, id string, now time.Time, p LockPolicy) (*User, error)
 	// RecordSuccess clears the failure count and lock history and sets
 	// LastLogin to now.
 	RecordSuccess(ctx context.Context, id string, now time.Time) error

@@ -1,6 +1,5 @@
-// Against a real dev Vault (VAULT_ADDR, VAULT_TOKEN): see the setup at
-// the top of helpers_test.go (vault auth enable approle; vault secrets
-// enable database).
+// Against a real dev Vault (VAULT_ADDR, VAULT_TOKEN): see the top of
+// helpers_test.go.
 
 package vault
 
@@ -48,7 +47,7 @@ func TestLogin(t *testing.T) {
 	for name, auth := range map[string]Auth{
 		"token":      {Method: MethodToken, Token: tok},
 		"root token": {Token: env.Token},
-		"approle":    appRole(t, root, r),
+		"approle":    appRole(t, env, r),
 		"jwt":        jwtRole(t, env, r),
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -79,13 +78,13 @@ func TestLogin(t *testing.T) {
 func TestLoginFails(t *testing.T) {
 	t.Parallel()
 	env := fakevault.Target(t)
-	root := env.Client(t)
-	good := appRole(t, root, tokenRole{policies: []string{"default"}, ttl: time.Minute})
+	good := appRole(t, env, tokenRole{policies: []string{"default"}, ttl: time.Minute})
 
 	wrong := good
 	wrong.SecretIDFile = writeFile(t, "wrong", "not-the-secret-id")
 	missing := good
 	missing.SecretIDFile = "/nonexistent/secret-id"
+	jwtMount := env.MountAuth(t, "jwt")
 	for name, tc := range map[string]struct {
 		auth   Auth
 		status int
@@ -93,7 +92,7 @@ func TestLoginFails(t *testing.T) {
 		"wrong secret id":   {wrong, http.StatusBadRequest},
 		"missing file":      {missing, 0},
 		"unknown token":     {Auth{Token: "hvs.unknown"}, http.StatusForbidden},
-		"jwt of wrong role": {Auth{Method: MethodJWT, Role: "nonexistent", JWTFile: writeFile(t, "jwt", "x.y.z")}, http.StatusBadRequest},
+		"jwt of wrong role": {Auth{Method: MethodJWT, Role: "nonexistent", Mount: jwtMount, JWTFile: writeFile(t, "jwt", "x.y.z")}, http.StatusBadRequest},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := New(context.Background(), Config{Address: env.Addr, Auth: tc.auth, MaxRetries: -1}, testenv.Logger(t))
@@ -118,7 +117,7 @@ func TestRenewal(t *testing.T) {
 	root := env.Client(t)
 	for name, auth := range map[string]func(t *testing.T) Auth{
 		"approle": func(t *testing.T) Auth {
-			return appRole(t, root, tokenRole{policies: []string{"default"}, ttl: 2 * time.Second, maxTTL: time.Hour})
+			return appRole(t, env, tokenRole{policies: []string{"default"}, ttl: 2 * time.Second, maxTTL: time.Hour})
 		},
 		"token": func(t *testing.T) Auth {
 			return Auth{Token: mustWrite(t, root, "auth/token/create", map[string]any{
@@ -156,13 +155,12 @@ func TestRenewal(t *testing.T) {
 func TestRelogin(t *testing.T) {
 	t.Parallel()
 	env := fakevault.Target(t)
-	root := env.Client(t)
 	capped := tokenRole{policies: []string{"default"}, ttl: 2 * time.Second, maxTTL: 3 * time.Second}
 	batch := tokenRole{policies: []string{"default"}, ttl: 3 * time.Second, batch: true}
 	for name, auth := range map[string]Auth{
-		"approle max ttl":     appRole(t, root, capped),
+		"approle max ttl":     appRole(t, env, capped),
 		"jwt max ttl":         jwtRole(t, env, capped),
-		"approle batch token": appRole(t, root, batch),
+		"approle batch token": appRole(t, env, batch),
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -189,7 +187,7 @@ func TestReloginAfterOutage(t *testing.T) {
 	env := fakevault.Target(t)
 	env.NeedFake(t, "makes Vault unreachable")
 	root := env.Client(t)
-	c := newClient(t, env, appRole(t, root, tokenRole{policies: []string{"default"}, ttl: 2 * time.Second, maxTTL: time.Hour}))
+	c := newClient(t, env, appRole(t, env, tokenRole{policies: []string{"default"}, ttl: 2 * time.Second, maxTTL: time.Hour}))
 	first := c.API().Token()
 
 	env.Fake.Down()

@@ -200,7 +200,9 @@ func (d *DBCredentials) fetch(ctx context.Context) (*dbLease, error) {
 		return nil, fmt.Errorf("vault: database credentials from %s: %w", path, err)
 	}
 	if sec == nil {
-		return nil, fmt.Errorf("vault: database credentials from %s: no such role", path)
+		// Vault answers 404 where no engine is mounted; an unknown role
+		// of a mounted engine is a 400, an error above.
+		return nil, fmt.Errorf("vault: database credentials from %s: not found (is the database secrets engine mounted at %s?)", path, d.cfg.Mount)
 	}
 	user, _ := sec.Data["username"].(string)
 	password, _ := sec.Data["password"].(string)

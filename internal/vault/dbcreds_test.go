@@ -1,6 +1,5 @@
-// Against a real dev Vault (VAULT_ADDR, VAULT_TOKEN): see the setup at
-// the top of helpers_test.go (vault auth enable approle; vault secrets
-// enable database).
+// Against a real dev Vault (VAULT_ADDR, VAULT_TOKEN): see the top of
+// helpers_test.go.
 
 package vault
 
@@ -25,6 +24,7 @@ type dbSetup struct {
 	env   *fakevault.Env
 	db    *fakevault.TestDatabase
 	front *fakevault.PasswordFront
+	mount string // the database engine's, the test's own
 	role  string
 	pol   string // allows the role's credentials
 }
@@ -37,9 +37,10 @@ func newDBSetup(t *testing.T, ttl, maxTTL time.Duration) *dbSetup {
 	s := &dbSetup{db: fakevault.NewTestDatabase(t)}
 	s.env = fakevault.Target(t)
 	root := s.env.Client(t)
+	s.mount = s.env.Mount(t, "database")
 	s.role = unique("codehub")
-	s.db.Configure(t, root, DefaultDatabaseMount, s.role, ttl, maxTTL)
-	s.pol = policy(t, root, DefaultDatabaseMount+"/creds/"+s.role)
+	s.db.Configure(t, root, s.mount, s.role, ttl, maxTTL)
+	s.pol = policy(t, root, s.mount+"/creds/"+s.role)
 	s.front = fakevault.StartPasswordFront(t, fakevault.PostgresAdminDSN())
 	return s
 }
@@ -155,8 +156,15 @@ func TestDBConfigErrors(t *testing.T) {
 			t.Errorf("%s: NewDBCredentials succeeded", name)
 		}
 	}
-	if _, err := NewDBCredentials(context.Background(), c, DBConfig{Role: unique("nonexistent")}, nil); err == nil {
+	mount := env.Mount(t, "database")
+	if _, err := NewDBCredentials(context.Background(), c, DBConfig{Mount: mount, Role: unique("nonexistent")}, nil); err == nil {
 		t.Error("NewDBCredentials of an unknown role succeeded")
+	}
+	// Where no engine is mounted, Vault answers 404, which vault/api
+	// reads as nothing there: the error says where it looked.
+	_, err := NewDBCredentials(context.Background(), c, DBConfig{Role: "codehub", Mount: "nonexistent-" + mount}, nil)
+	if err == nil || !strings.Contains(err.Error(), "nonexistent-"+mount) || !strings.Contains(err.Error(), "mounted") {
+		t.Errorf("NewDBCredentials with no engine mounted = %v, want an error naming the mount", err)
 	}
 }
 
@@ -168,12 +176,13 @@ func TestDBConfigErrors(t *testing.T) {
 func TestDBCredentialsRotation(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	// Leases of 8s, renewed at about 2/3 of that, up to 10s; credentials
-	// replaced with 600ms (and a second of slack) left.
-	s := newDBSetup(t, 8*time.Second, 10*time.Second)
-	root := s.env.Client(t)
-	c := newClient(t, s.env, appRole(t, root, tokenRole{policies: []string{s.pol}, ttl: time.Hour, maxTTL: 2 * time.Hour}))
-	creds := newDBCredentials(t, c, DBConfig{Role: s.role, ConnMaxLifetime: 300 * time.Millisecond})
+	// Leases of 15s, renewed at about 2/3 of that, up to 20s; credentials
+	// replaced with 600ms (and a second of slack) left. Shorter leases
+	// could end, on a loaded machine, while the store still applies its
+	// migrations as the first user.
+	s := newDBSetup(t, 15*time.Second, 20*time.Second)
+	c := newClient(t, s.env, appRole(t, s.env, tokenRole{policies: []string{s.pol}, ttl: time.Hour, maxTTL: 2 * time.Hour}))
+	creds := newDBCredentials(t, c, DBConfig{Mount: s.mount, Role: s.role, ConnMaxLifetime: 300 * time.Millisecond})
 	if got := creds.ConnMaxLifetime(); got != 300*time.Millisecond {
 		t.Errorf("ConnMaxLifetime = %s, want the configured 300ms", got)
 	}
@@ -184,7 +193,7 @@ func TestDBCredentialsRotation(t *testing.T) {
 		t.Errorf("user %q is not one Vault made", user1)
 	}
 	exp1 := creds.ExpiresAt()
-	if !exp1.After(time.Now()) || exp1.After(time.Now().Add(8*time.Second)) {
+	if !exp1.After(time.Now()) || exp1.After(time.Now().Add(15*time.Second)) {
 		t.Errorf("ExpiresAt = %s, want within the lease", exp1)
 	}
 	pinned, err := db.SQL().Conn(ctx)
@@ -241,9 +250,8 @@ func TestDBCredentialsTokenRelogin(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := newDBSetup(t, 30*time.Second, time.Minute)
-	root := s.env.Client(t)
-	c := newClient(t, s.env, appRole(t, root, tokenRole{policies: []string{s.pol}, ttl: 3 * time.Second, maxTTL: 4 * time.Second}))
-	creds := newDBCredentials(t, c, DBConfig{Role: s.role, ConnMaxLifetime: 500 * time.Millisecond})
+	c := newClient(t, s.env, appRole(t, s.env, tokenRole{policies: []string{s.pol}, ttl: 3 * time.Second, maxTTL: 4 * time.Second}))
+	creds := newDBCredentials(t, c, DBConfig{Mount: s.mount, Role: s.role, ConnMaxLifetime: 500 * time.Millisecond})
 	db := s.open(t, creds)
 	user1, tok1 := creds.User(), c.API().Token()
 	if !creds.ExpiresAt().Before(time.Now().Add(5 * time.Second)) {
@@ -270,9 +278,8 @@ func TestDBCredentialsVaultDown(t *testing.T) {
 	ctx := context.Background()
 	s := newDBSetup(t, 3*time.Second, 3*time.Second)
 	s.env.NeedFake(t, "makes Vault unreachable")
-	root := s.env.Client(t)
-	c := newClient(t, s.env, appRole(t, root, tokenRole{policies: []string{s.pol}, ttl: time.Hour, maxTTL: 2 * time.Hour}))
-	creds := newDBCredentials(t, c, DBConfig{Role: s.role, ConnMaxLifetime: 250 * time.Millisecond})
+	c := newClient(t, s.env, appRole(t, s.env, tokenRole{policies: []string{s.pol}, ttl: time.Hour, maxTTL: 2 * time.Hour}))
+	creds := newDBCredentials(t, c, DBConfig{Mount: s.mount, Role: s.role, ConnMaxLifetime: 250 * time.Millisecond})
 	db := s.open(t, creds)
 	user1 := creds.User()
 

@@ -3,23 +3,23 @@
 // VAULT_TOKEN (a root token) are set:
 //
 //	vault server -dev -dev-root-token-id=root &
-//	export VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root
-//	vault auth enable approle
-//	vault secrets enable database
-//	CODEHUB_E2E=require go test -race -count=1 ./internal/vault
+//	VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root \
+//	  CODEHUB_E2E=require go test -race -count=1 ./internal/vault
 //
-// The tests then write their own AppRole roles, policies and database
-// roles, with unique names. The JWT tests enable a jwt auth method of
-// their own, give it a validation key as Nomad's JWKS would be, and
-// disable it at the end (the gateway's is `vault auth enable
-// -path=jwt-nomad jwt`). The database tests create a PostgreSQL database
-// per test on CODEHUB_TEST_POSTGRES (default postgres@127.0.0.1:5432,
-// trust authentication), which the Vault server must reach too, and point
-// the engine at it themselves, as a tester would with
+// Nothing needs mounting beforehand. Each test enables the auth methods
+// (approle, jwt) and the database secrets engine it uses at paths of its
+// own, disables them at the end (which revokes what they issued), and
+// writes its own AppRole roles, policies and database roles, with unique
+// names. The JWT tests give their method a validation key as Nomad's JWKS
+// would be (the gateway's is `vault auth enable -path=jwt-nomad jwt`).
+// The database tests create a PostgreSQL database per test on
+// CODEHUB_TEST_POSTGRES (default postgres@127.0.0.1:5432, trust
+// authentication), which the Vault server must reach too, and point the
+// engine at it themselves, as a tester would with
 //
-//	vault write database/config/<db> plugin_name=postgresql-database-plugin \
+//	vault write <mount>/config/<db> plugin_name=postgresql-database-plugin \
 //	    connection_url='postgres://postgres@127.0.0.1:5432/<db>?sslmode=disable' allowed_roles=<role>
-//	vault write database/roles/<role> db_name=<db> default_ttl=8s max_ttl=10s \
+//	vault write <mount>/roles/<role> db_name=<db> default_ttl=8s max_ttl=10s \
 //	    creation_statements=@create.sql revocation_statements=@revoke.sql
 //
 // with the statements of the fake's TestDatabase (CreationStatements,
@@ -98,17 +98,20 @@ func (r tokenRole) data() map[string]any {
 	return d
 }
 
-// appRole makes an AppRole role and returns the Auth that logs in with it.
-func appRole(t *testing.T, root *api.Client, r tokenRole) Auth {
+// appRole enables an AppRole method of t's own, makes a role there and
+// returns the Auth that logs in with it.
+func appRole(t *testing.T, env *fakevault.Env, r tokenRole) Auth {
 	t.Helper()
+	root := env.Client(t)
+	mount := env.MountAuth(t, "approle")
 	role := unique("codehub-test")
-	mustWrite(t, root, "auth/approle/role/"+role, r.data())
-	idSec, err := root.Logical().Read("auth/approle/role/" + role + "/role-id")
+	mustWrite(t, root, "auth/"+mount+"/role/"+role, r.data())
+	idSec, err := root.Logical().Read("auth/" + mount + "/role/" + role + "/role-id")
 	if err != nil || idSec == nil {
 		t.Fatalf("role-id: %v", err)
 	}
-	sid := mustWrite(t, root, "auth/approle/role/"+role+"/secret-id", nil)
-	return Auth{Method: MethodAppRole, RoleID: idSec.Data["role_id"].(string),
+	sid := mustWrite(t, root, "auth/"+mount+"/role/"+role+"/secret-id", nil)
+	return Auth{Method: MethodAppRole, RoleID: idSec.Data["role_id"].(string), Mount: mount,
 		SecretIDFile: writeFile(t, "secret-id", sid.Data["secret_id"].(string))}
 }
 

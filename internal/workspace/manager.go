@@ -31,6 +31,11 @@ var (
 	// and only an explicit visit starts it again, not an editor tab
 	// reconnecting in the background.
 	ErrStopped = errors.New("the workspace is stopped")
+	// ErrCannotStart marks, in an Orchestrator's Start error, a failure a
+	// new start would meet again until someone changes the job, the
+	// cluster or the image (no node can run it, the driver refused it):
+	// the manager tries again only after Config.CannotStartRetry.
+	ErrCannotStart = errors.New("the workspace cannot start as things are")
 )
 
 // Config configures a Manager.
@@ -56,9 +61,17 @@ type Config struct {
 	// HealthInterval and IdleInterval pace the background checks
 	// (defaults 5s and 30s).
 	HealthInterval, IdleInterval time.Duration
+	// SweepInterval paces the search for what workspaces left behind on
+	// this host, with an orchestrator that can (a Sweeper; default 10m):
+	// once at start, after re-attaching, then at this interval.
+	SweepInterval time.Duration
 	// BackoffMin and BackoffMax bound the wait before restarting a
 	// workspace that crashed (defaults 1s and 1m).
 	BackoffMin, BackoffMax time.Duration
+	// CannotStartRetry is how long a start that failed with
+	// ErrCannotStart is not tried again, by a user's visit or by the warm
+	// pool (default 5m).
+	CannotStartRetry time.Duration
 	// Node names this gateway's machine in the registry (default hostname).
 	Node string
 	// Now is the clock.
@@ -114,7 +127,9 @@ type Manager struct {
 	failures   map[string]int          // by workspace ID: failed health checks in a row
 	startedBy  map[string]bool         // workspace IDs this Manager launched
 	startFails map[string]int          // by workspace ID: starts that failed in a row
+	cannot     map[string]bool         // by workspace ID: the last start failed with ErrCannotStart
 	terminals  map[string]terminalSeen // by workspace ID
+	pool       poolBackoff
 	refillMu   sync.Mutex
 }
 
@@ -132,6 +147,9 @@ func NewManager(cfg Config, log hclog.Logger) *Manager {
 	if cfg.HealthInterval <= 0 {
 		cfg.HealthInterval = 5 * time.Second
 	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 10 * time.Minute
+	}
 	if cfg.IdleInterval <= 0 {
 		cfg.IdleInterval = 30 * time.Second
 	}
@@ -140,6 +158,9 @@ func NewManager(cfg Config, log hclog.Logger) *Manager {
 	}
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = time.Minute
+	}
+	if cfg.CannotStartRetry <= 0 {
+		cfg.CannotStartRetry = 5 * time.Minute
 	}
 	if cfg.Node == "" {
 		cfg.Node, _ = os.Hostname()
@@ -160,6 +181,7 @@ func NewManager(cfg Config, log hclog.Logger) *Manager {
 		failures:   map[string]int{},
 		startedBy:  map[string]bool{},
 		startFails: map[string]int{},
+		cannot:     map[string]bool{},
 		terminals:  map[string]terminalSeen{},
 	}
 	m.queue = newStartQueue(cfg.StartConcurrency, func(n int) {
@@ -328,8 +350,16 @@ func (m *Manager) ensure(ctx context.Context, userID string) (*Workspace, error)
 		// is immediate (its cause may have been fixed); then they back off
 		// as crash restarts do.
 		m.mu.Lock()
-		n := m.startFails[w.ID]
+		n, cannot := m.startFails[w.ID], m.cannot[w.ID]
 		m.mu.Unlock()
+		if cannot {
+			// It would fail the same way: no new dispatch every visit.
+			if wait := m.cfg.CannotStartRetry - m.cfg.Now().Sub(w.StoppedAt); wait > 0 {
+				msg := fmt.Sprintf("Your editor cannot start; trying again in %s", max(wait.Round(time.Second), time.Second))
+				m.setProgress(userID, StateFailed, msg, 0, w.LastError)
+				return nil, fmt.Errorf("%w: %s", ErrStarting, msg)
+			}
+		}
 		if n >= 2 {
 			if wait := m.backoff(n-1) - m.cfg.Now().Sub(w.StoppedAt); wait > 0 {
 				msg := fmt.Sprintf("Your editor could not start; trying again in %s", max(wait.Round(time.Second), time.Second))
@@ -437,7 +467,11 @@ func (m *Manager) start(ctx context.Context, w *Workspace, warm bool) (*Workspac
 	defer release()
 
 	fail := func(err error) (*Workspace, error) {
-		m.log.Error("workspace start failed", "workspace", w.ID, "user", userID, "error", err)
+		if warm {
+			m.log.Debug("warm workspace start failed", "workspace", w.ID, "error", err) // the pool says it, once
+		} else {
+			m.log.Error("workspace start failed", "workspace", w.ID, "user", userID, "error", err)
+		}
 		_ = m.orch.Stop(context.WithoutCancel(ctx), w)
 		_, _ = m.store.Update(context.WithoutCancel(ctx), w.ID, func(x *Workspace) error {
 			x.State, x.LastError, x.StoppedAt, x.PID, x.Address = StateFailed, err.Error(), m.cfg.Now(), 0, ""
@@ -446,6 +480,7 @@ func (m *Manager) start(ctx context.Context, w *Workspace, warm bool) (*Workspac
 		m.setProgress(userID, StateFailed, "Your editor could not start", 0, err.Error())
 		m.mu.Lock()
 		m.startFails[w.ID]++
+		m.cannot[w.ID] = errors.Is(err, ErrCannotStart)
 		m.mu.Unlock()
 		if m.cfg.OnStart != nil {
 			m.cfg.OnStart(w, m.cfg.Now().Sub(began), warm, err)
@@ -523,6 +558,7 @@ func (m *Manager) markRunning(ctx context.Context, w *Workspace) (*Workspace, er
 	}
 	delete(m.failures, w.ID)
 	delete(m.startFails, w.ID)
+	delete(m.cannot, w.ID)
 	m.mu.Unlock()
 	return w, nil
 }
@@ -600,11 +636,22 @@ func (m *Manager) healthy(ctx context.Context, w *Workspace) bool {
 	return h.Status == "running"
 }
 
-// Usage returns the workspace's resource use, from its agent.
+// Usage returns the workspace's resource use, from its agent, with the
+// OOM kills counted by the orchestrator when it can (OOMCounter).
 func (m *Manager) Usage(ctx context.Context, w *Workspace) (agentapi.Usage, error) {
 	var u agentapi.Usage
-	err := m.agentGet(ctx, w, agentapi.PathUsage, &u)
-	return u, err
+	if err := m.agentGet(ctx, w, agentapi.PathUsage, &u); err != nil {
+		return u, err
+	}
+	u.OOMKills = 0 // only the orchestrator's count is trusted
+	if c, ok := m.orch.(OOMCounter); ok {
+		n, err := c.OOMKills(ctx, w)
+		if err != nil {
+			m.log.Debug("count OOM kills", "workspace", w.ID, "error", err)
+		}
+		u.OOMKills = n
+	}
+	return u, nil
 }
 
 // Activity returns what the agent saw the user do.
@@ -685,6 +732,7 @@ func (m *Manager) forget(w *Workspace) {
 	delete(m.failures, w.ID)
 	delete(m.startedBy, w.ID)
 	delete(m.startFails, w.ID)
+	delete(m.cannot, w.ID)
 	delete(m.terminals, w.ID)
 }
 
@@ -747,11 +795,14 @@ func (m *Manager) idleFrom(ctx context.Context, w *Workspace, act agentapi.Activ
 // checks health and idleness and keeps the warm pool full until ctx ends.
 func (m *Manager) Run(ctx context.Context) error {
 	m.reattach(ctx)
+	m.sweep(ctx)
 	m.refillPool(ctx)
 	health := time.NewTicker(m.cfg.HealthInterval)
 	defer health.Stop()
 	idle := time.NewTicker(m.cfg.IdleInterval)
 	defer idle.Stop()
+	sweep := time.NewTicker(m.cfg.SweepInterval)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -761,7 +812,36 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.refillPool(ctx)
 		case <-idle.C:
 			m.checkIdle(ctx)
+		case <-sweep.C:
+			m.sweep(ctx)
 		}
+	}
+}
+
+// sweep has the orchestrator free what workspaces left on this host that
+// the registry does not account for.
+func (m *Manager) sweep(ctx context.Context) {
+	s, ok := m.orch.(Sweeper)
+	if !ok {
+		return
+	}
+	err := s.Sweep(ctx, func(ctx context.Context) (Registry, error) {
+		all, err := m.store.List(ctx)
+		if err != nil {
+			return Registry{}, fmt.Errorf("read the workspace registry: %w", err)
+		}
+		reg := Registry{Live: map[string]bool{}, Known: map[string]bool{}}
+		for _, w := range all {
+			reg.Known[w.ID] = true
+			switch w.State {
+			case StateQueued, StateStarting, StateRunning, StateStopping:
+				reg.Live[w.ID] = true
+			}
+		}
+		return reg, nil
+	})
+	if err != nil {
+		m.log.Warn("clean up what workspaces left behind", "error", err)
 	}
 }
 
@@ -844,7 +924,7 @@ func (m *Manager) checkHealth(ctx context.Context) {
 		if alive && n < 3 {
 			continue // slow, not dead: give it a few checks
 		}
-		m.crashed(ctx, w, fmt.Errorf("the workspace stopped answering (agent alive: %v)", alive))
+		m.recoverOrRestart(ctx, w, alive, fmt.Errorf("the workspace stopped answering (agent alive: %v)", alive))
 	}
 }
 
@@ -987,6 +1067,9 @@ func (m *Manager) refillPool(ctx context.Context) {
 	if m.cfg.OnPoolSize != nil {
 		m.cfg.OnPoolSize(len(ready))
 	}
+	if !m.pool.due(m.cfg.Now()) {
+		return // the last warm start failed: wait before the next
+	}
 	for i := len(ready) + starting; i < m.cfg.WarmPool; i++ {
 		w := &Workspace{ID: newID(), State: StateQueued, Orchestrator: m.orch.Name(), Node: m.cfg.Node, CreatedAt: m.cfg.Now()}
 		w.Home = m.homeOf(w.ID)
@@ -995,9 +1078,8 @@ func (m *Manager) refillPool(ctx context.Context) {
 			return
 		}
 		go func() {
-			if _, err := m.start(ctx, w, true); err != nil {
-				m.log.Warn("warm workspace failed to start", "workspace", w.ID, "error", err)
-			}
+			_, err := m.start(ctx, w, true)
+			m.poolStarted(err)
 			if m.cfg.OnPoolSize != nil {
 				m.refillPoolCount(ctx)
 			}

@@ -98,6 +98,22 @@ type Orchestrator interface {
 	Assign(ctx context.Context, w *Workspace, userID, username string) error
 }
 
+// Sweeper is implemented by orchestrators that can find what workspaces
+// left on their hosts (a gateway killed in the middle of a start, a
+// workspace dropped from the registry) and free it.
+type Sweeper interface {
+	// Sweep looks at the host, then calls registry for what the registry
+	// holds at that moment, and frees what belongs to no live workspace.
+	Sweep(ctx context.Context, registry func(context.Context) (Registry, error)) error
+}
+
+// Registry is what Sweep keeps: Live are the workspaces that may run on
+// this host now (queued, starting, running or stopping); Known are all
+// the registry has, anywhere, in any state.
+type Registry struct {
+	Live, Known map[string]bool
+}
+
 // Resolver is implemented by orchestrators whose workspaces are found
 // through service discovery (Nomad with Consul): the address of a running
 // workspace comes from the discovery's view of healthy instances, so that
@@ -106,4 +122,28 @@ type Resolver interface {
 	// Resolve returns the healthy address of w's agent, or ok false when
 	// no healthy instance is known.
 	Resolve(ctx context.Context, w *Workspace) (addr string, ok bool)
+}
+
+// OOMCounter is implemented by orchestrators that can count the processes
+// the kernel killed in a workspace for lack of memory (its cgroup's
+// oom_kill counter). The count is read by the gateway, not reported by
+// the workspace, whose processes could not see it from inside their
+// sandbox and could change what the agent says.
+type OOMCounter interface {
+	// OOMKills returns how many of w's processes were killed for lack of
+	// memory since w started.
+	OOMKills(ctx context.Context, w *Workspace) (int64, error)
+}
+
+// Recoverer is implemented by orchestrators that bring a workspace whose
+// agent died or hangs back where it ran (Nomad restarts a task in place:
+// the same allocation, node, port and files), far quicker than a new
+// start.
+type Recoverer interface {
+	// Recover waits until w's agent runs again where it ran, first
+	// restarting it when hung (it runs but does not answer), and returns
+	// where it listens. It fails when the orchestrator gave up on it
+	// (restart attempts spent, its node lost); the manager then starts
+	// the workspace afresh.
+	Recover(ctx context.Context, w *Workspace, hung bool, progress func(string)) (Launched, error)
 }

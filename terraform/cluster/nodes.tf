@@ -11,6 +11,46 @@ data "aws_ami" "image" {
   }
 }
 
+# What the exec group of jobs/workspace.nomad.hcl needs on a client, before
+# Nomad starts (the host volume's directory must exist): the codehub
+# account with the uid and gid the job's template names, the codehub
+# binary (the agent) and code-server, inside the chroot (var.exec_chroot_env),
+# and the homes, on NFS when var.exec_homes_nfs says so.
+locals {
+  code_server_tarball = "code-server-${var.code_server_version}-linux-amd64"
+  exec_setup = var.exec_workspaces ? concat([
+    "groupadd --system --gid 10100 codehub",
+    "useradd --system --uid 10100 --gid 10100 --home-dir ${var.exec_homes_path} --no-create-home --shell /bin/bash codehub",
+    "install -d -m 0755 ${dirname(var.exec_homes_path)}",
+    "install -d -m 0700 -o codehub -g codehub ${var.exec_homes_path}",
+    ], var.exec_homes_nfs == "" ? [] : [
+    "DEBIAN_FRONTEND=noninteractive apt-get install -y nfs-common",
+    "echo '${var.exec_homes_nfs} ${var.exec_homes_path} nfs4 nfsvers=4.1,hard,noresvport,_netdev,nosuid,nodev 0 0' >> /etc/fstab",
+    "mount ${var.exec_homes_path} && chown codehub:codehub ${var.exec_homes_path} && chmod 0700 ${var.exec_homes_path}",
+    ], [
+    "curl -fsSL -o /tmp/codehub '${var.codehub_binary_url}'",
+    "echo '${var.codehub_binary_sha256}  /tmp/codehub' | sha256sum -c - && install -m 0755 -o root -g root /tmp/codehub /usr/local/bin/codehub && rm -f /tmp/codehub",
+    "curl -fsSL -o /tmp/code-server.tar.gz https://github.com/coder/code-server/releases/download/v${var.code_server_version}/${local.code_server_tarball}.tar.gz",
+    "tar -xzf /tmp/code-server.tar.gz -C /opt && rm -f /tmp/code-server.tar.gz && mv /opt/${local.code_server_tarball} /opt/code-server",
+    "ln -sf /opt/code-server/bin/code-server /usr/local/bin/code-server",
+  ]) : []
+
+  # Nomad 1.6 registers services with the agents' token (1.7 and later with
+  # workload identities): it must write codehub's.
+  consul_agent_rules = join("\n", concat([file("${path.module}/acl/consul-agent.hcl")], var.nomad_workload_identity ? [] : [<<-EOT
+    # Nomad 1.6 (var.nomad_workload_identity = false): the Nomad agents
+    # register the gateway's and the workspaces' services with this token.
+    service "codehub-gateway" {
+      policy = "write"
+    }
+
+    service "codehub-workspace" {
+      policy = "write"
+    }
+  EOT
+  ]))
+}
+
 # Servers get fixed private addresses, so that every agent can be told
 # where to join without cloud auto-join (which would need an AWS role able
 # to list instances on every machine, clients included).
@@ -67,14 +107,15 @@ locals {
         dns_token        = local.consul_dns_token
       }) }
       "/etc/codehub/nomad.hcl" = { mode = "0600", content = templatefile("${path.module}/templates/nomad-server.hcl.tftpl", {
-        node_name    = "server-${i}"
-        region       = var.nomad_region
-        datacenter   = var.datacenter
-        ip           = local.server_ips[i]
-        server_count = var.server_count
-        server_ips   = local.server_ips
-        gossip_key   = random_id.nomad_gossip.b64_std
-        consul_token = local.consul_agent_token
+        node_name         = "server-${i}"
+        region            = var.nomad_region
+        datacenter        = var.datacenter
+        ip                = local.server_ips[i]
+        server_count      = var.server_count
+        server_ips        = local.server_ips
+        gossip_key        = random_id.nomad_gossip.b64_std
+        consul_token      = local.consul_agent_token
+        workload_identity = var.nomad_workload_identity
       }) }
       "/etc/codehub/vault.hcl" = { mode = "0600", content = templatefile("${path.module}/templates/vault.hcl.tftpl", {
         name         = var.name
@@ -85,7 +126,7 @@ locals {
         kms_key_id   = aws_kms_key.vault.key_id
         consul_token = local.consul_agent_token
       }) }
-      "/etc/codehub/acl/consul-agent.hcl" = { mode = "0644", content = file("${path.module}/acl/consul-agent.hcl") }
+      "/etc/codehub/acl/consul-agent.hcl" = { mode = "0644", content = local.consul_agent_rules }
       "/etc/codehub/acl/consul-dns.hcl"   = { mode = "0644", content = file("${path.module}/acl/consul-dns.hcl") }
       "/usr/local/sbin/codehub-consul-acl-bootstrap" = { mode = "0700", content = templatefile("${path.module}/templates/consul-acl-bootstrap.sh.tftpl", {
         management_token = random_uuid.consul_management.result
@@ -125,11 +166,15 @@ locals {
         dns_token   = local.consul_dns_token
       }) }
       "/etc/codehub/nomad.hcl" = { mode = "0600", content = templatefile("${path.module}/templates/nomad-client.hcl.tftpl", {
-        region         = var.nomad_region
-        datacenter     = var.datacenter
-        server_ips     = local.server_ips
-        consul_token   = local.consul_agent_token
-        docker_volumes = var.docker_volumes
+        region            = var.nomad_region
+        datacenter        = var.datacenter
+        server_ips        = local.server_ips
+        consul_token      = local.consul_agent_token
+        docker_volumes    = var.docker_volumes
+        workload_identity = var.nomad_workload_identity
+        exec_workspaces   = var.exec_workspaces
+        homes_path        = var.exec_homes_path
+        chroot_env        = var.exec_chroot_env
       }) }
       # Workspaces run people's code: keep non-root processes away from the
       # instance metadata service (it serves this very user data). Tasks in
@@ -154,6 +199,7 @@ locals {
     runcmd = concat(local.hashicorp_repo, [
       "DEBIAN_FRONTEND=noninteractive apt-get install -y ${local.pkg.consul} ${local.pkg.nomad} docker.io containernetworking-plugins iptables",
       "systemctl daemon-reload && systemctl enable --now codehub-imds-guard",
+      ], local.exec_setup, [
       "install -m 0640 -o consul -g consul /etc/codehub/consul.hcl /etc/consul.d/consul.hcl",
       "install -m 0600 -o root -g root /etc/codehub/nomad.hcl /etc/nomad.d/nomad.hcl",
       "rm -f /etc/codehub/consul.hcl /etc/codehub/nomad.hcl",
@@ -241,6 +287,11 @@ resource "aws_instance" "client" {
 
   lifecycle {
     ignore_changes = [ami]
+
+    precondition {
+      condition     = !var.exec_workspaces || (var.codehub_binary_url != "" && length(var.codehub_binary_sha256) == 64)
+      error_message = "exec_workspaces needs codehub_binary_url and codehub_binary_sha256: the clients install the codehub agent from there."
+    }
   }
 
   # Clients join the servers by address: start them after.

@@ -129,3 +129,83 @@ variable "docker_volumes" {
   type        = bool
   default     = true
 }
+
+variable "nomad_workload_identity" {
+  description = "Nomad 1.7 and later (the default): tasks get their Vault tokens and register their Consul services with workload identities. false for Nomad 1.6 (pin package_versions.nomad to a 1.6 release, and set the same in ../codehub): the Nomad servers then derive tasks' Vault tokens from a token of their own, which you give them after stage 2 (README.md), and the Nomad agents' Consul token registers codehub's services."
+  type        = bool
+  default     = true
+}
+
+variable "exec_workspaces" {
+  description = "Prepare the clients for the exec group of jobs/workspace.nomad.hcl (isolation policies with driver = \"exec\"): the codehub account (uid and gid 10100), the codehub and code-server binaries, the homes' host volume and a small exec chroot. Needs codehub_binary_url and codehub_binary_sha256."
+  type        = bool
+  default     = false
+}
+
+variable "codehub_binary_url" {
+  description = "Where the clients download the codehub binary for exec workspaces (Linux, the clients' architecture, built with CGO_ENABLED=0): it is the agent of every exec workspace, at /usr/local/bin/codehub."
+  type        = string
+  default     = ""
+}
+
+variable "codehub_binary_sha256" {
+  description = "SHA-256 of that binary, checked before it is installed."
+  type        = string
+  default     = ""
+}
+
+variable "code_server_version" {
+  description = "code-server release the clients install for exec workspaces (/opt/code-server, /usr/local/bin/code-server)."
+  type        = string
+  default     = "4.139.1"
+}
+
+variable "exec_homes_path" {
+  description = "Directory of the users' homes on the clients: the host volume codehub-homes."
+  type        = string
+  default     = "/srv/codehub/homes"
+}
+
+variable "exec_homes_nfs" {
+  description = "An NFS export mounted at exec_homes_path on every client (an EFS file system's \"fs-0123456789abcdef0.efs.eu-central-1.amazonaws.com:/\", say), so that a user's home follows them to any client. Empty: a local directory, fit for one client only."
+  type        = string
+  default     = ""
+}
+
+variable "exec_chroot_env" {
+  description = "What an exec workspace's chroot holds (the Nomad client's chroot_env: host path = path in the chroot). Nomad builds it of hard links for every task; its default, the whole of /bin, /etc, /lib, /sbin and /usr, is about 200,000 of them. This default is what codehub, code-server, a shell and git need on an amd64 Debian or Ubuntu client (aarch64-linux-gnu for arm64; /run/systemd/resolve because /etc/resolv.conf links there under systemd-resolved): add your team's tools."
+  type        = map(string)
+  default = {
+    "/bin"                       = "/bin"
+    "/usr/bin"                   = "/usr/bin"
+    "/lib64"                     = "/lib64"
+    "/lib/x86_64-linux-gnu"      = "/lib/x86_64-linux-gnu"
+    "/usr/lib/x86_64-linux-gnu"  = "/usr/lib/x86_64-linux-gnu"
+    "/usr/lib/git-core"          = "/usr/lib/git-core"
+    "/usr/lib/locale"            = "/usr/lib/locale"
+    "/usr/lib/terminfo"          = "/usr/lib/terminfo"
+    "/usr/share/terminfo"        = "/usr/share/terminfo"
+    "/usr/share/git-core"        = "/usr/share/git-core"
+    "/usr/share/zoneinfo"        = "/usr/share/zoneinfo"
+    "/usr/share/ca-certificates" = "/usr/share/ca-certificates"
+    "/usr/local/bin"             = "/usr/local/bin"
+    "/opt/code-server"           = "/opt/code-server"
+    "/etc/alternatives"          = "/etc/alternatives"
+    "/etc/ssl"                   = "/etc/ssl"
+    "/etc/passwd"                = "/etc/passwd"
+    "/etc/group"                 = "/etc/group"
+    "/etc/hosts"                 = "/etc/hosts"
+    "/etc/resolv.conf"           = "/etc/resolv.conf"
+    "/run/systemd/resolve"       = "/run/systemd/resolve"
+    "/etc/nsswitch.conf"         = "/etc/nsswitch.conf"
+    "/etc/localtime"             = "/etc/localtime"
+    "/etc/ld.so.cache"           = "/etc/ld.so.cache"
+    "/etc/profile"               = "/etc/profile"
+    "/etc/bash.bashrc"           = "/etc/bash.bashrc"
+    "/etc/mime.types"            = "/etc/mime.types"
+    "/etc/protocols"             = "/etc/protocols"
+    "/etc/services"              = "/etc/services"
+    "/etc/ssh/ssh_config"        = "/etc/ssh/ssh_config"
+    "/etc/gitconfig"             = "/etc/gitconfig"
+  }
+}

@@ -18,7 +18,11 @@ data "consul_acl_token_secret_id" "gateway" {
   accessor_id = consul_acl_token.gateway.id
 }
 
+# Nomad 1.7 and later only: Nomad 1.6 registers services with its agents'
+# token (../cluster, var.nomad_workload_identity).
 resource "consul_acl_auth_method" "nomad" {
+  count = var.nomad_workload_identity ? 1 : 0
+
   name          = "nomad-workloads"
   type          = "jwt"
   display_name  = "Nomad workloads"
@@ -41,7 +45,9 @@ resource "consul_acl_auth_method" "nomad" {
 
 # A service's identity may write that service and nothing else.
 resource "consul_acl_binding_rule" "services" {
-  auth_method = consul_acl_auth_method.nomad.name
+  count = var.nomad_workload_identity ? 1 : 0
+
+  auth_method = consul_acl_auth_method.nomad[0].name
   description = "Nomad services: the service named in the identity"
   selector    = "\"nomad_service\" in value"
   bind_type   = "service"

@@ -1,7 +1,8 @@
 # Nomad: the gateway's ACL policy, attached to its job so that the job's
 # workload identity carries it (the task's NOMAD_TOKEN, with
-# identity { env = true } in jobs/gateway.nomad.hcl): no long-lived Nomad
-# token exists for the gateway, in Nomad or in this state. Then the jobs.
+# identity { env = true } in jobs/gateway.nomad.hcl; Nomad 1.5 and later):
+# no long-lived Nomad token exists for the gateway, in Nomad or in this
+# state. Then the jobs.
 
 resource "nomad_acl_policy" "gateway" {
   name        = "codehub-gateway"
@@ -29,10 +30,17 @@ resource "nomad_variable" "gateway" {
   namespace = var.nomad_namespace
 
   items = {
-    consul_token = data.consul_acl_token_secret_id.gateway.secret_id
-    ca_pem       = file(var.ca_file)
-    gateway_url  = var.gateway_url
+    consul_token   = data.consul_acl_token_secret_id.gateway.secret_id
+    ca_pem         = file(var.ca_file)
+    redis_password = var.redis_password
+    gateway_url    = var.gateway_url
   }
+}
+
+# The gateway job's variant for the cluster's Nomad (jobs/gateway.nomad.hcl
+# explains both).
+locals {
+  gateway_job_file = var.nomad_workload_identity ? "gateway.nomad.hcl" : "gateway-vault-token.nomad.hcl"
 }
 
 # The parameterized workspace job, a template the gateway copies per
@@ -59,7 +67,7 @@ resource "nomad_job" "warm_pool" {
 
 # The gateway last: everything it logs in to or dispatches exists by then.
 resource "nomad_job" "gateway" {
-  jobspec = file("${path.module}/../../jobs/gateway.nomad.hcl")
+  jobspec = file("${path.module}/../../jobs/${local.gateway_job_file}")
   detach  = false
 
   hcl2 {
@@ -72,6 +80,7 @@ resource "nomad_job" "gateway" {
     nomad_job.workspace,
     nomad_job.warm_pool,
     vault_jwt_auth_backend_role.gateway,
+    vault_token_auth_backend_role.nomad_cluster,
     vault_transit_secret_backend_key.jwt,
     vault_database_secret_backend_role.codehub,
     consul_acl_binding_rule.services,

@@ -43,6 +43,12 @@ variable "nomad_namespace" {
   default     = "default"
 }
 
+variable "nomad_workload_identity" {
+  description = "As in ../cluster: true for Nomad 1.7 and later (Vault and Consul through workload identities, jobs/gateway.nomad.hcl), false for Nomad 1.6 (a Vault token role for the servers, jobs/gateway-vault-token.nomad.hcl)."
+  type        = bool
+  default     = true
+}
+
 variable "nomad_jwks_url" {
   description = "Where Vault and Consul fetch the keys that sign Nomad workload identities."
   type        = string
@@ -52,6 +58,13 @@ variable "nomad_jwks_url" {
 # The PostgreSQL database codehub keeps its users and sessions in. Not made
 # here: bring your own (RDS, or any PostgreSQL the Vault servers and the
 # clients reach).
+
+variable "redis_password" {
+  description = "Password of the Redis that keeps the gateways' sessions (the service \"redis\" in Consul), from TF_VAR_redis_password; empty when it has none. The gateway's template reads it from the Nomad variable nomad/jobs/codehub-gateway."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
 
 variable "postgres_host" {
   description = "PostgreSQL host, as the Vault servers reach it."

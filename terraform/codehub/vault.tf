@@ -73,9 +73,11 @@ resource "vault_database_secret_backend_role" "codehub" {
   max_ttl     = var.db_credentials_max_ttl
 }
 
-# Nomad workload identities log in here: Nomad gives a task with a vault
-# block a token of the role its job may use.
+# Nomad 1.7 and later: workload identities log in here, and Nomad gives a
+# task with a vault block a token of the role its job may use.
 resource "vault_jwt_auth_backend" "nomad" {
+  count = var.nomad_workload_identity ? 1 : 0
+
   path               = "jwt-nomad"
   type               = "jwt"
   description        = "Nomad workload identities"
@@ -93,7 +95,9 @@ resource "vault_policy" "gateway" {
 # Only the job codehub-gateway in codehub's namespace gets this role:
 # workspaces (job codehub-workspace) cannot log in with it.
 resource "vault_jwt_auth_backend_role" "gateway" {
-  backend         = vault_jwt_auth_backend.nomad.path
+  count = var.nomad_workload_identity ? 1 : 0
+
+  backend         = vault_jwt_auth_backend.nomad[0].path
   role_name       = "codehub-gateway"
   role_type       = "jwt"
   bound_audiences = ["vault.io"]
@@ -119,4 +123,53 @@ resource "vault_jwt_auth_backend_role" "gateway" {
   token_no_default_policy = true
   token_period            = 1800
   token_explicit_max_ttl  = 0
+}
+
+# Nomad 1.6 (var.nomad_workload_identity = false): the Nomad servers hold a
+# Vault token of the policy below and create the gateway's token from the
+# role nomad-cluster, which may give only the gateway's policy; Nomad
+# renews it while the task runs and revokes it when it stops. The servers'
+# token is made by hand after this stage (README.md: it must not be in this
+# state).
+resource "vault_policy" "nomad_server" {
+  count = var.nomad_workload_identity ? 0 : 1
+
+  name   = "nomad-server"
+  policy = <<-EOT
+    # Create the tasks' tokens from the role nomad-cluster, and look them up,
+    # renew and revoke them.
+    path "auth/token/create/nomad-cluster" {
+      capabilities = ["update"]
+    }
+    path "auth/token/roles/nomad-cluster" {
+      capabilities = ["read"]
+    }
+    path "auth/token/lookup-self" {
+      capabilities = ["read"]
+    }
+    path "auth/token/lookup" {
+      capabilities = ["update"]
+    }
+    path "auth/token/revoke-accessor" {
+      capabilities = ["update"]
+    }
+    path "sys/capabilities-self" {
+      capabilities = ["update"]
+    }
+    path "auth/token/renew-self" {
+      capabilities = ["update"]
+    }
+  EOT
+}
+
+resource "vault_token_auth_backend_role" "nomad_cluster" {
+  count = var.nomad_workload_identity ? 0 : 1
+
+  role_name              = "nomad-cluster"
+  allowed_policies       = [vault_policy.gateway.name]
+  disallowed_policies    = ["nomad-server"]
+  orphan                 = true
+  token_period           = 1800
+  token_explicit_max_ttl = 0
+  renewable              = true
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/osuser"
 	"github.com/codehub-dev/codehub/internal/procenv"
 	"github.com/codehub-dev/codehub/internal/quota"
+	"github.com/codehub-dev/codehub/internal/sandbox"
 	"github.com/codehub-dev/codehub/internal/userfs"
 	"github.com/codehub-dev/codehub/internal/workspace"
 	"github.com/hashicorp/go-hclog"
@@ -80,6 +81,13 @@ type Config struct {
 	ExtraArgs []string
 	// Env is added to every agent's environment (LANG, proxies...).
 	Env []string
+	// ReadOnlyPaths are further host paths the process strategy's
+	// sandboxes show, read-only (tools under /opt...).
+	ReadOnlyPaths []string
+	// CleanupGrace is how long Sweep waits before it deletes the account,
+	// storage and home of an unclaimed workspace the registry no longer
+	// has (default 1h; negative: at once).
+	CleanupGrace time.Duration
 	// ReadyTimeout bounds the wait for an agent to listen (default 30s).
 	ReadyTimeout time.Duration
 }
@@ -91,6 +99,10 @@ type Orchestrator struct {
 
 	mu     sync.Mutex
 	netIdx map[int]string // network namespace index -> workspace
+
+	// runtime are the paths of the agent and code-server that the
+	// sandboxes bind read-only.
+	runtime []string
 
 	// firewall: iptables works, so namespaces are kept from the host and
 	// can have egress.
@@ -106,12 +118,15 @@ func New(cfg Config, log hclog.Logger) (*Orchestrator, error) {
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 30 * time.Second
 	}
+	if cfg.CleanupGrace == 0 {
+		cfg.CleanupGrace = time.Hour
+	}
 	switch cfg.Strategy {
 	case StrategyProcess:
 		if os.Geteuid() != 0 {
 			return nil, errors.New(`isolation strategy "process" needs root (it creates accounts, cgroups and mounts); run as root or use "directory"`)
 		}
-		for _, tool := range []string{"useradd", "setpriv", "mkfs.ext4", "mount", "ip"} {
+		for _, tool := range []string{"useradd", "userdel", "mkfs.ext4", "mount", "ip"} {
 			if _, err := exec.LookPath(tool); err != nil {
 				return nil, fmt.Errorf(`isolation strategy "process" needs %s (Debian packages passwd, util-linux, e2fsprogs, iproute2)`, tool)
 			}
@@ -146,6 +161,21 @@ func New(cfg Config, log hclog.Logger) (*Orchestrator, error) {
 		}
 	}
 	o := &Orchestrator{cfg: cfg, log: log, netIdx: map[int]string{}}
+	if cfg.Strategy == StrategyProcess {
+		for _, d := range []string{o.sandboxRoot(), filepath.Dir(o.specFile(&workspace.Workspace{ID: "x"}))} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return nil, fmt.Errorf("sandbox directory: %w", err)
+			}
+			if err := os.Chmod(d, 0o700); err != nil {
+				return nil, err
+			}
+		}
+		paths, warn := runtimePaths(cfg.Agent, cfg.CodeServer)
+		if warn != "" {
+			log.Warn(warn)
+		}
+		o.runtime = paths
+	}
 	if cfg.Strategy == StrategyProcess && cfg.Network {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -164,24 +194,31 @@ func New(cfg Config, log hclog.Logger) (*Orchestrator, error) {
 // Name implements workspace.Orchestrator.
 func (o *Orchestrator) Name() string { return "local" }
 
-// Describe says, for the start-up log, what the strategy isolates.
+// Describe says, for the start-up log, what the strategy isolates and
+// what it does not.
 func (o *Orchestrator) Describe() string {
 	if o.cfg.Strategy == StrategyDirectory {
-		return "workspaces run as this account, one directory each: users can read each other's files, " +
-			"see each other's processes and reach each other's ports, and no memory, CPU or storage limit applies. " +
-			"Run as root with isolation.strategy = \"process\" for real isolation"
+		return "workspaces run as this account, one directory each, with NO isolation: every user can read and change " +
+			"the others' files and this gateway's data, see and signal their processes and read their command lines, " +
+			"reach their ports and every service of this host (its UNIX sockets included: databases, Docker, Nomad, Consul), " +
+			"and no memory, CPU, process or storage limit applies. Run as root with isolation.strategy = \"process\" " +
+			"for real isolation"
 	}
-	net := "sharing the host's network"
+	net := "share this host's network: they reach its services on every address, and its abstract UNIX sockets"
 	switch {
 	case o.cfg.Network && !o.firewall:
-		net = "each in its own network namespace, without egress, from which THIS HOST'S SERVICES ARE REACHABLE (no iptables)"
+		net = "each have a network namespace of their own, without egress, from which THIS HOST'S SERVICES ARE REACHABLE " +
+			"over TCP (no iptables)"
 	case o.cfg.Network && o.cfg.Egress:
-		net = "each in its own network namespace, reaching the internet through NAT (egress) but not this host"
+		net = "each have a network namespace of their own, reaching the internet through NAT (egress) but not this host"
 	case o.cfg.Network:
-		net = "each in its own network namespace, without egress (reaching neither the internet nor this host)"
+		net = "each have a network namespace of their own, without egress (reaching neither the internet nor this host)"
 	}
-	return fmt.Sprintf("workspaces run as their own accounts (uid %d-%d), in cgroups with memory, CPU and pids limits, "+
-		"on per-user ext4 images that enforce the storage quota, %s", o.cfg.UIDMin, o.cfg.UIDMax, net)
+	return fmt.Sprintf("workspaces run as their own accounts (uid %d-%d) in sandboxes: their own mount namespace showing "+
+		"only the system directories, /etc without its secrets, their home and the IDE runtime (no host UNIX socket, "+
+		"no other home, nothing of /run or /var/lib), their own PID, IPC, UTS and cgroup namespaces, no capabilities, "+
+		"no_new_privs and a seccomp filter; cgroups limit memory, CPU and processes, per-user ext4 images the storage; "+
+		"they %s", o.cfg.UIDMin, o.cfg.UIDMax, net)
 }
 
 func short(id string) string { return strings.TrimPrefix(id, "ws-") }
@@ -194,6 +231,16 @@ func (o *Orchestrator) imagePath(w *workspace.Workspace) string {
 }
 func (o *Orchestrator) runDir(w *workspace.Workspace) string {
 	return filepath.Join(o.cfg.RuntimeDir, w.ID)
+}
+
+// sandboxRoot is the empty directory every sandbox mounts its root on,
+// each in its own mount namespace.
+func (o *Orchestrator) sandboxRoot() string { return filepath.Join(o.cfg.RuntimeDir, ".sandbox-root") }
+
+// specFile is where a workspace's sandbox spec is kept while it runs, in
+// a directory of root's alone.
+func (o *Orchestrator) specFile(w *workspace.Workspace) string {
+	return filepath.Join(o.cfg.RuntimeDir, ".sandbox", w.ID+".json")
 }
 
 // Start implements workspace.Orchestrator.
@@ -239,7 +286,6 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 	}
 
 	listen := "127.0.0.1:0"
-	var prefix []string
 	if o.cfg.Strategy == StrategyProcess {
 		cg, err = o.newCgroup(w, p)
 		if err != nil {
@@ -262,10 +308,7 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 				}
 			}
 			listen = net.JoinHostPort(ns.Addr(), strconv.Itoa(agentPort))
-			prefix = ns.ExecArgs()
 		}
-		prefix = append(prefix, "setpriv", "--reuid", strconv.Itoa(uid), "--regid", strconv.Itoa(gid),
-			"--clear-groups", "--inh-caps=-all", "--no-new-privs", "--")
 	}
 
 	secretFile, err := o.writeSecret(w, uid, gid)
@@ -273,7 +316,7 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 		return workspace.Launched{}, err
 	}
 	layout := workspace.Layout{Home: w.Home}
-	args := append(prefix, o.cfg.Agent, "agent",
+	args := []string{o.cfg.Agent, "agent",
 		"--listen", listen,
 		"--secret-file", secretFile,
 		"--code-server", o.cfg.CodeServer,
@@ -284,13 +327,58 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 		"--storage-limit", strconv.FormatInt(int64(p.StorageMB)<<20, 10),
 		"--wait-start",
 		"--log-format", "json",
-	)
+	}
 	for _, a := range o.cfg.ExtraArgs {
 		args = append(args, "--extra-arg", a)
 	}
+	env := append([]string{
+		"HOME=" + w.Home,
+		"USER=" + filepath.Base(w.Home),
+		"SHELL=/bin/bash",
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"TERM=xterm-256color",
+		workspaceMark(w),
+	}, o.cfg.Env...)
+
+	var cmd *exec.Cmd
+	if o.cfg.Strategy == StrategyProcess {
+		// The agent starts inside the workspace's sandbox: its own
+		// mount, PID, IPC, UTS and cgroup namespaces, as its account,
+		// without privileges, under the seccomp filter.
+		sb := sandbox.Spec{
+			Root:     o.sandboxRoot(),
+			Hostname: "workspace",
+			UID:      uid, GID: gid,
+			HideUIDs: [2]int{o.cfg.UIDMin, o.cfg.UIDMax},
+			ReadOnly: append(append([]string{o.runDir(w)}, o.runtime...), o.cfg.ReadOnlyPaths...),
+			Writable: []string{w.Home},
+			Dir:      w.Home,
+			Env:      env,
+			Argv:     args,
+		}
+		if w.UserID != "" {
+			sb.Links = map[string]string{filepath.Join(o.cfg.BasePath, w.UserID): filepath.Base(w.Home)}
+		}
+		if ns != nil {
+			sb.NetNS = ns.Path()
+			sb.ResolvConf = filepath.Join(netns.EtcDir, ns.Name(), "resolv.conf")
+		}
+		specFile := o.specFile(w)
+		if err := sandbox.WriteSpec(specFile, sb); err != nil {
+			return workspace.Launched{}, fmt.Errorf("workspace sandbox: %w", err)
+		}
+		cmd = sandbox.Command(o.cfg.Agent, specFile)
+		cmd.Env = []string{workspaceMark(w)}
+	} else {
+		cmd = exec.Command(args[0], args[1:]...)
+		cmd.Env = env
+		// Its own session: the agent outlives a gateway restart.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
+	cmd.Dir = w.Home
 
 	progress("Starting your editor")
-	launched, err := o.launch(ctx, w, args, uid, gid, cg)
+	launched, err := o.launch(ctx, w, cmd, uid, gid, cg)
 	if err != nil {
 		return workspace.Launched{}, err
 	}
@@ -298,38 +386,18 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 	return launched, nil
 }
 
-// mountHome gives the workspace its storage: an ext4 image of the policy's
-// size, mounted on its home, owned by its account, mode 0700.
+// mountHome gives the workspace its storage: an ext4 image that holds the
+// policy's storage, mounted on its home, owned by its account, mode 0700.
 func (o *Orchestrator) mountHome(ctx context.Context, w *workspace.Workspace, p workspace.Policy, uid, gid int) error {
-	img := o.imagePath(w)
-	size := int64(p.StorageMB) << 20
-	if size < quota.MinSize {
-		size = quota.MinSize
-	}
-	if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
-		if err := quota.Create(ctx, img, size, quota.CreateOptions{UID: uid, GID: gid}); err != nil {
-			return fmt.Errorf("create storage of %d MiB: %w", p.StorageMB, err)
-		}
+	// The user gets the policy's storage to write; the image is larger by
+	// ext4's own. It grows with the policy (offline, which needs no
+	// CAP_SYS_RESOURCE), never shrinking under a user's files.
+	err := quota.Provision(ctx, o.imagePath(w), w.Home, int64(p.StorageMB)<<20,
+		quota.CreateOptions{UID: uid, GID: gid}, quota.MountOptions{NoSuid: true, NoDev: true})
+	if errors.Is(err, quota.ErrShort) {
+		o.log.Warn("could not give the workspace all of its storage; it keeps what it has", "workspace", w.ID, "error", err)
 	} else if err != nil {
-		return err
-	} else if fi, err := os.Stat(img); err == nil && size > fi.Size() {
-		// Storage grows with the policy, offline while the workspace is
-		// stopped: that needs no CAP_SYS_RESOURCE, which online growth
-		// does and which containers often drop even for root.
-		if mounted, _ := quota.IsMounted(w.Home); !mounted {
-			if err := quota.Grow(ctx, img, "", size); err != nil {
-				o.log.Warn("could not grow the workspace's storage; it keeps its size", "workspace", w.ID, "error", err)
-			}
-		}
-	}
-	if err := quota.Mount(ctx, img, w.Home, quota.MountOptions{NoSuid: true, NoDev: true}); err != nil {
-		return fmt.Errorf("mount storage: %w", err)
-	}
-	// Storage grows with the policy; it never shrinks under a user's files.
-	if _, total, err := quota.Usage(w.Home); err == nil && size > total+(4<<20) {
-		if err := quota.Grow(ctx, img, w.Home, size); err != nil {
-			o.log.Warn("could not grow the workspace's storage; it keeps its size", "workspace", w.ID, "error", err)
-		}
+		return fmt.Errorf("storage of %d MiB: %w", p.StorageMB, err)
 	}
 	if err := os.Chown(w.Home, uid, gid); err != nil {
 		return err
@@ -509,10 +577,11 @@ func (o *Orchestrator) writeSecret(w *workspace.Workspace, uid, gid int) (string
 	return file, nil
 }
 
-// launch starts the agent in its own session (it outlives the gateway),
-// puts it into its cgroup before it starts code-server, and waits for the
-// line saying where it listens.
-func (o *Orchestrator) launch(ctx context.Context, w *workspace.Workspace, args []string, uid, gid int, cg *cgroup.Group) (workspace.Launched, error) {
+// launch starts the agent (or the sandbox that starts it) in its own
+// session, so that it outlives the gateway, puts it into its cgroup
+// before it may start anything, and waits for the line saying where the
+// agent listens.
+func (o *Orchestrator) launch(ctx context.Context, w *workspace.Workspace, cmd *exec.Cmd, uid, gid int, cg *cgroup.Group) (workspace.Launched, error) {
 	layout := workspace.Layout{Home: w.Home}
 	logFile, err := os.OpenFile(filepath.Join(layout.Logs(), "agent.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -520,22 +589,7 @@ func (o *Orchestrator) launch(ctx context.Context, w *workspace.Workspace, args 
 	}
 	defer logFile.Close()
 	_ = logFile.Chown(uid, gid)
-
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Dir = w.Home
-	cmd.Env = append([]string{
-		"HOME=" + w.Home,
-		"USER=" + filepath.Base(w.Home),
-		"SHELL=/bin/bash",
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"TERM=xterm-256color",
-		workspaceMark(w),
-	}, o.cfg.Env...)
 	cmd.Stderr = logFile
-	// Its own session: the agent outlives a gateway restart. (With the
-	// process strategy, setpriv drops to the workspace's account after
-	// `ip netns exec` entered the namespace.)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return workspace.Launched{}, err
@@ -566,7 +620,8 @@ func (o *Orchestrator) launch(ctx context.Context, w *workspace.Workspace, args 
 			return workspace.Launched{}, fmt.Errorf("place the agent in its cgroup: %w", err)
 		}
 	}
-	// The agent waits for this byte before it starts code-server.
+	// The sandbox (or the agent) waits for this byte before it starts
+	// anything.
 	_, _ = stdin.Write([]byte{'\n'})
 	stdin.Close()
 
@@ -591,26 +646,49 @@ func (o *Orchestrator) launch(ctx context.Context, w *workspace.Workspace, args 
 }
 
 // Stop implements workspace.Orchestrator: ask the agent to stop, then make
-// sure, then release the cgroup, namespace and mount (the image stays).
+// sure, then free what it held (the image and home stay).
 func (o *Orchestrator) Stop(ctx context.Context, w *workspace.Workspace) error {
 	if w.Address != "" && w.Secret != "" {
 		o.askStop(ctx, w)
 	}
-	var cg *cgroup.Group
-	if name := w.Meta["cgroup"]; name != "" {
-		cg, _ = cgroup.Open(name)
-	}
 	if w.PID > 0 && o.isAgent(w.PID) {
 		if !waitGone(ctx, w.PID, 15*time.Second) {
-			if cg != nil {
+			if cg := o.openCgroup(w); cg != nil {
 				_ = cg.Kill()
 			}
 			_ = syscall.Kill(-w.PID, syscall.SIGKILL) // its session's process group
 			waitGone(ctx, w.PID, 5*time.Second)
 		}
 	}
+	o.cleanup(ctx, w)
+	return nil
+}
+
+// openCgroup returns the workspace's cgroup if it exists.
+func (o *Orchestrator) openCgroup(w *workspace.Workspace) *cgroup.Group {
+	for _, name := range []string{w.Meta["cgroup"], o.cgroupName(w)} {
+		if name == "" || o.cfg.Strategy != StrategyProcess && name != w.Meta["cgroup"] {
+			continue
+		}
+		if cg, err := cgroup.Open(name); err == nil {
+			return cg
+		}
+	}
+	return nil
+}
+
+// cleanup frees everything the host may hold of w while it runs, found
+// by the names derived from its id as well as by what Start recorded, so
+// that a start cut short (the gateway killed before it recorded
+// anything) is undone too. Freeing what is not there is no error.
+func (o *Orchestrator) cleanup(ctx context.Context, w *workspace.Workspace) {
+	cg := o.openCgroup(w)
 	var ns *netns.NS
-	if name := w.Meta["netns"]; name != "" {
+	name := w.Meta["netns"]
+	if name == "" && o.cfg.Strategy == StrategyProcess {
+		name = o.netnsName(w)
+	}
+	if name != "" {
 		var err error
 		if ns, err = netns.Open(ctx, name); err != nil {
 			// Nothing to attach to, but its rules and files may be left.
@@ -620,7 +698,6 @@ func (o *Orchestrator) Stop(ctx context.Context, w *workspace.Workspace) error {
 		}
 	}
 	o.release(ctx, w, cg, ns)
-	return nil
 }
 
 // release frees what a workspace held while running.
@@ -651,11 +728,15 @@ func (o *Orchestrator) release(ctx context.Context, w *workspace.Workspace, cg *
 		}
 	}
 	_ = os.RemoveAll(o.runDir(w))
+	_ = os.Remove(o.specFile(w))
 }
 
 // workspaceMark is the environment entry every process of a workspace
 // inherits from its agent.
-func workspaceMark(w *workspace.Workspace) string { return "CODEHUB_WORKSPACE_ID=" + w.ID }
+func workspaceMark(w *workspace.Workspace) string { return markKey + "=" + w.ID }
+
+// markKey is the variable of the mark.
+const markKey = "CODEHUB_WORKSPACE_ID"
 
 // killLeftovers ends the processes of a workspace that outlived its agent:
 // when the agent is killed outright, code-server's processes are
@@ -697,11 +778,15 @@ func (o *Orchestrator) askStop(ctx context.Context, w *workspace.Workspace) {
 	}
 }
 
-// isAgent reports whether pid is still a codehub agent (not a reused pid).
+// isAgent reports whether pid is still a codehub agent, or the sandbox
+// that runs one (not a reused pid).
 func (o *Orchestrator) isAgent(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
 		return false
+	}
+	if sandbox.IsInit(b, o.cfg.Agent) {
+		return true
 	}
 	args := strings.Split(string(b), "\x00")
 	for i, a := range args {
@@ -732,9 +817,24 @@ func (o *Orchestrator) Alive(_ context.Context, w *workspace.Workspace) (bool, e
 }
 
 // Assign implements workspace.Orchestrator: the warm workspace's home
-// becomes the user's.
-func (o *Orchestrator) Assign(_ context.Context, w *workspace.Workspace, userID, username string) error {
-	return o.linkUser(w, userID)
+// becomes the user's, under <base>/<user-id> on the host and, for the
+// process strategy, inside the running sandbox too.
+func (o *Orchestrator) Assign(ctx context.Context, w *workspace.Workspace, userID, username string) error {
+	if err := o.linkUser(w, userID); err != nil {
+		return err
+	}
+	if o.cfg.Strategy != StrategyProcess || w.PID <= 0 || !o.isAgent(w.PID) {
+		return nil
+	}
+	// The sandbox's own mount namespace; its /var, where the base path
+	// lies, is a tmpfs root may write to.
+	link := filepath.Join(o.cfg.BasePath, userID)
+	out, err := exec.CommandContext(ctx, "nsenter", "--target", strconv.Itoa(w.PID), "--mount", "--",
+		"ln", "-sfn", filepath.Base(w.Home), link).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("link the user's home inside the workspace: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // reachable checks that every directory on the way to path can be

@@ -24,6 +24,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/netns"
 	"github.com/codehub-dev/codehub/internal/orchestrator/local"
 	"github.com/codehub-dev/codehub/internal/osuser"
+	"github.com/codehub-dev/codehub/internal/sandbox"
 	"github.com/codehub-dev/codehub/internal/testenv"
 	"github.com/codehub-dev/codehub/internal/workspace"
 )
@@ -34,6 +35,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
 		fakeAgent(os.Args[2:])
 		return
+	}
+	if len(os.Args) > 3 && os.Args[1] == sandbox.InitCommand { // as `codehub sandbox-init`
+		sandbox.Init(os.Args[3], os.Stdin, os.Stderr)
 	}
 	os.Exit(m.Run())
 }

@@ -120,3 +120,45 @@ func copyIfChanged(src, dst string) error {
 	}
 	return os.Rename(tmp, dst)
 }
+
+// runtimePaths returns what a sandbox must show, read-only, for the agent
+// and code-server to run: the agent binary, and code-server's install
+// (and the Node.js it names) as found from its launcher. A launcher it
+// cannot read is shown alone, with a warning: the paths it needs must
+// then be listed in isolation.read-only-paths. Whole directories of
+// unknown purpose (a home with a bin/ in it) are never guessed.
+func runtimePaths(agent, codeServer string) (paths []string, warning string) {
+	paths = []string{agent}
+	launcher := codeServer
+	if real, err := filepath.EvalSymlinks(codeServer); err == nil {
+		launcher = real
+	}
+	paths = append(paths, codeServer)
+	if launcher != codeServer {
+		paths = append(paths, launcher)
+	}
+	if b, err := os.ReadFile(launcher); err == nil && len(b) < 4096 {
+		// The launcher `make setup` writes, or PrepareRuntime's copy.
+		if m := launcherRE.FindStringSubmatch(string(b)); m != nil {
+			return append(paths, filepath.Dir(filepath.Dir(m[1])), m[2]), ""
+		}
+	}
+	// npm's global install links bin/code-server to the package's entry.
+	const entry = "/out/node/entry.js"
+	if root, ok := strings.CutSuffix(launcher, entry); ok {
+		return append(paths, root), ""
+	}
+	// code-server's release archive: <root>/bin/code-server with its own
+	// Node.js in <root>/lib/node.
+	root := filepath.Dir(filepath.Dir(launcher))
+	if isFile(filepath.Join(root, "lib", "node")) && isFile(filepath.Join(root, strings.TrimPrefix(entry, "/"))) {
+		return append(paths, root), ""
+	}
+	return paths, fmt.Sprintf("code-server at %s is not an installation codehub recognises: workspaces see only "+
+		"the launcher itself; list what it needs in multi-user.isolation.read-only-paths", codeServer)
+}
+
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}

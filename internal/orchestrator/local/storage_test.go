@@ -52,11 +52,15 @@ func TestStorageGrowsWithPolicy(t *testing.T) {
 				stop(t, context.Background(), o, w)
 			}
 		})
-		_, total, err := quota.Usage(w.Home)
+		sp, err := quota.Measure(w.Home)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return total
+		// The user gets the policy's storage, ext4's own on top.
+		if sp.Capacity < int64(mb)<<20 || sp.Capacity > int64(mb)<<20+2<<20 {
+			t.Errorf("a %d MiB policy gives %d bytes to write", mb, sp.Capacity)
+		}
+		return sp.Capacity
 	}
 
 	small := startWith(16)

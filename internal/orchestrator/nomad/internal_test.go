@@ -88,16 +88,20 @@ func TestUnplaceable(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		m    *api.AllocationMetric
+		dcs  []string
 		want string
 	}{
-		{"exhausted: wait", &api.AllocationMetric{NodesEvaluated: 3, NodesExhausted: 3, DimensionExhausted: map[string]int{"memory": 3}}, ""},
-		{"quota: wait", &api.AllocationMetric{NodesEvaluated: 3, QuotaExhausted: []string{"memory"}}, ""},
-		{"some filtered, some full: wait", &api.AllocationMetric{NodesEvaluated: 3, NodesFiltered: 1, NodesExhausted: 2}, ""},
-		{"no node in the datacenter", &api.AllocationMetric{NodesAvailable: map[string]int{"dc2": 0}}, "no ready node in datacenter dc2"},
-		{"constraints", &api.AllocationMetric{NodesEvaluated: 2, NodesFiltered: 2, ConstraintFiltered: map[string]int{"missing drivers": 2}}, "every node was filtered out: missing drivers (2 of 2 nodes)"},
+		{"exhausted: wait", &api.AllocationMetric{NodesEvaluated: 3, NodesExhausted: 3, DimensionExhausted: map[string]int{"memory": 3}}, nil, ""},
+		{"quota: wait", &api.AllocationMetric{NodesEvaluated: 3, QuotaExhausted: []string{"memory"}}, nil, ""},
+		{"some filtered, some full: wait", &api.AllocationMetric{NodesEvaluated: 3, NodesFiltered: 1, NodesExhausted: 2}, nil, ""},
+		{"no node in the datacenter", &api.AllocationMetric{NodesAvailable: map[string]int{"dc2": 0}}, []string{"dc2"}, "no ready node in datacenter dc2"},
+		// Real Nomad names no datacenter no node is in: the job's are named.
+		{"unknown datacenter", &api.AllocationMetric{NodesAvailable: map[string]int{}, NodePool: "default"}, []string{"dc-nowhere"}, "no ready node in datacenter dc-nowhere (node pool default)"},
+		{"no node at all", &api.AllocationMetric{}, nil, "no ready node in the job's datacenters"},
+		{"constraints", &api.AllocationMetric{NodesEvaluated: 2, NodesFiltered: 2, ConstraintFiltered: map[string]int{"missing drivers": 2}}, nil, "every node was filtered out: missing drivers (2 of 2 nodes)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := unplaceable(map[string]*api.AllocationMetric{"workspace": tc.m}); got != tc.want {
+			if got := unplaceable(map[string]*api.AllocationMetric{"workspace": tc.m}, tc.dcs); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})

@@ -130,13 +130,13 @@ func (o *Orchestrator) template(ctx context.Context, id string) (*api.Job, error
 	}
 	job, _, err := o.jobs.Info(id, o.query(ctx, 0, 0))
 	if isNotFound(err) {
-		return nil, fmt.Errorf("%w: no job %q in namespace %q (register it: nomad job run jobs/workspace.nomad.hcl)", ErrJobNotRegistered, id, o.namespace())
+		return nil, cannotStart(fmt.Errorf("%w: no job %q in namespace %q (register it: nomad job run jobs/workspace.nomad.hcl)", ErrJobNotRegistered, id, o.namespace()))
 	}
 	if err != nil {
 		return nil, apiError(fmt.Sprintf("read the Nomad job %q", id), err)
 	}
 	if err := checkTemplate(job); err != nil {
-		return nil, err
+		return nil, cannotStart(err)
 	}
 	o.mu.Lock()
 	o.templates[id] = cachedJob{job: job, at: now}
@@ -170,38 +170,60 @@ func checkTemplate(job *api.Job) error {
 }
 
 // policyJob makes sure the policy's job, derived from the template, is
-// registered as it should be, and returns its ID.
-func (o *Orchestrator) policyJob(ctx context.Context, template string, p workspace.Policy) (string, error) {
+// registered as it should be, and returns its ID and datacenters.
+func (o *Orchestrator) policyJob(ctx context.Context, template string, p workspace.Policy) (string, []string, error) {
 	tmpl, err := o.template(ctx, template)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	job, hash, err := o.derive(tmpl, p)
 	if err != nil {
-		return "", err
+		return "", nil, cannotStart(err)
 	}
 	id := *job.ID
 	o.mu.Lock()
 	done := o.registered[id] == hash
 	o.mu.Unlock()
 	if done {
-		return id, nil
+		return id, job.Datacenters, nil
 	}
 	cur, _, err := o.jobs.Info(id, o.query(ctx, 0, 0))
 	switch {
 	case err == nil && cur.Meta[jobMetaHash] == hash && (cur.Stop == nil || !*cur.Stop):
 	case err == nil || isNotFound(err):
-		if _, _, err := o.jobs.Register(job, o.write(ctx, "")); err != nil {
-			return "", apiError(fmt.Sprintf("register the Nomad job %q of policy %q", id, policyName(p)), err)
+		resp, _, err := o.jobs.Register(job, o.write(ctx, ""))
+		if err != nil {
+			return "", nil, apiError(fmt.Sprintf("register the Nomad job %q of policy %q", id, policyName(p)), err)
 		}
 		o.log.Info("registered the workspace job of a policy", "job", id, "policy", policyName(p), "template", template)
+		o.registrationWarnings(id, p, resp.Warnings)
 	default:
-		return "", apiError(fmt.Sprintf("read the Nomad job %q", id), err)
+		return "", nil, apiError(fmt.Sprintf("read the Nomad job %q", id), err)
+	}
+	if t := agentTask(job.TaskGroups[0]); t.Driver == "exec" && p.Pids > 0 {
+		o.log.Warn("the exec driver cannot limit a workspace's processes: the policy's pids limit is enforced for the docker driver only",
+			"policy", policyName(p), "pids", p.Pids)
 	}
 	o.mu.Lock()
 	o.registered[id] = hash
 	o.mu.Unlock()
-	return id, nil
+	return id, job.Datacenters, nil
+}
+
+// registrationWarnings logs what Nomad warned of when a policy's job was
+// registered: once per version of the job, since it is registered only
+// when it changed. memory_max is the one that matters: Nomad ignores it
+// unless the cluster allows memory oversubscription (off by default).
+func (o *Orchestrator) registrationWarnings(jobID string, p workspace.Policy, warnings string) {
+	warnings = strings.TrimSpace(warnings)
+	if warnings == "" {
+		return
+	}
+	hint := ""
+	if strings.Contains(warnings, "Memory oversubscription is not enabled") {
+		hint = "workspaces get their memory and no burst above it; to allow memory_max: nomad operator scheduler set-config -memory-oversubscription=true"
+	}
+	o.log.Warn("Nomad warned about the workspace job of a policy", "job", jobID, "policy", policyName(p), "warnings", warnings, "hint", hint)
 }
 
 // agentTask is the group's task that runs the agent.
@@ -284,6 +306,8 @@ func (o *Orchestrator) derive(tmpl *api.Job, p workspace.Policy) (*api.Job, stri
 		}
 		t.Resources.MemoryMaxMB = nil
 	}
+	// Of Nomad's drivers only docker limits processes (pids_limit); exec
+	// has no such setting and refuses unknown ones at start.
 	if t.Driver == "docker" && p.Pids > 0 {
 		if t.Config == nil {
 			t.Config = map[string]any{}

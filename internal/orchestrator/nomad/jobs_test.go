@@ -1,6 +1,7 @@
 package nomad_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,190 +13,22 @@ import (
 	"github.com/codehub-dev/codehub/internal/agentapi"
 	"github.com/codehub-dev/codehub/internal/config"
 	"github.com/codehub-dev/codehub/internal/orchestrator/nomad"
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclparse"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/codehub-dev/codehub/internal/testenv"
+	fakenomad "github.com/codehub-dev/codehub/internal/testfake/nomad"
 	"github.com/hashicorp/nomad/api"
-	"github.com/zclconf/go-cty/cty"
 )
 
 // jobsDir holds the Nomad job specs operators run.
 const jobsDir = "../../../jobs"
 
-// node is a block of a job spec read with a schema: its labels, the
-// attributes' values (runtime interpolations such as ${NOMAD_PORT_http}
-// kept as text, as Nomad keeps them) and its sub-blocks.
-type node struct {
-	labels []string
-	attrs  map[string]any
-	blocks map[string][]*node
-}
-
-func (n *node) str(k string) string {
-	s, _ := n.attrs[k].(string)
-	return s
-}
-
-func (n *node) list(k string) []string {
-	l, _ := n.attrs[k].([]string)
-	return l
-}
-
-func (n *node) one(t *testing.T, typ string) *node {
+// parseJob reads a shipped job file as Nomad's parser does.
+func parseJob(t *testing.T, file string) *api.Job {
 	t.Helper()
-	if len(n.blocks[typ]) != 1 {
-		t.Fatalf("want one %s block, got %d", typ, len(n.blocks[typ]))
+	job, err := fakenomad.ParseJobFile(filepath.Join(jobsDir, file))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return n.blocks[typ][0]
-}
-
-func (n *node) named(typ, label string) *node {
-	for _, b := range n.blocks[typ] {
-		if len(b.labels) > 0 && b.labels[0] == label {
-			return b
-		}
-	}
-	return nil
-}
-
-// schema is the part of a block the tests read: its attributes, and its
-// sub-blocks with their label names and own schemas. "*" reads every
-// attribute (meta, env).
-type schema struct {
-	attrs  []string
-	blocks map[string]blockSchema
-}
-
-type blockSchema struct {
-	labels []string
-	schema *schema
-}
-
-var (
-	checkSchema   = &schema{attrs: []string{"name", "type", "path", "command", "args", "interval", "timeout"}, blocks: map[string]blockSchema{"header": {schema: &schema{attrs: []string{"*"}}}}}
-	serviceSchema = &schema{attrs: []string{"name", "port", "tags"}, blocks: map[string]blockSchema{
-		"meta": {schema: &schema{attrs: []string{"*"}}}, "check": {schema: checkSchema},
-	}}
-	taskSchema = &schema{attrs: []string{"driver", "user"}, blocks: map[string]blockSchema{
-		"dispatch_payload": {schema: &schema{attrs: []string{"file"}}},
-		"template":         {schema: &schema{attrs: []string{"source", "destination", "perms", "data", "change_mode", "uid", "gid"}}},
-		"config":           {schema: &schema{attrs: []string{"command", "args", "image"}}},
-		"resources":        {schema: &schema{attrs: []string{"cpu", "memory", "memory_max"}}},
-		"service":          {schema: serviceSchema},
-		"vault":            {schema: &schema{attrs: []string{"role"}}},
-		"volume_mount":     {schema: &schema{attrs: []string{"volume", "destination"}}},
-		"env":              {schema: &schema{attrs: []string{"*"}}},
-	}}
-	groupSchema = &schema{attrs: []string{"count"}, blocks: map[string]blockSchema{
-		"restart":    {schema: &schema{attrs: []string{"attempts", "interval", "delay", "mode"}}},
-		"reschedule": {schema: &schema{attrs: []string{"attempts", "unlimited", "delay_function", "max_delay"}}},
-		"network":    {schema: &schema{blocks: map[string]blockSchema{"port": {labels: []string{"label"}, schema: &schema{attrs: []string{"to"}}}}}},
-		"update":     {schema: &schema{attrs: []string{"max_parallel", "health_check", "auto_revert"}}},
-		"spread":     {schema: &schema{attrs: []string{"attribute"}}},
-		"constraint": {schema: &schema{attrs: []string{"attribute", "value", "operator"}}},
-		"volume":     {labels: []string{"name"}, schema: &schema{attrs: []string{"type", "source"}}},
-		"service":    {schema: serviceSchema},
-		"task":       {labels: []string{"name"}, schema: taskSchema},
-	}}
-	jobSchema = &schema{blocks: map[string]blockSchema{
-		"job": {labels: []string{"name"}, schema: &schema{attrs: []string{"type", "datacenters", "priority"}, blocks: map[string]blockSchema{
-			"parameterized": {schema: &schema{attrs: []string{"payload", "meta_required", "meta_optional"}}},
-			"meta":          {schema: &schema{attrs: []string{"*"}}},
-			"group":         {labels: []string{"name"}, schema: groupSchema},
-		}}},
-	}}
-)
-
-// read decodes body with s, leaving what s does not name.
-func read(t *testing.T, body hcl.Body, s *schema, labels []string) *node {
-	t.Helper()
-	n := &node{labels: labels, attrs: map[string]any{}, blocks: map[string][]*node{}}
-	if len(s.attrs) == 1 && s.attrs[0] == "*" {
-		attrs, diags := body.JustAttributes()
-		if diags.HasErrors() {
-			t.Fatal(diags)
-		}
-		for k, a := range attrs {
-			n.attrs[k] = literal(t, a.Expr)
-		}
-		return n
-	}
-	hs := &hcl.BodySchema{}
-	for _, a := range s.attrs {
-		hs.Attributes = append(hs.Attributes, hcl.AttributeSchema{Name: a})
-	}
-	for typ, b := range s.blocks {
-		hs.Blocks = append(hs.Blocks, hcl.BlockHeaderSchema{Type: typ, LabelNames: b.labels})
-	}
-	content, _, diags := body.PartialContent(hs)
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	for k, a := range content.Attributes {
-		n.attrs[k] = literal(t, a.Expr)
-	}
-	for _, b := range content.Blocks {
-		n.blocks[b.Type] = append(n.blocks[b.Type], read(t, b.Body, s.blocks[b.Type].schema, b.Labels))
-	}
-	return n
-}
-
-// literal is an attribute's value as Nomad's parser keeps it: runtime
-// interpolations (${NOMAD_*}, ${node.*}, ${attr.*}) stay as text.
-func literal(t *testing.T, expr hcl.Expression) any {
-	t.Helper()
-	switch e := expr.(type) {
-	case *hclsyntax.TemplateExpr:
-		var b strings.Builder
-		for _, p := range e.Parts {
-			b.WriteString(fmt.Sprint(literal(t, p)))
-		}
-		return b.String()
-	case *hclsyntax.TemplateWrapExpr:
-		return literal(t, e.Wrapped)
-	case *hclsyntax.ScopeTraversalExpr:
-		var b strings.Builder
-		for _, tr := range e.Traversal {
-			switch s := tr.(type) {
-			case hcl.TraverseRoot:
-				b.WriteString(s.Name)
-			case hcl.TraverseAttr:
-				b.WriteString("." + s.Name)
-			}
-		}
-		return "${" + b.String() + "}"
-	case *hclsyntax.TupleConsExpr:
-		var out []string
-		for _, x := range e.Exprs {
-			out = append(out, fmt.Sprint(literal(t, x)))
-		}
-		return out
-	}
-	v, diags := expr.Value(nil)
-	if diags.HasErrors() {
-		t.Fatalf("%s: %s", expr.Range(), diags.Error())
-	}
-	switch v.Type() {
-	case cty.String:
-		return v.AsString()
-	case cty.Number:
-		f, _ := v.AsBigFloat().Float64()
-		return f
-	case cty.Bool:
-		return v.True()
-	}
-	t.Fatalf("%s: unexpected value %#v", expr.Range(), v)
-	return nil
-}
-
-func parseJob(t *testing.T, file string) *node {
-	t.Helper()
-	f, diags := hclparse.NewParser().ParseHCLFile(filepath.Join(jobsDir, file))
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	top := read(t, f.Body, jobSchema, nil)
-	return top.one(t, "job")
+	return job
 }
 
 // argAfter is the argument following flag in args.
@@ -205,6 +38,16 @@ func argAfter(args []string, flag string) string {
 		return ""
 	}
 	return args[i+1]
+}
+
+// configStrings is a list of a task's driver config.
+func configStrings(t *api.Task, key string) []string {
+	list, _ := t.Config[key].([]any)
+	out := make([]string, 0, len(list))
+	for _, x := range list {
+		out = append(out, fmt.Sprint(x))
+	}
+	return out
 }
 
 func sorted(s []string) []string {
@@ -227,77 +70,86 @@ func TestWorkspaceJobs(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			job := parseJob(t, tc.file)
-			if job.labels[0] != tc.id {
-				t.Errorf("job %q, want %q (the configuration's default)", job.labels[0], tc.id)
+			if *job.ID != tc.id {
+				t.Errorf("job %q, want %q (the configuration's default)", *job.ID, tc.id)
 			}
-			if job.str("type") != "batch" {
-				t.Errorf("type %q, want batch", job.str("type"))
+			if *job.Type != "batch" {
+				t.Errorf("type %q, want batch", *job.Type)
 			}
-			pj := job.one(t, "parameterized")
-			if pj.str("payload") != "required" {
-				t.Errorf("payload %q, want required: the secret", pj.str("payload"))
+			pj := job.ParameterizedJob
+			if pj == nil || pj.Payload != "required" {
+				t.Fatalf("parameterized %+v: want payload required, the secret", pj)
 			}
-			if got, want := pj.list("meta_required"), nomad.RequiredMeta(); !slices.Equal(sorted(got), sorted(want)) {
+			if got, want := pj.MetaRequired, nomad.RequiredMeta(); !slices.Equal(sorted(got), sorted(want)) {
 				t.Errorf("meta_required %q, want %q", got, want)
 			}
-			if got, want := pj.list("meta_optional"), nomad.OptionalMeta(); !slices.Equal(sorted(got), sorted(want)) {
+			if got, want := pj.MetaOptional, nomad.OptionalMeta(); !slices.Equal(sorted(got), sorted(want)) {
 				t.Errorf("meta_optional %q, want %q", got, want)
 			}
-			meta := job.one(t, "meta")
 			for _, k := range append(nomad.OptionalMeta(), nomad.JobMetaStorageLimit) {
-				if _, ok := meta.attrs[k]; !ok {
+				if _, ok := job.Meta[k]; !ok {
 					t.Errorf("meta has no default for %q", k)
 				}
 			}
 
 			var defaultGroups int
-			for _, g := range job.blocks["group"] {
-				t.Run(g.labels[0], func(t *testing.T) {
-					if c, _ := g.attrs["count"].(float64); c > 0 {
+			drivers := map[string]bool{}
+			for _, g := range job.TaskGroups {
+				t.Run(*g.Name, func(t *testing.T) {
+					if *g.Count > 0 {
 						defaultGroups++
 					}
-					checkWorkspaceGroup(t, g, tc.warm)
+					drivers[checkWorkspaceGroup(t, g, tc.warm)] = true
 				})
 			}
 			if defaultGroups != 1 {
 				t.Errorf("%d groups with count > 0, want 1 (the orchestrator keeps the policy's driver's)", defaultGroups)
 			}
+			// A cluster whose default policy is exec has a warm pool too.
+			if !drivers["docker"] || !drivers["exec"] {
+				t.Errorf("drivers %v: want a docker and an exec group", drivers)
+			}
 		})
 	}
 }
 
-func checkWorkspaceGroup(t *testing.T, g *node, warm bool) {
-	restart := g.one(t, "restart")
-	if a, _ := restart.attrs["attempts"].(float64); a < 1 || a > 5 || restart.str("mode") != "fail" || restart.str("delay") == "" {
-		t.Errorf("restart %v: want a few attempts in place with a delay, then fail", restart.attrs)
+// checkWorkspaceGroup checks a group and returns its driver.
+func checkWorkspaceGroup(t *testing.T, g *api.TaskGroup, warm bool) string {
+	restart := g.RestartPolicy
+	if restart == nil || restart.Attempts == nil || *restart.Attempts < 1 || *restart.Attempts > 5 || restart.Mode == nil || *restart.Mode != "fail" || restart.Delay == nil || *restart.Delay <= 0 {
+		t.Errorf("restart %+v: want a few attempts in place with a delay, then fail", restart)
 	}
-	resched := g.one(t, "reschedule")
-	if u, _ := resched.attrs["unlimited"].(bool); u {
+	resched := g.ReschedulePolicy
+	if resched == nil || resched.Unlimited != nil && *resched.Unlimited {
 		t.Error("reschedule is unlimited")
 	}
-	if !warm && resched.str("delay_function") != "exponential" {
-		t.Errorf("reschedule delay_function %q, want exponential", resched.str("delay_function"))
+	if !warm && (resched == nil || resched.DelayFunction == nil || *resched.DelayFunction != "exponential") {
+		t.Errorf("reschedule %+v: want an exponential delay", resched)
 	}
-	if g.one(t, "network").named("port", nomad.PortLabel) == nil {
+	if len(g.Networks) != 1 || len(g.Networks[0].DynamicPorts) != 1 || g.Networks[0].DynamicPorts[0].Label != nomad.PortLabel {
 		t.Errorf("no network port %q", nomad.PortLabel)
 	}
-	task := g.named("task", nomad.TaskName)
+	var task *api.Task
+	for _, x := range g.Tasks {
+		if x.Name == nomad.TaskName {
+			task = x
+		}
+	}
 	if task == nil {
 		t.Fatalf("no task %q", nomad.TaskName)
 	}
-	if task.one(t, "dispatch_payload").str("file") != nomad.PayloadFile {
-		t.Errorf("dispatch_payload file %q, want %q", task.one(t, "dispatch_payload").str("file"), nomad.PayloadFile)
+	if task.DispatchPayload == nil || task.DispatchPayload.File != nomad.PayloadFile {
+		t.Errorf("dispatch_payload %+v, want %q", task.DispatchPayload, nomad.PayloadFile)
 	}
 	var copied bool
-	for _, tmpl := range task.blocks["template"] {
-		copied = copied || tmpl.str("source") == "local/"+nomad.PayloadFile &&
-			tmpl.str("destination") == "secrets/"+nomad.SecretFile && tmpl.str("perms") == "0600"
+	for _, tmpl := range task.Templates {
+		copied = copied || deref(tmpl.SourcePath) == "local/"+nomad.PayloadFile &&
+			deref(tmpl.DestPath) == "secrets/"+nomad.SecretFile && deref(tmpl.Perms) == "0600"
 	}
 	if !copied {
 		t.Errorf("no template copying local/%s to secrets/%s with perms 0600", nomad.PayloadFile, nomad.SecretFile)
 	}
-	cfg := task.one(t, "config")
-	args := cfg.list("args")
+	args := configStrings(task, "args")
 	if len(args) == 0 || args[0] != "agent" {
 		t.Errorf("args %q: want `codehub agent ...`", args)
 	}
@@ -310,24 +162,45 @@ func checkWorkspaceGroup(t *testing.T, g *node, warm bool) {
 	if got := argAfter(args, "--storage-limit"); got != "${NOMAD_META_"+nomad.JobMetaStorageLimit+"}" {
 		t.Errorf("--storage-limit %q", got)
 	}
-	switch task.str("driver") {
+	// Nothing the user runs holds a capability (the exec driver's
+	// defaults include dac_override, on a chroot of the host's files).
+	if drop := configStrings(task, "cap_drop"); len(drop) != 1 || strings.ToLower(drop[0]) != "all" {
+		t.Errorf("cap_drop %q, want [all]", drop)
+	}
+	switch task.Driver {
 	case "docker":
-		if cfg.str("image") != "${NOMAD_META_image}" {
-			t.Errorf("image %q, want the dispatch's", cfg.str("image"))
+		if task.Config["image"] != "${NOMAD_META_image}" {
+			t.Errorf("image %v, want the dispatch's", task.Config["image"])
+		}
+		if !slices.Contains(configStrings(task, "security_opt"), "no-new-privileges") {
+			t.Error("docker without security_opt no-new-privileges")
 		}
 	case "exec":
-		if c, _ := g.attrs["count"].(float64); c != 0 {
+		if *g.Count != 0 {
 			t.Error("the exec group runs by default")
 		}
+		// The exec driver cannot set no_new_privs: the agent does; the
+		// job passes the code-server inside the chroot.
+		if !slices.Contains(args, "--no-new-privileges") || argAfter(args, "--code-server") == "" {
+			t.Errorf("exec args %q: want --no-new-privileges and --code-server", args)
+		}
+		if _, ok := task.Config["pids_limit"]; ok {
+			t.Error("pids_limit in an exec task: the driver refuses it")
+		}
+		if task.User == "" || task.User == "root" {
+			t.Errorf("exec user %q", task.User)
+		}
 	default:
-		t.Errorf("driver %q", task.str("driver"))
+		t.Errorf("driver %q", task.Driver)
 	}
 
-	svc := task.one(t, "service")
-	if svc.str("name") != nomad.ServiceName || svc.str("port") != nomad.PortLabel {
-		t.Errorf("service %q on %q", svc.str("name"), svc.str("port"))
+	if len(task.Services) != 1 {
+		t.Fatalf("%d services", len(task.Services))
 	}
-	tags := svc.list("tags")
+	svc := task.Services[0]
+	if svc.Name != nomad.ServiceName || svc.PortLabel != nomad.PortLabel {
+		t.Errorf("service %q on %q", svc.Name, svc.PortLabel)
+	}
 	want := []string{"dc-${node.datacenter}", "workspace-${NOMAD_META_workspace_id}"}
 	if warm {
 		want = append(want, "warm")
@@ -335,95 +208,203 @@ func checkWorkspaceGroup(t *testing.T, g *node, warm bool) {
 		want = append(want, "user-${NOMAD_META_user_id}")
 	}
 	for _, w := range want {
-		if !slices.Contains(tags, w) {
-			t.Errorf("service tags %q lack %q", tags, w)
+		if !slices.Contains(svc.Tags, w) {
+			t.Errorf("service tags %q lack %q", svc.Tags, w)
 		}
 	}
-	meta := svc.one(t, "meta")
-	if meta.str("workspace_id") != "${NOMAD_META_workspace_id}" || meta.str("user_id") != "${NOMAD_META_user_id}" {
-		t.Errorf("service meta %v", meta.attrs)
+	if svc.Meta["workspace_id"] != "${NOMAD_META_workspace_id}" || svc.Meta["user_id"] != "${NOMAD_META_user_id}" {
+		t.Errorf("service meta %v", svc.Meta)
 	}
-	check := svc.one(t, "check")
-	probe := strings.Join(check.list("args"), " ")
-	if check.str("type") != "script" || !strings.Contains(probe, agentapi.PathHealth) ||
+	if len(svc.Checks) != 1 {
+		t.Fatalf("%d checks", len(svc.Checks))
+	}
+	check := svc.Checks[0]
+	probe := strings.Join(check.Args, " ")
+	if check.Type != "script" || !strings.Contains(probe, agentapi.PathHealth) ||
 		!strings.Contains(probe, agentapi.SecretHeader) || !strings.Contains(probe, "$NOMAD_SECRETS_DIR/"+nomad.SecretFile) {
-		t.Errorf("check %v: want a script check asking %s with the secret", check.attrs, agentapi.PathHealth)
+		t.Errorf("check %+v: want a script check asking %s with the secret", check, agentapi.PathHealth)
 	}
-	if len(check.blocks["header"]) > 0 {
+	if len(check.Header) > 0 {
 		t.Error("the check has headers: a secret there would be in Consul's catalog")
 	}
+	return task.Driver
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }
 
 func TestGatewayJob(t *testing.T) {
-	job := parseJob(t, "gateway.nomad.hcl")
-	if job.str("type") != "service" {
-		t.Errorf("type %q", job.str("type"))
+	for _, file := range gatewayFiles {
+		t.Run(file.name, func(t *testing.T) {
+			job := parseJob(t, file.name)
+			if *job.Type != "service" || *job.ID != "codehub-gateway" {
+				t.Errorf("job %q of type %q", *job.ID, *job.Type)
+			}
+			if len(job.TaskGroups) != 1 {
+				t.Fatalf("%d groups", len(job.TaskGroups))
+			}
+			g := job.TaskGroups[0]
+			if *g.Count < 2 {
+				t.Errorf("count %d, want at least 2", *g.Count)
+			}
+			if len(g.Spreads) != 1 {
+				t.Error("no spread")
+			}
+			if u := g.Update; u == nil || !deref(u.AutoRevert) || deref(u.HealthCheck) != "checks" {
+				t.Errorf("update %+v", u)
+			}
+			if len(g.Constraints) != 1 || g.Constraints[0].Operand != "distinct_hosts" {
+				t.Errorf("constraints %+v", g.Constraints)
+			}
+			if len(g.Services) != 1 || g.Services[0].Name != "codehub-gateway" || len(g.Services[0].Checks) != 1 ||
+				g.Services[0].Checks[0].Type != "http" || g.Services[0].Checks[0].Path != "/healthz" {
+				t.Errorf("services %+v", g.Services)
+			}
+			// Signing keys are Vault transit's: no shared key file, no volume.
+			if len(g.Volumes) != 0 {
+				t.Error("a data volume: transit signs tokens, no key file is shared")
+			}
+			task := g.Tasks[0]
+			v := task.Vault
+			switch {
+			case v == nil:
+				t.Fatal("no vault block")
+			case file.workloadIdentity && (v.Role == "" || len(v.Policies) != 0):
+				t.Errorf("vault %+v: want a role (workload identity)", v)
+			case !file.workloadIdentity && (v.Role != "" || !slices.Equal(v.Policies, []string{"codehub-gateway"})):
+				t.Errorf("vault %+v: want the policy codehub-gateway (Vault token of the servers)", v)
+			}
+			var data string
+			for _, tpl := range task.Templates {
+				switch deref(tpl.DestPath) {
+				case "secrets/codehub.hcl":
+					data = deref(tpl.EmbeddedTmpl)
+				case "secrets/consul-ca.pem":
+					// terraform/codehub writes the CA as ca_pem.
+					if !strings.Contains(deref(tpl.EmbeddedTmpl), ".ca_pem") {
+						t.Errorf("the CA template reads %q, want .ca_pem (terraform/codehub/nomad.tf)", deref(tpl.EmbeddedTmpl))
+					}
+				}
+			}
+			defaults := config.Default(func(string) string { return "" })
+			for _, want := range []string{`service "postgres"`, `service "redis"`, `nomadVar "nomad/jobs/codehub-gateway"`, ".redis_password", ".consul_token",
+				`job           = "` + defaults.Nomad.Job + `"`, `warm_pool_job = "` + defaults.Nomad.WarmPoolJob + `"`,
+				`namespace     = "` + defaults.Nomad.Namespace + `"`, `role    = "` + defaults.Vault.Database.Role + `"`} {
+				if !strings.Contains(data, want) {
+					t.Errorf("the configuration template lacks %q", want)
+				}
+			}
+			if !regexp.MustCompile(`transit \{\s*enabled\s*= true`).MatchString(data) {
+				t.Error("the configuration template does not turn Vault transit signing on")
+			}
+		})
 	}
-	g := job.one(t, "group")
-	if c, _ := g.attrs["count"].(float64); c < 2 {
-		t.Errorf("count %v, want at least 2", g.attrs["count"])
-	}
-	g.one(t, "spread")
-	if u := g.one(t, "update"); u.attrs["auto_revert"] != true || u.str("health_check") != "checks" {
-		t.Errorf("update %v", u.attrs)
-	}
-	svc := g.one(t, "service")
-	if svc.str("name") != "codehub-gateway" || svc.one(t, "check").str("type") != "http" || svc.one(t, "check").str("path") != "/healthz" {
-		t.Errorf("service %v, check %v", svc.attrs, svc.one(t, "check").attrs)
-	}
-	// Signing keys are Vault transit's: no shared key file, no volume.
-	if len(g.blocks["volume"]) != 0 {
-		t.Error("a data volume: transit signs tokens, no key file is shared")
-	}
-	task := g.one(t, "task")
-	if task.one(t, "vault").str("role") == "" {
-		t.Error("no Vault role (workload identity)")
-	}
-	var data string
-	for _, tpl := range task.blocks["template"] {
-		if tpl.str("destination") == "secrets/codehub.hcl" {
-			data = tpl.str("data")
-		}
-	}
-	defaults := config.Default(func(string) string { return "" }).Nomad
-	for _, want := range []string{`service "postgres"`, `service "redis"`, `nomadVar "nomad/jobs/codehub-gateway"`,
-		`job           = "` + defaults.Job + `"`, `warm_pool_job = "` + defaults.WarmPoolJob + `"`,
-		`namespace     = "` + defaults.Namespace + `"`, `role    = "` + config.Default(func(string) string { return "" }).Vault.Database.Role + `"`} {
-		if !strings.Contains(data, want) {
-			t.Errorf("the configuration template lacks %q", want)
-		}
-	}
-	if !regexp.MustCompile(`transit \{\s*enabled\s*= true`).MatchString(data) {
-		t.Error("the configuration template does not turn Vault transit signing on")
-	}
-}
-
-// TestJobsParseInNomad has a real Nomad parse and validate every job file
-// (skipped without NOMAD_ADDR).
-func TestJobsParseInNomad(t *testing.T) {
-	if !realNomad() {
-		t.Skip("set NOMAD_ADDR to have a real Nomad parse jobs/*.hcl")
-	}
-	client, err := api.NewClient(api.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, _ := filepath.Glob(filepath.Join(jobsDir, "*.hcl"))
-	for _, f := range files {
-		src, err := os.ReadFile(f)
+	// Each variant parses as the oldest Nomad it is for does, and the
+	// workload identity one is refused before 1.7, as Nomad 1.6 refuses it.
+	for _, file := range gatewayFiles {
+		src, err := os.ReadFile(filepath.Join(jobsDir, file.name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		job, err := client.Jobs().ParseHCL(string(src), true)
-		if err != nil {
-			t.Errorf("%s: %v", f, err)
-			continue
+		if _, err := fakenomad.ParseJob(file.name, src, file.minVersion); err != nil {
+			t.Errorf("%s on Nomad %s: %v", file.name, file.minVersion, err)
 		}
-		if _, _, err := client.Jobs().Validate(job, nil); err != nil {
-			t.Errorf("%s: %v", f, err)
-		}
-		if pj := job.ParameterizedJob; pj != nil && !slices.Equal(sorted(pj.MetaRequired), sorted(nomad.RequiredMeta())) {
-			t.Errorf("%s: Nomad reads meta_required %q", f, pj.MetaRequired)
+		if file.workloadIdentity {
+			if _, err := fakenomad.ParseJob(file.name, src, "1.6.5"); err == nil || !strings.Contains(err.Error(), `"role"`) {
+				t.Errorf("%s on Nomad 1.6.5: %v, want the role refused", file.name, err)
+			}
 		}
 	}
+	// The variants differ in their vault block only.
+	a, b := parseJob(t, gatewayFiles[0].name), parseJob(t, gatewayFiles[1].name)
+	a.TaskGroups[0].Tasks[0].Vault, b.TaskGroups[0].Tasks[0].Vault = nil, nil
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if string(ja) != string(jb) {
+		t.Errorf("%s and %s differ in more than their vault block", gatewayFiles[0].name, gatewayFiles[1].name)
+	}
+}
+
+// gatewayFiles are the gateway job's variants: the operator runs the one
+// of their Nomad's version.
+var gatewayFiles = []struct {
+	name             string
+	workloadIdentity bool   // vault { role }: Nomad 1.7 and later
+	minVersion       string // the oldest Nomad that parses it
+}{
+	{"gateway.nomad.hcl", true, "1.7.0"},
+	{"gateway-vault-token.nomad.hcl", false, "1.6.0"},
+}
+
+// TestJobsParseInNomad has Nomad parse and validate every job file: the
+// fake, whose parser reads them as Nomad's does, or a real Nomad with
+// NOMAD_ADDR. A variant for a newer Nomad than the one asked is skipped,
+// saying so; the others must pass on it.
+func TestJobsParseInNomad(t *testing.T) {
+	cfg := api.DefaultConfig()
+	if !realNomad() {
+		f, err := fakenomad.New(fakenomad.Options{Version: os.Getenv("CODEHUB_TEST_FAKE_NOMAD_VERSION"), Logger: testenv.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(f.Close)
+		cfg.Address, cfg.SecretID, cfg.Namespace, cfg.Region = f.URL(), "", "", ""
+	}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := nomadVersion(t, client)
+	minimum := map[string]string{}
+	for _, g := range gatewayFiles {
+		minimum[g.name] = g.minVersion
+	}
+	files, _ := filepath.Glob(filepath.Join(jobsDir, "*.nomad.hcl"))
+	if len(files) < 4 {
+		t.Fatalf("job files: %v", files)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			if m := minimum[filepath.Base(f)]; m != "" && fakenomad.VersionBefore(version, m) {
+				t.Skipf("Nomad %s is older than %s, which this variant needs; its other variant is for it", version, m)
+			}
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			job, err := client.Jobs().ParseHCL(string(src), true)
+			if err != nil {
+				t.Fatalf("Nomad %s cannot parse it: %v", version, err)
+			}
+			resp, _, err := client.Jobs().Validate(job, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Error != "" || len(resp.ValidationErrors) > 0 {
+				t.Errorf("Nomad %s finds it invalid: %s %q", version, resp.Error, resp.ValidationErrors)
+			}
+			if pj := job.ParameterizedJob; pj != nil && !slices.Equal(sorted(pj.MetaRequired), sorted(nomad.RequiredMeta())) {
+				t.Errorf("Nomad reads meta_required %q", pj.MetaRequired)
+			}
+		})
+	}
+}
+
+// nomadVersion is the version of the Nomad the client reaches.
+func nomadVersion(t *testing.T, c *api.Client) string {
+	t.Helper()
+	self, err := c.Agent().Self()
+	if err != nil {
+		t.Fatalf("read the Nomad agent's version: %v", err)
+	}
+	v := self.Member.Tags["build"]
+	if v == "" {
+		t.Fatal("the Nomad agent reports no version")
+	}
+	return v
 }

@@ -22,7 +22,9 @@
 // loop: Start follows the dispatched job's evaluations and allocation and
 // turns what Nomad says (queued for capacity, unplaceable, downloading the
 // image, driver failures, OOM) into phrases for the person waiting and
-// into clear errors.
+// into clear errors; those a new start would meet again are marked
+// workspace.ErrCannotStart. A workspace whose agent dies is brought back
+// in place by its job's restart policy, and Recover waits for that.
 package nomad
 
 import (
@@ -61,6 +63,22 @@ var (
 	// ErrTaskFailed: the agent's task failed or ended while starting.
 	ErrTaskFailed = errors.New("the workspace failed to start")
 )
+
+// cannotStartError marks an error of Start as one a new start would meet
+// again (workspace.ErrCannotStart), keeping its message and cause.
+type cannotStartError struct{ err error }
+
+func (e *cannotStartError) Error() string   { return e.err.Error() }
+func (e *cannotStartError) Unwrap() []error { return []error{e.err, workspace.ErrCannotStart} }
+
+// cannotStart marks err (nil stays nil): the job, the cluster or the
+// image must change before the workspace can start.
+func cannotStart(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &cannotStartError{err}
+}
 
 // Config configures an Orchestrator.
 type Config struct {
@@ -235,7 +253,7 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 		template = o.cfg.WarmPoolJob
 	}
 	p.say("Preparing your workspace on Nomad")
-	jobID, err := o.policyJob(ctx, template, spec.Policy)
+	jobID, datacenters, err := o.policyJob(ctx, template, spec.Policy)
 	if err != nil {
 		return workspace.Launched{}, err
 	}
@@ -245,7 +263,7 @@ func (o *Orchestrator) Start(ctx context.Context, spec workspace.Spec, progress 
 	}
 	child := resp.DispatchedJobID
 	o.log.Debug("dispatched", "workspace", w.ID, "job", child, "eval", resp.EvalID)
-	alloc, err := o.waitRunning(ctx, child, resp, p)
+	alloc, err := o.waitRunning(ctx, child, datacenters, resp, p)
 	var addr string
 	if err == nil {
 		addr, err = allocAddress(alloc, PortLabel)

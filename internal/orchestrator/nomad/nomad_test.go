@@ -15,10 +15,14 @@
 // the Nomad client (the dev agent on this machine). Its service goes to
 // Consul with the health check when CONSUL_HTTP_ADDR is set, else to
 // Nomad's own service discovery without checks. Each test registers its
-// jobs under a random prefix and purges them when done. What only the fake
-// can simulate on demand is skipped there, saying so: capacity running
-// out, driver (image pull) failures, OOM kills, an ACL token and a
-// namespace set up for the test.
+// jobs under a random prefix and purges them when done; namespaces and ACL
+// policies a test needs it makes through Nomad's API (NOMAD_TOKEN must be
+// a management token; the ACL test is skipped when ACLs are off). What
+// only the fake can simulate on demand is skipped there, saying so:
+// capacity running out, driver (image pull) failures, OOM kills, killing
+// a task. The tests of the shipped exec group need a client set up as the
+// README says (root, the codehub account with uid and gid 10100, the host
+// volume codehub-homes); the docker group's, CODEHUB_TEST_WORKSPACE_IMAGE.
 package nomad_test
 
 import (
@@ -60,6 +64,7 @@ type testEnv struct {
 	client *api.Client
 	fake   *fakenomad.Server // nil against a real Nomad
 	ns     string            // the jobs' namespace ("" : the client's)
+	prefix string            // of every job the test registers
 	job    string            // the workspace job
 	warm   string            // the warm-pool job
 	log    hclog.Logger
@@ -67,7 +72,9 @@ type testEnv struct {
 
 type envOptions struct {
 	fake fakenomad.Options
-	// ns registers the jobs in this namespace (the fake creates it).
+	// ns registers the jobs in a namespace of this name (a random suffix
+	// added against a real Nomad), made for the test through Nomad's
+	// namespace API and removed after it.
 	ns string
 	// config adjusts the orchestrator's configuration.
 	config func(*nomad.Config)
@@ -88,9 +95,6 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		if o.fake.Logger == nil {
 			o.fake.Logger = e.log.Named("fake-nomad")
 		}
-		if o.ns != "" {
-			o.fake.Namespaces = append(o.fake.Namespaces, o.ns)
-		}
 		f, err := fakenomad.New(o.fake)
 		if err != nil {
 			t.Fatal(err)
@@ -104,6 +108,21 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		t.Fatal(err)
 	}
 	e.client = client
+	if o.ns != "" {
+		e.ns = o.ns
+		if realNomad() {
+			e.ns = o.ns + "-" + randHex(3)
+		}
+		if _, err := client.Namespaces().Register(&api.Namespace{Name: e.ns, Description: "codehub test"}, nil); err != nil {
+			t.Fatalf("make the namespace %s (the token must be a management token): %v", e.ns, err)
+		}
+		t.Cleanup(func() {
+			if _, err := client.Namespaces().Delete(e.ns, nil); err != nil && realNomad() {
+				t.Logf("remove the namespace %s: %v", e.ns, err)
+			}
+		})
+	}
+	e.prefix = prefix
 	e.job, e.warm = prefix+"workspace", prefix+"warm-pool"
 	for _, id := range []string{e.job, e.warm} {
 		if _, _, err := client.Jobs().Register(testJob(t, id), &api.WriteOptions{Namespace: e.ns}); err != nil {
@@ -506,6 +525,9 @@ func TestStartWaitsForCapacity(t *testing.T) {
 		if !errors.Is(err, nomad.ErrNoCapacity) || !strings.Contains(err.Error(), "position 1 in Nomad's queue") {
 			t.Fatalf("err = %v, want ErrNoCapacity with the queue position", err)
 		}
+		if errors.Is(err, workspace.ErrCannotStart) {
+			t.Error("a full cluster is marked as one that can never start the workspace")
+		}
 		// Nothing left queued to start later unobserved.
 		orphans, err := e.orch.Reconcile(context.Background(), map[string]bool{})
 		if err != nil {
@@ -548,6 +570,10 @@ func TestUnplaceableStartFailsClearly(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.msg) || (tc.is != nil && !errors.Is(err, tc.is)) {
 				t.Fatalf("err = %v; want %v containing %q", err, tc.is, tc.msg)
 			}
+			// A new start would fail the same: the manager waits.
+			if !errors.Is(err, workspace.ErrCannotStart) {
+				t.Errorf("err = %v, want it marked workspace.ErrCannotStart", err)
+			}
 			if ctx.Err() != nil {
 				t.Error("it waited for the whole timeout instead of failing at once")
 			}
@@ -571,8 +597,8 @@ func TestImagePullFailure(t *testing.T) {
 	pol.Image = "registry.invalid/nope:1"
 	spec := newSpec("u-1", pol)
 	_, err := e.start(t, context.Background(), spec, p)
-	if !errors.Is(err, nomad.ErrImagePull) || !strings.Contains(err.Error(), "manifest unknown") {
-		t.Fatalf("err = %v, want ErrImagePull", err)
+	if !errors.Is(err, nomad.ErrImagePull) || !strings.Contains(err.Error(), "manifest unknown") || !errors.Is(err, workspace.ErrCannotStart) {
+		t.Fatalf("err = %v, want ErrImagePull, marked ErrCannotStart", err)
 	}
 	if !p.has("The workspace image could not be pulled: Failed to pull `registry.invalid/nope:1`") {
 		t.Errorf("progress: %q", p.list())
@@ -626,16 +652,18 @@ func TestACLToken(t *testing.T) {
 	}
 }
 
+// TestNamespace: the jobs of a namespace made for the test (through
+// Nomad's namespace API, on the fake as on a real Nomad) are dispatched
+// there and nowhere else.
 func TestNamespace(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{ns: "team"})
-	e.needFake(t, "a namespace made for the test")
 	spec := newSpec("u-1", small)
 	l := e.mustStart(t, spec)
-	if l.Meta[nomad.MetaNamespace] != "team" {
-		t.Errorf("launched in namespace %q", l.Meta[nomad.MetaNamespace])
+	if l.Meta[nomad.MetaNamespace] != e.ns {
+		t.Errorf("launched in namespace %q, want %q", l.Meta[nomad.MetaNamespace], e.ns)
 	}
-	if _, _, err := e.client.Jobs().Info(l.ExternalID, &api.QueryOptions{Namespace: "team"}); err != nil {
+	if _, _, err := e.client.Jobs().Info(l.ExternalID, &api.QueryOptions{Namespace: e.ns}); err != nil {
 		t.Errorf("the job is not in the namespace: %v", err)
 	}
 	if _, _, err := e.client.Jobs().Info(l.ExternalID, nil); err == nil {
@@ -846,4 +874,223 @@ func TestManagerOnNomad(t *testing.T) {
 			known[w.ExternalID] = w.ExternalID != ""
 		}
 	}
+}
+
+// restartingTemplate registers a copy of the test job whose group is
+// restarted in place by Nomad, as the shipped jobs' are, and returns an
+// orchestrator on it.
+func (e *testEnv) restartingTemplate(t *testing.T, name string, attempts int) *nomad.Orchestrator {
+	t.Helper()
+	id := e.prefix + name
+	job := testJob(t, id)
+	for _, tg := range job.TaskGroups {
+		tg.RestartPolicy = &api.RestartPolicy{Attempts: new(attempts), Interval: new(time.Hour), Delay: new(200 * time.Millisecond), Mode: new("fail")}
+	}
+	if _, _, err := e.client.Jobs().Register(job, &api.WriteOptions{Namespace: e.ns}); err != nil {
+		t.Fatal(err)
+	}
+	return nomad.New(nomad.Config{Client: e.client, Namespace: e.ns, Job: id, WarmPoolJob: id, StopTimeout: 10 * time.Second}, e.log.Named(name))
+}
+
+// TestRecoverRestartsInPlace: a workspace whose agent died comes back in
+// the same allocation, at the same address, once Nomad's restart policy
+// has started it again; one that hangs is restarted in place on request;
+// one Nomad gave up on is not recovered.
+func TestRecoverRestartsInPlace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	orch := e.restartingTemplate(t, "restarting", 1)
+	spec := newSpec("u-1", small)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, err := orch.Start(ctx, spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := spec.Workspace
+	w.Address, w.ExternalID, w.Meta = l.Address, l.ExternalID, l.Meta
+	t.Cleanup(func() { _ = orch.Stop(context.Background(), w) })
+	waitHealthy(t, l.Address, w.Secret)
+
+	// Hung: Nomad runs it, it does not answer. Restarted on request.
+	began := time.Now()
+	p := &phrases{}
+	got, err := orch.Recover(ctx, w, true, p.add)
+	if err != nil {
+		t.Fatalf("recover a hung agent: %v", err)
+	}
+	if got.Address != l.Address || got.Meta[nomad.MetaAllocID] != l.Meta[nomad.MetaAllocID] || got.ExternalID != l.ExternalID {
+		t.Errorf("after a restart in place: %+v, before %+v", got, l)
+	}
+	took := waitHealthy(t, got.Address, w.Secret)
+	t.Logf("hung agent restarted in place and answering after %s (progress %q)", time.Since(began).Round(time.Millisecond), p.list())
+	_ = took
+
+	// Died: Nomad's restart policy brings it back; Recover waits for it.
+	if e.fake == nil {
+		return // the rest kills a task: the fake's to simulate
+	}
+	if err := e.fake.KillTask(l.Meta[nomad.MetaAllocID], nomad.TaskName); err != nil {
+		t.Fatal(err)
+	}
+	began = time.Now()
+	waitNotAlive(t, orch, w) // as the manager finds it
+	got, err = orch.Recover(ctx, w, false, nil)
+	if err != nil || got.Address != l.Address {
+		t.Fatalf("recover a dead agent: %+v, %v", got, err)
+	}
+	waitHealthy(t, got.Address, w.Secret)
+	t.Logf("FIGURE dead agent restarted in place by the restart policy (delay 200ms) and answering after %s", time.Since(began).Round(time.Millisecond))
+
+	// The policy's one attempt is spent: the next death ends it.
+	if err := e.fake.KillTask(l.Meta[nomad.MetaAllocID], nomad.TaskName); err != nil {
+		t.Fatal(err)
+	}
+	waitNotAlive(t, orch, w)
+	if _, err := orch.Recover(ctx, w, false, nil); !errors.Is(err, nomad.ErrTaskFailed) || !strings.Contains(err.Error(), "gave up") {
+		t.Errorf("recover after the attempts: %v, want ErrTaskFailed: Nomad gave up", err)
+	}
+}
+
+// waitNotAlive waits until the orchestrator no longer finds w running.
+func waitNotAlive(t *testing.T, orch *nomad.Orchestrator, w *workspace.Workspace) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if alive, _ := orch.Alive(context.Background(), w); !alive {
+			return
+		}
+	}
+	t.Fatal("the workspace still runs")
+}
+
+// TestManagerRestartsACrashedWorkspaceInPlace: the gateway's manager,
+// finding a workspace's agent dead, waits for Nomad to restart it in
+// place instead of dispatching a new workspace: the same job, the same
+// address, one restart more.
+func TestManagerRestartsACrashedWorkspaceInPlace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	e.needFake(t, "killing a workspace's task")
+	id := e.prefix + "crashing"
+	job := testJob(t, id)
+	for _, tg := range job.TaskGroups {
+		tg.RestartPolicy = &api.RestartPolicy{Attempts: new(3), Interval: new(time.Hour), Delay: new(2 * time.Second), Mode: new("fail")}
+	}
+	if _, _, err := e.client.Jobs().Register(job, nil); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqlstore.Open(context.Background(), sqlstore.Config{Driver: sqlstore.DriverSQLite, Path: filepath.Join(t.TempDir(), "codehub.db")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	quiet := hclog.NewNullLogger()
+	orch := nomad.New(nomad.Config{Client: e.client, Job: id, WarmPoolJob: id}, quiet)
+	m := workspace.NewManager(workspace.Config{
+		Orchestrator: orch, Store: db.Workspaces(), Node: "gateway-1", HealthInterval: 500 * time.Millisecond,
+		PolicyFor:    func(context.Context, string) (workspace.Policy, error) { return small, nil },
+		Username:     func(_ context.Context, id string) (string, error) { return "name-" + id, nil },
+		ReadyTimeout: 30 * time.Second,
+	}, quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	go func() { _ = m.Run(ctx); close(runDone) }()
+	t.Cleanup(func() { cancel(); <-runDone })
+
+	w, err := m.Ensure(ctx, "u-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	if err := e.fake.KillTask(w.Meta[nomad.MetaAllocID], nomad.TaskName); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		cur, err := db.Workspaces().Get(ctx, w.ID)
+		if err == nil && cur.Restarts == 1 && cur.State == workspace.StateRunning {
+			if cur.ExternalID != w.ExternalID || cur.Address != w.Address || cur.Meta[nomad.MetaAllocID] != w.Meta[nomad.MetaAllocID] {
+				t.Errorf("after the crash: job %s at %s; before: job %s at %s", cur.ExternalID, cur.Address, w.ExternalID, w.Address)
+			}
+			if code, _ := health(cur.Address, cur.Secret); code != http.StatusOK {
+				t.Errorf("the restarted agent answers %d", code)
+			}
+			t.Logf("FIGURE crash recovery in place (restart delay 2s, health checks every 500ms): serving again %s after the kill", time.Since(killed).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not restarted in place: %+v, %v", cur, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stubs, _, err := e.client.Jobs().List(&api.QueryOptions{Prefix: id + "-small/"})
+	if err != nil || len(stubs) != 1 {
+		t.Errorf("dispatched jobs: %d (%v), want the one", len(stubs), err)
+	}
+}
+
+// TestRegistrationWarningsAreLogged: what Nomad warns of when a policy's
+// job is registered is logged, once per version of the job: without
+// memory oversubscription (Nomad's default), that memory_max is ignored.
+func TestRegistrationWarningsAreLogged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	cfg, _, err := e.client.Operator().SchedulerGetConfiguration(nil)
+	if err != nil {
+		t.Fatalf("read the scheduler configuration (operator:read): %v", err)
+	}
+	var out syncLog
+	log := hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})
+	orch := nomad.New(nomad.Config{Client: e.client, Namespace: e.ns, Job: e.job, WarmPoolJob: e.warm}, log)
+	burst := small
+	burst.Name = "burst-" + randHex(3)
+	for _, user := range []string{"u-1", "u-2"} {
+		spec := newSpec(user, burst)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if _, err := orch.Start(ctx, spec, nil); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		cancel()
+		t.Cleanup(func() { _ = orch.Stop(context.Background(), spec.Workspace) })
+	}
+	warned := strings.Count(out.String(), "memory_max value will be ignored")
+	switch {
+	case !cfg.SchedulerConfig.MemoryOversubscriptionEnabled && warned != 1:
+		t.Errorf("without oversubscription: the warning logged %d times, want once:\n%s", warned, out.String())
+	case cfg.SchedulerConfig.MemoryOversubscriptionEnabled && warned != 0:
+		t.Errorf("with oversubscription: a warning logged:\n%s", out.String())
+	}
+	if e.fake == nil {
+		return
+	}
+	// Allowed, and the job changed: registered again without a warning.
+	e.fake.SetMemoryOversubscription(true)
+	burst.MemoryMaxMB = 256
+	third := newSpec("u-3", burst)
+	if _, err := orch.Start(context.Background(), third, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = orch.Stop(context.Background(), third.Workspace) })
+	if n := strings.Count(out.String(), "memory_max value will be ignored"); n != 1 {
+		t.Errorf("after oversubscription was allowed: %d warnings in all, want still 1", n)
+	}
+}
+
+// syncLog collects a logger's output.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -65,7 +65,8 @@ func sentence(err error) string {
 // the job's evaluations say why (queued for capacity and where, or
 // unplaceable), read again when a wait ends without a change or at most
 // once a second when other changes wake the query.
-func (o *Orchestrator) waitRunning(ctx context.Context, jobID string, d *api.JobDispatchResponse, p *progress) (*api.Allocation, error) {
+// datacenters are the job's, to name them when no node is in any.
+func (o *Orchestrator) waitRunning(ctx context.Context, jobID string, datacenters []string, d *api.JobDispatchResponse, p *progress) (*api.Allocation, error) {
 	p.say(phasePlacing)
 	if d.EvalID != "" {
 		ev, _, err := o.evals.Info(d.EvalID, o.query(ctx, d.EvalCreateIndex, placingWait))
@@ -73,7 +74,7 @@ func (o *Orchestrator) waitRunning(ctx context.Context, jobID string, d *api.Job
 			return nil, o.waitError(ctx, p, "read the dispatch's evaluation", err)
 		}
 		if len(ev.FailedTGAllocs) > 0 {
-			if err := o.explainPlacement(ctx, jobID, p); err != nil {
+			if err := o.explainPlacement(ctx, jobID, datacenters, p); err != nil {
 				return nil, err
 			}
 		}
@@ -94,7 +95,7 @@ func (o *Orchestrator) waitRunning(ctx context.Context, jobID string, d *api.Job
 			continue // woken by another job's change: block again
 		}
 		evalsRead = time.Now()
-		if err := o.explainPlacement(ctx, jobID, p); err != nil {
+		if err := o.explainPlacement(ctx, jobID, datacenters, p); err != nil {
 			return nil, err
 		}
 		wait = placingWait
@@ -106,12 +107,12 @@ func (o *Orchestrator) waitRunning(ctx context.Context, jobID string, d *api.Job
 
 // explainPlacement reads the job's evaluations and tells why nothing is
 // placed yet, or fails when nothing ever will be.
-func (o *Orchestrator) explainPlacement(ctx context.Context, jobID string, p *progress) error {
+func (o *Orchestrator) explainPlacement(ctx context.Context, jobID string, datacenters []string, p *progress) error {
 	evals, _, err := o.jobs.Evaluations(jobID, o.query(ctx, 0, 0))
 	if err != nil {
 		return o.waitError(ctx, p, "read the workspace job's evaluations", err)
 	}
-	phase, err := o.placement(ctx, evals)
+	phase, err := o.placement(ctx, evals, datacenters)
 	if err != nil {
 		return err
 	}
@@ -155,12 +156,12 @@ func latest(stubs []*api.AllocationListStub) *api.AllocationListStub {
 
 // placement reads the job's evaluations: still being scheduled, queued
 // for capacity (and where in the queue), or never placeable.
-func (o *Orchestrator) placement(ctx context.Context, evals []*api.Evaluation) (string, error) {
+func (o *Orchestrator) placement(ctx context.Context, evals []*api.Evaluation, datacenters []string) (string, error) {
 	sort.Slice(evals, func(i, j int) bool { return evals[i].CreateIndex > evals[j].CreateIndex })
 	var blocked, failed *api.Evaluation
 	for _, ev := range evals {
 		if ev.Status == "failed" {
-			return "", fmt.Errorf("%w: Nomad could not schedule it: %s", ErrUnplaceable, ev.StatusDescription)
+			return "", cannotStart(fmt.Errorf("%w: Nomad could not schedule it: %s", ErrUnplaceable, ev.StatusDescription))
 		}
 		if ev.Status == "blocked" && blocked == nil {
 			blocked = ev
@@ -174,8 +175,8 @@ func (o *Orchestrator) placement(ctx context.Context, evals []*api.Evaluation) (
 		return phasePlacing, nil
 	}
 	if failed != nil {
-		if why := unplaceable(failed.FailedTGAllocs); why != "" {
-			return "", fmt.Errorf("%w: %s", ErrUnplaceable, why)
+		if why := unplaceable(failed.FailedTGAllocs, datacenters); why != "" {
+			return "", cannotStart(fmt.Errorf("%w: %s", ErrUnplaceable, why))
 		}
 	}
 	phase := phaseCapacity
@@ -187,8 +188,10 @@ func (o *Orchestrator) placement(ctx context.Context, evals []*api.Evaluation) (
 
 // unplaceable says why no node can ever take the groups, or "" when some
 // node could once it has room (resources or quota exhausted): then the
-// workspace waits in Nomad's queue.
-func unplaceable(failed map[string]*api.AllocationMetric) string {
+// workspace waits in Nomad's queue. datacenters are the job's: Nomad
+// names only datacenters that have nodes, so an unknown one (a policy's
+// typo) is named from them.
+func unplaceable(failed map[string]*api.AllocationMetric, datacenters []string) string {
 	groups := make([]string, 0, len(failed))
 	for g := range failed {
 		groups = append(groups, g)
@@ -207,10 +210,17 @@ func unplaceable(failed map[string]*api.AllocationMetric) string {
 			dcs = append(dcs, dc)
 		}
 		sort.Strings(dcs)
-		if len(dcs) > 0 {
-			return "no ready node in datacenter " + strings.Join(dcs, ", ")
+		if len(dcs) == 0 {
+			dcs = datacenters
 		}
-		return "no ready node in the job's datacenters and node pool"
+		pool := ""
+		if m.NodePool != "" {
+			pool = " (node pool " + m.NodePool + ")"
+		}
+		if len(dcs) > 0 {
+			return "no ready node in datacenter " + strings.Join(dcs, ", ") + pool
+		}
+		return "no ready node in the job's datacenters" + pool
 	}
 	var reasons []string
 	for k, n := range m.ConstraintFiltered {
@@ -301,7 +311,10 @@ func allocState(a *api.Allocation, p *progress) (bool, error) {
 				continue
 			}
 			if err := fatalEvent(e, a, name); err != nil {
-				return false, err
+				// Nomad gave up, or the agent died while starting: a new
+				// dispatch would meet the same (a missing user, volume or
+				// binary, an image that does not exist, too little memory).
+				return false, cannotStart(err)
 			}
 		}
 	}
@@ -309,7 +322,7 @@ func allocState(a *api.Allocation, p *progress) (bool, error) {
 		return false, nil
 	}
 	if terminal(a.ClientStatus) {
-		return false, endedError(a, name, ts)
+		return false, cannotStart(endedError(a, name, ts))
 	}
 	if a.DesiredStatus != api.AllocDesiredStatusRun {
 		return false, fmt.Errorf("%w: Nomad stopped it before it ran (%s)", ErrTaskFailed, a.DesiredDescription)

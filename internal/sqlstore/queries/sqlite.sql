@@ -40,12 +40,6 @@ SELECT id, username, email, password_hash, roles, created_at, updated_at,
        last_login, active, metadata, failed_logins, locked_until, lock_count
 FROM users WHERE id = ?1;
 
--- name: GetUserByIDForUpdate
--- Run inside an immediate transaction, which already excludes other writers.
-SELECT id, username, email, password_hash, roles, created_at, updated_at,
-       last_login, active, metadata, failed_logins, locked_until, lock_count
-FROM users WHERE id = ?1;
-
 -- name: GetUserByUsername
 SELECT id, username, email, password_hash, roles, created_at, updated_at,
        last_login, active, metadata, failed_logins, locked_until, lock_count
@@ -82,9 +76,6 @@ DELETE FROM users WHERE id = ?1;
 
 -- name: CountUsers
 SELECT count(*) FROM users;
-
--- name: SetUserLockout
-UPDATE users SET failed_logins = ?2, locked_until = ?3, lock_count = ?4 WHERE id = ?1;
 
 -- name: RecordUserSuccess
 UPDATE users SET failed_logins = 0, lock_count = 0, last_login = ?2 WHERE id = ?1;
@@ -326,3 +317,49 @@ ON CONFLICT (log, seq) DO NOTHING;
 
 -- name: AuditCheckpoints
 SELECT log, seq, path, hash, taken_at, key_id, mac FROM audit_checkpoints WHERE log = ?1 ORDER BY seq;
+
+-- Sign-in lockout (internal/lockout)
+
+-- name: InsertLockoutKey
+INSERT INTO lockout_keys (name, secret) VALUES ('v1', ?1) ON CONFLICT (name) DO NOTHING;
+
+-- name: GetLockoutKey
+SELECT secret FROM lockout_keys WHERE name = 'v1';
+
+-- name: GetLoginFailures
+-- The client's entry and the name's ('*'), when they exist.
+SELECT name_key, client, failures, locked_until, lock_count, last_failure
+FROM login_failures WHERE name_key = ?1 AND client IN (?2, '*');
+
+-- name: EnsureLoginFailure
+INSERT INTO login_failures (name_key, client) VALUES (?1, ?2) ON CONFLICT (name_key, client) DO NOTHING;
+
+-- name: GetLoginFailureForUpdate
+-- Run inside an immediate transaction, which already excludes other writers.
+SELECT name_key, client, failures, locked_until, lock_count, last_failure
+FROM login_failures WHERE name_key = ?1 AND client = ?2;
+
+-- name: SetLoginFailure
+UPDATE login_failures SET failures = ?3, locked_until = ?4, lock_count = ?5, last_failure = ?6
+WHERE name_key = ?1 AND client = ?2;
+
+-- name: CountFailingClients
+-- Distinct addresses that failed since ?2; trusted browsers do not count.
+SELECT count(*) FROM login_failures
+WHERE name_key = ?1 AND client <> '*' AND client NOT LIKE 'device:%' AND last_failure >= ?2;
+
+-- name: DeleteLoginFailure
+DELETE FROM login_failures WHERE name_key = ?1 AND client = ?2;
+
+-- name: ListLoginFailures
+SELECT name_key, client, failures, locked_until, lock_count, last_failure
+FROM login_failures WHERE name_key = ?1
+ORDER BY client = '*' DESC, client;
+
+-- name: ClearLoginFailures
+-- ?2 '' clears every client of the name.
+DELETE FROM login_failures WHERE name_key = ?1 AND (?2 = '' OR client = ?2);
+
+-- name: PruneLoginFailures
+DELETE FROM login_failures
+WHERE (locked_until IS NULL OR locked_until <= ?1) AND (last_failure IS NULL OR last_failure < ?2);

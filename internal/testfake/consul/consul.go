@@ -25,6 +25,9 @@
 //   - GET /v1/health/service/{name} (?passing, ?tag= repeated, node and
 //     service checks), /v1/health/checks/{name}, /v1/catalog/service/{name},
 //     /v1/catalog/services, /v1/catalog/datacenters, /v1/status/leader.
+//     Checks are written as an agent that registered them writes them:
+//     "Definition": {} (what the agent probes is not given back), and the
+//     Interval and Timeout given, as text, beside it.
 //   - KV: GET (?recurse, ?keys, ?raw), PUT (?cas=, ?flags=), DELETE (?cas=,
 //     ?recurse) on /v1/kv/{key}, with Consul's check-and-set semantics.
 //   - X-Consul-Index on every read, and blocking queries: ?index=N returns

@@ -6,12 +6,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/testenv"
 	consulfake "github.com/codehub-dev/codehub/internal/testfake/consul"
 	"github.com/hashicorp/consul/api"
 )
@@ -244,6 +247,21 @@ func newWorkspaceServer(t *testing.T) *workspaceServer {
 	return ws
 }
 
+// rawGet is the body of GET url, compacted.
+func rawGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s %v", url, resp.StatusCode, b, err)
+	}
+	return strings.Join(strings.Fields(string(b)), "")
+}
+
 func checksOf(t *testing.T, c *api.Client, service string) api.HealthChecks {
 	t.Helper()
 	cs, _, err := c.Health().Checks(service, nil)
@@ -274,9 +292,20 @@ func TestHTTPCheck(t *testing.T) {
 		t.Errorf("check sent X-Secret %q", got)
 	}
 	cs := checksOf(t, c, "web")
-	if len(cs) != 1 || cs[0].CheckID != "service:web-1" || cs[0].Type != "http" ||
-		cs[0].Definition.HTTP != ws.URL+"/health" || cs[0].Definition.IntervalDuration != 20*time.Millisecond {
+	if len(cs) != 1 || cs[0].CheckID != "service:web-1" || cs[0].Type != "http" || cs[0].Name != "Service 'web' check" {
 		t.Errorf("check = %+v", cs[0])
+	}
+	// As Consul, an agent-registered check's definition is not given back:
+	// "Definition": {}, with the interval beside it.
+	for _, path := range []string{"/v1/health/checks/web", "/v1/agent/checks", "/v1/health/service/web"} {
+		body := rawGet(t, s.URL("dc1")+path)
+		if !strings.Contains(body, `"Definition":{}`) || strings.Contains(body, `"HTTP":`) || !strings.Contains(body, `"Interval":"20ms"`) {
+			t.Errorf("GET %s = %s; want an empty Definition and Interval 20ms", path, body)
+		}
+	}
+	if ac, err := c.Agent().Checks(); err != nil || ac["service:web-1"] == nil || ac["service:web-1"].Type != "http" ||
+		ac["service:web-1"].ServiceID != "web-1" || ac["service:web-1"].Definition.HTTP != "" {
+		t.Errorf("agent checks = %+v, %v", ac, err)
 	}
 	ws.code.Store(http.StatusTooManyRequests)
 	eventually(t, "warning", func() bool { return status() == api.HealthWarning })
@@ -610,7 +639,7 @@ func TestTCPAndGRPCChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "passing", func() bool { return checksOf(t, c, "tcp").AggregatedStatus() == api.HealthPassing })
-	if cs := checksOf(t, c, "tcp"); cs[0].Type != "tcp" || cs[1].Type != "grpc" || cs[1].Definition.GRPC != addr+"/health" {
+	if cs := checksOf(t, c, "tcp"); cs[0].Type != "tcp" || cs[1].Type != "grpc" || cs[1].Definition.GRPC != "" {
 		t.Fatalf("checks = %+v %+v", cs[0], cs[1])
 	}
 	ws.Close()
@@ -618,4 +647,73 @@ func TestTCPAndGRPCChecks(t *testing.T) {
 		cs := checksOf(t, c, "tcp")
 		return cs[0].Status == api.HealthCritical && cs[1].Status == api.HealthCritical
 	})
+}
+
+// TestFederation pins the fake's federation to Consul's: it runs against
+// two real dev agents joined over the WAN wherever a consul binary is at
+// hand (PATH, CONSUL_BIN), and against the fake's two datacenters
+// otherwise. A service registered with dc2's agent is in dc2 only, found
+// from dc1's agent with ?dc=dc2, with dc2's node; every agent lists both
+// datacenters; an unknown datacenter is a 500; KV is per datacenter.
+func TestFederation(t *testing.T) {
+	t.Parallel()
+	addrs := map[string]string{}
+	bin, err := testenv.ConsulBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bin != "" {
+		a := testenv.StartConsulAgents(t, "dc1", "dc2")
+		addrs["dc1"], addrs["dc2"] = a.Addr("dc1"), a.Addr("dc2")
+	} else {
+		s := consulfake.Start(t, consulfake.Options{Datacenters: []string{"dc1", "dc2"}})
+		addrs["dc1"], addrs["dc2"] = s.Addr("dc1"), s.Addr("dc2")
+	}
+	client := func(dc string) *api.Client {
+		c, err := api.NewClient(&api.Config{Address: addrs[dc], Scheme: "http", Token: "anonymous"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c1, c2 := client("dc1"), client("dc2")
+	for dc, c := range map[string]*api.Client{"dc1": c1, "dc2": c2} {
+		dcs, err := c.Catalog().Datacenters()
+		slices.Sort(dcs)
+		if err != nil || fmt.Sprint(dcs) != "[dc1 dc2]" {
+			t.Errorf("datacenters from %s = %v, %v", dc, dcs, err)
+		}
+	}
+	name := "federation-test"
+	if err := c2.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: name + "-1", Name: name, Port: 1,
+		Meta: map[string]string{"k": "v"}, Check: &api.AgentServiceCheck{TTL: "1h", Status: api.HealthPassing}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c2.Agent().ServiceDeregister(name + "-1") })
+	if e, _, err := c1.Health().Service(name, "", false, nil); err != nil || len(e) != 0 {
+		t.Errorf("dc1's own = %d instances, %v; want none", len(e), err)
+	}
+	e, meta, err := c1.Health().Service(name, "", true, &api.QueryOptions{Datacenter: "dc2"})
+	if err != nil || len(e) != 1 || e[0].Node.Datacenter != "dc2" || e[0].Service.Meta["k"] != "v" || meta.LastIndex == 0 {
+		t.Fatalf("?dc=dc2 from dc1 = %+v, %+v, %v", e, meta, err)
+	}
+	cat, _, err := c1.Catalog().Service(name, "", &api.QueryOptions{Datacenter: "dc2"})
+	if err != nil || len(cat) != 1 || cat[0].Datacenter != "dc2" || cat[0].ServiceID != name+"-1" {
+		t.Errorf("catalog ?dc=dc2 from dc1 = %+v, %v", cat, err)
+	}
+	if _, _, err := c1.Health().Service(name, "", false, &api.QueryOptions{Datacenter: "dc9"}); statusCode(err) != http.StatusInternalServerError ||
+		!strings.Contains(err.Error(), "No path to datacenter") {
+		t.Errorf("unknown datacenter = %v, want 500 No path to datacenter", err)
+	}
+	key := "federation-test/k"
+	if _, err := c1.KV().Put(&api.KVPair{Key: key, Value: []byte("2")}, &api.WriteOptions{Datacenter: "dc2"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c2.KV().Delete(key, nil) })
+	if p, _, err := c2.KV().Get(key, nil); err != nil || p == nil || string(p.Value) != "2" {
+		t.Errorf("dc2's KV = %+v, %v", p, err)
+	}
+	if p, _, err := c1.KV().Get(key, nil); err != nil || p != nil {
+		t.Errorf("dc1's KV = %+v, %v; want nothing", p, err)
+	}
 }

@@ -337,15 +337,12 @@ func (s *Server) handleAgentChecks(a *agent) http.HandlerFunc {
 		d := s.dcs[a.dc]
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		out := map[string]*api.AgentCheck{}
+		// Consul answers with its own HealthCheck type here too, which
+		// api.AgentCheck reads a subset of.
+		out := map[string]wireCheck{}
 		if !who.anonymous {
 			for id, c := range d.checks {
-				h := c.hc
-				out[id] = &api.AgentCheck{
-					Node: h.Node, CheckID: h.CheckID, Name: h.Name, Status: h.Status, Notes: h.Notes,
-					Output: h.Output, ServiceID: h.ServiceID, ServiceName: h.ServiceName, Type: h.Type,
-					Definition: h.Definition,
-				}
+				out[id] = c.wire()
 			}
 		}
 		writeJSON(w, out)
@@ -460,7 +457,7 @@ func (s *Server) handleHealthService(a *agent) http.HandlerFunc {
 			out := d.entries(name, tags, passing)
 			ans := answer{body: out, index: d.serviceIdx(name)}
 			if who.anonymous && len(out) > 0 {
-				ans.body, ans.filtered = []*api.ServiceEntry{}, true
+				ans.body, ans.filtered = []*wireEntry{}, true
 			}
 			return ans
 		})
@@ -482,7 +479,7 @@ func (s *Server) handleHealthChecks(a *agent) http.HandlerFunc {
 			out := d.checksOf(name)
 			ans := answer{body: out, index: d.serviceIdx(name)}
 			if who.anonymous && len(out) > 0 {
-				ans.body, ans.filtered = api.HealthChecks{}, true
+				ans.body, ans.filtered = []wireCheck{}, true
 			}
 			return ans
 		})

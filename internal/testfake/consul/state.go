@@ -37,12 +37,16 @@ type datacenter struct {
 
 // check is a registered service check and the state of its runner.
 type check struct {
-	hc       api.HealthCheck
-	kind     string // "http", "tcp", "grpc" or "ttl"
-	def      api.AgentServiceCheck
-	interval time.Duration
-	timeout  time.Duration
-	ttl      time.Duration
+	hc   api.HealthCheck // Definition always empty, as Consul's
+	kind string          // "http", "tcp", "grpc" or "ttl"
+	// intervalText and timeoutText are the Interval and Timeout Consul
+	// reports beside a check ("" when not given), which api.HealthCheck
+	// has no fields for.
+	intervalText, timeoutText string
+	def                       api.AgentServiceCheck
+	interval                  time.Duration
+	timeout                   time.Duration
+	ttl                       time.Duration
 	// deregisterAfter removes the service once the check has been
 	// critical this long.
 	deregisterAfter time.Duration
@@ -247,11 +251,11 @@ func (d *datacenter) register(reg *api.AgentServiceRegistration, replaceChecks b
 	for _, c := range checks {
 		c.hc.CreateIndex, c.hc.ModifyIndex = idx, idx
 		if prev := d.checks[c.hc.CheckID]; prev != nil {
+			// A re-registration keeps what the check last said, even over
+			// a Status given, as Consul restores it from the agent's state.
 			c.hc.CreateIndex = prev.hc.CreateIndex
-			if c.def.Status == "" { // a re-registration keeps what the check last said
-				c.hc.Status, c.hc.Output = prev.hc.Status, prev.hc.Output
-				c.criticalSince = prev.criticalSince
-			}
+			c.hc.Status, c.hc.Output = prev.hc.Status, prev.hc.Output
+			c.criticalSince = prev.criticalSince
 			prev.halt()
 		}
 		if c.hc.Status == api.HealthCritical && c.criticalSince.IsZero() {
@@ -355,10 +359,10 @@ func newCheck(d *datacenter, svc *api.AgentService, def *api.AgentServiceCheck, 
 	if status == "" {
 		status = api.HealthCritical
 	}
-	method := def.Method
-	if c.kind == "http" && method == "" {
-		method = "GET"
-	}
+	// As a Consul agent records a service's check: the interval and
+	// timeout given, as text, and no Definition. Consul fills Definition
+	// only for checks registered through the catalog, so what an agent
+	// probes cannot be read back from the API.
 	c.hc = api.HealthCheck{
 		Node:        d.node.Node,
 		CheckID:     cid,
@@ -369,23 +373,12 @@ func newCheck(d *datacenter, svc *api.AgentService, def *api.AgentServiceCheck, 
 		ServiceName: svc.Service,
 		ServiceTags: slices.Clone(svc.Tags),
 		Type:        c.kind,
-		Definition: api.HealthCheckDefinition{
-			HTTP:                                   def.HTTP,
-			Header:                                 def.Header,
-			Method:                                 method,
-			Body:                                   def.Body,
-			TLSServerName:                          def.TLSServerName,
-			TLSSkipVerify:                          def.TLSSkipVerify,
-			TCP:                                    def.TCP,
-			GRPC:                                   def.GRPC,
-			GRPCUseTLS:                             def.GRPCUseTLS,
-			IntervalDuration:                       c.interval,
-			TimeoutDuration:                        c.timeout,
-			DeregisterCriticalServiceAfterDuration: c.deregisterAfter,
-		},
 	}
-	if c.kind == "ttl" {
-		c.hc.Definition.TimeoutDuration = 0
+	if def.Interval != "" {
+		c.intervalText = c.interval.String()
+	}
+	if def.Timeout != "" {
+		c.timeoutText = c.timeout.String()
 	}
 	return c, nil
 }
@@ -470,27 +463,55 @@ func (c *check) touchTTL() {
 	}
 }
 
+// wireCheck is a check as Consul's HTTP API writes it (its
+// structs.HealthCheck): api.HealthCheck's fields, the Interval and Timeout
+// that type has no fields for, and Definition as an agent-registered check
+// has it, empty ({}).
+type wireCheck struct {
+	api.HealthCheck
+	Interval   string   `json:",omitempty"`
+	Timeout    string   `json:",omitempty"`
+	Definition struct{} // shadows api.HealthCheck's
+}
+
+// wire is c as the API writes it.
+func (c *check) wire() wireCheck {
+	hc := c.hc
+	hc.ServiceTags = slices.Clone(hc.ServiceTags)
+	return wireCheck{HealthCheck: hc, Interval: c.intervalText, Timeout: c.timeoutText}
+}
+
+// wireEntry is an element of /v1/health/service/{name} (api.ServiceEntry
+// with wireChecks).
+type wireEntry struct {
+	Node    *api.Node
+	Service *api.AgentService
+	Checks  []wireCheck
+}
+
 // entries answers /v1/health/service/{name}: the instances of name with
 // every tag in tags, with their node's and their own checks; only those
 // whose checks all pass when passing.
-func (d *datacenter) entries(name string, tags []string, passing bool) []*api.ServiceEntry {
-	out := []*api.ServiceEntry{}
+func (d *datacenter) entries(name string, tags []string, passing bool) []*wireEntry {
+	out := []*wireEntry{}
 	for _, svc := range d.sortedServices(name, tags) {
 		node := d.node
 		node.TaggedAddresses = maps.Clone(d.node.TaggedAddresses)
 		node.Meta = maps.Clone(d.node.Meta)
 		nc := d.nodeCheck
-		checks := api.HealthChecks{&nc}
+		status := api.HealthChecks{&nc}
+		checks := []wireCheck{{HealthCheck: nc}}
 		for _, c := range d.serviceChecks(svc.ID) {
 			hc := c.hc
-			checks = append(checks, &hc)
+			status = append(status, &hc)
+			checks = append(checks, c.wire())
 		}
-		if passing && checks.AggregatedStatus() != api.HealthPassing {
+		if passing && status.AggregatedStatus() != api.HealthPassing {
 			continue
 		}
 		s := *svc
 		s.Tags, s.Meta = slices.Clone(svc.Tags), maps.Clone(svc.Meta)
-		out = append(out, &api.ServiceEntry{Node: &node, Service: &s, Checks: checks})
+		out = append(out, &wireEntry{Node: &node, Service: &s, Checks: checks})
 	}
 	return out
 }
@@ -523,12 +544,11 @@ func (d *datacenter) catalog(name string, tags []string) []*api.CatalogService {
 
 // checksOf answers /v1/health/checks/{name}: the service checks of every
 // instance of name.
-func (d *datacenter) checksOf(name string) api.HealthChecks {
-	out := api.HealthChecks{}
+func (d *datacenter) checksOf(name string) []wireCheck {
+	out := []wireCheck{}
 	for _, svc := range d.sortedServices(name, nil) {
 		for _, c := range d.serviceChecks(svc.ID) {
-			hc := c.hc
-			out = append(out, &hc)
+			out = append(out, c.wire())
 		}
 	}
 	return out

@@ -49,6 +49,17 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	if req.Job.Namespace == nil || *req.Job.Namespace == "" {
 		req.Job.Namespace = &ns
 	}
+	// Mounting a host volume needs its own capability, besides
+	// submit-job (Nomad's Job.Register checks it too).
+	tok := requestACL(r)
+	for _, tg := range req.Job.TaskGroups {
+		for _, v := range tg.Volumes {
+			if v != nil && v.Type == "host" && !tok.allowHostVolume(v.Source, v.ReadOnly) {
+				writeError(w, http.StatusForbidden, "Permission denied")
+				return
+			}
+		}
+	}
 	resp, err := s.register(req.Job)
 	if err != nil {
 		writeErr(w, err)
@@ -68,6 +79,7 @@ func writeJSONValue(w http.ResponseWriter, index uint64, v any) {
 
 // register stores a job, a new version of it if it exists, and schedules
 // it unless it is parameterized (or periodic, which the fake does not run).
+// Its answer carries registration's warnings.
 func (s *Server) register(in *api.Job) (*api.JobRegisterResponse, error) {
 	job := clone(in)
 	if job.ID == nil || *job.ID == "" {
@@ -76,43 +88,18 @@ func (s *Server) register(in *api.Job) (*api.JobRegisterResponse, error) {
 	if job.Namespace == nil || *job.Namespace == "" {
 		job.Namespace = new("default")
 	}
-	if ns := *job.Namespace; ns != "default" && !slices.Contains(s.opts.Namespaces, ns) {
-		return nil, errorf(http.StatusBadRequest, "job %q is in nonexistent namespace %q", *job.ID, ns)
-	}
 	job.Canonicalize()
 	*job.Region = s.opts.Region
-	if !slices.Contains(jobTypes, *job.Type) {
-		return nil, errorf(http.StatusBadRequest, "job type %q is not supported by the fake Nomad", *job.Type)
-	}
-	if len(job.TaskGroups) == 0 {
-		return nil, errorf(http.StatusBadRequest, "1 error occurred:\n\t* Missing job task groups")
-	}
-	if p := job.ParameterizedJob; p != nil {
-		switch p.Payload {
-		case "":
-			p.Payload = "optional"
-		case "optional", "required", "forbidden":
-		default:
-			return nil, errorf(http.StatusBadRequest, "Unknown payload requirement: %q", p.Payload)
-		}
-		for _, k := range p.MetaRequired {
-			if slices.Contains(p.MetaOptional, k) {
-				return nil, errorf(http.StatusBadRequest, "Required and optional meta keys should be disjoint. Following keys exist in both: [%s]", k)
-			}
-		}
-	}
-	for _, tg := range job.TaskGroups {
-		for _, t := range tg.Tasks {
-			if t.DispatchPayload != nil && escapes(t.DispatchPayload.File) {
-				return nil, errorf(http.StatusBadRequest, "dispatch_payload: destination escapes allocation directory")
-			}
-			if err := validateResources(t.Resources); err != nil {
-				return nil, errorf(http.StatusBadRequest, "1 error occurred:\n\t* Task group %s validation failed: Task %s validation failed: %v", *tg.Name, t.Name, err)
-			}
-		}
+	if p := job.ParameterizedJob; p != nil && p.Payload == "" {
+		p.Payload = "optional"
 	}
 
 	s.mu.Lock()
+	warnings, err := s.validateJobLocked(job)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, errorf(http.StatusBadRequest, "%s", err.Error())
+	}
 	key := jobKey{*job.Namespace, *job.ID}
 	old := s.jobs[key]
 	if old != nil && old.IsParameterized() != job.IsParameterized() {
@@ -132,7 +119,7 @@ func (s *Server) register(in *api.Job) (*api.JobRegisterResponse, error) {
 		job.Status = new(jobStatusRunning)
 	}
 	s.jobs[key] = job
-	resp := &api.JobRegisterResponse{JobModifyIndex: idx}
+	resp := &api.JobRegisterResponse{JobModifyIndex: idx, Warnings: warningsText(warnings)}
 	var evalID string
 	if !job.IsParameterized() && !job.IsPeriodic() {
 		ev := s.newEvalLocked(job, "job-register")
@@ -552,19 +539,30 @@ func (s *Server) handleNode(w http.ResponseWriter, r *http.Request) {
 		if id != s.node {
 			return nil, 0, errorf(http.StatusNotFound, "node not found")
 		}
-		attrs := map[string]string{}
-		for _, k := range []string{"kernel.name", "cpu.arch", "unique.hostname"} {
-			attrs[k], _ = s.nodeAttr("${attr." + k + "}")
-		}
-		drivers := map[string]*api.DriverInfo{}
-		for _, d := range s.opts.Drivers {
-			attrs["driver."+d] = "1"
-			drivers[d] = &api.DriverInfo{Detected: true, Healthy: true}
-		}
-		return &api.Node{
-			ID: s.node, Name: s.opts.NodeName, Datacenter: s.opts.Datacenter, NodeClass: s.opts.NodeClass,
-			NodePool: "default", Attributes: attrs, Meta: s.opts.NodeMeta, Drivers: drivers,
-			Status: "ready", SchedulingEligibility: "eligible", HTTPAddr: s.opts.IP + ":4646",
-		}, 1, nil
+		return s.nodeLocked(), 1, nil
 	})
+}
+
+// nodeLocked is the fake's one node, as Nomad describes a client: it
+// serves the client API (file system, logs) on the fake's own address.
+func (s *Server) nodeLocked() *api.Node {
+	attrs := map[string]string{}
+	for _, k := range []string{"kernel.name", "cpu.arch", "unique.hostname"} {
+		attrs[k], _ = s.nodeAttr("${attr." + k + "}")
+	}
+	attrs["nomad.version"] = s.opts.Version
+	drivers := map[string]*api.DriverInfo{}
+	for _, d := range s.opts.Drivers {
+		attrs["driver."+d] = "1"
+		drivers[d] = &api.DriverInfo{Detected: true, Healthy: true}
+	}
+	vols := map[string]*api.HostVolumeInfo{}
+	for name, p := range s.opts.HostVolumes {
+		vols[name] = &api.HostVolumeInfo{Path: p}
+	}
+	return &api.Node{
+		ID: s.node, Name: s.opts.NodeName, Datacenter: s.opts.Datacenter, NodeClass: s.opts.NodeClass,
+		NodePool: "default", Attributes: attrs, Meta: s.opts.NodeMeta, Drivers: drivers, HostVolumes: vols,
+		Status: "ready", SchedulingEligibility: "eligible", HTTPAddr: s.ln.Addr().String(),
+	}
 }

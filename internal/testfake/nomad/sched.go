@@ -183,13 +183,13 @@ func groupResources(tg *api.TaskGroup) (cpu, mem int) {
 // checks and bin packing would; nil when it fits, else the metric Nomad
 // reports in the evaluation's FailedTGAllocs.
 func (s *Server) feasibleLocked(job *api.Job, tg *api.TaskGroup) *api.AllocationMetric {
+	// Nomad counts the ready nodes of the datacenters that have some: a
+	// datacenter no node is in is not named at all.
 	m := &api.AllocationMetric{NodesInPool: 1, NodePool: "default", NodesAvailable: map[string]int{}}
 	inDC := len(job.Datacenters) == 0
 	for _, dc := range job.Datacenters {
 		if ok, _ := path.Match(dc, s.opts.Datacenter); ok {
 			inDC = true
-		} else if !strings.ContainsAny(dc, "*?[") {
-			m.NodesAvailable[dc] = 0
 		}
 	}
 	if !inDC {
@@ -201,6 +201,16 @@ func (s *Server) feasibleLocked(job *api.Job, tg *api.TaskGroup) *api.Allocation
 		if _, ok := s.nodeAttr("${attr.driver." + t.Driver + "}"); !ok {
 			m.NodesFiltered = 1
 			m.ConstraintFiltered = map[string]int{"missing drivers": 1}
+			return m
+		}
+	}
+	for _, v := range tg.Volumes {
+		if v == nil || v.Type != "host" {
+			continue
+		}
+		if _, ok := s.opts.HostVolumes[v.Source]; !ok {
+			m.NodesFiltered = 1
+			m.ConstraintFiltered = map[string]int{"missing compatible host volumes": 1}
 			return m
 		}
 	}
@@ -366,7 +376,9 @@ func (s *Server) newAllocLocked(job *api.Job, tg *api.TaskGroup, evalID string, 
 			if t.Resources.MemoryMB != nil {
 				r.Memory.MemoryMB = int64(*t.Resources.MemoryMB)
 			}
-			if t.Resources.MemoryMaxMB != nil {
+			// Without oversubscription Nomad's scheduler allocates no
+			// memory_max: the task's limit is its memory.
+			if t.Resources.MemoryMaxMB != nil && s.scheduler.MemoryOversubscriptionEnabled {
 				r.Memory.MemoryMaxMB = int64(*t.Resources.MemoryMaxMB)
 			}
 		}
@@ -462,13 +474,14 @@ func clientStatus(a *api.Allocation) (string, string) {
 			}
 		}
 	}
+	// Nomad's getClientStatus: failed, then running, then pending.
 	switch {
-	case failed > 0 && running == 0 && pending == 0:
+	case failed > 0:
 		return api.AllocClientStatusFailed, "Failed tasks"
-	case pending > 0 && running == 0:
-		return api.AllocClientStatusPending, "No tasks have started"
 	case running > 0:
 		return api.AllocClientStatusRunning, "Tasks are running"
+	case pending > 0:
+		return api.AllocClientStatusPending, "No tasks have started"
 	default:
 		return api.AllocClientStatusComplete, "All tasks have completed"
 	}

@@ -3,32 +3,44 @@
 // that codehub's Nomad orchestrator uses, with the official
 // github.com/hashicorp/nomad/api types on the wire.
 //
-// It registers jobs (PUT /v1/jobs), dispatches parameterized jobs (checking
-// required meta and payload, honouring idempotency tokens), schedules them
-// on its one node (datacenter, drivers, simple constraints, CPU and memory
+// It parses job specifications (PUT /v1/jobs/parse, with ParseJob) and
+// validates them as Nomad's servers do (constraint operands, resources,
+// host volumes; the memory oversubscription warning), registers jobs (PUT
+// /v1/jobs), dispatches parameterized jobs (checking required meta and
+// payload, honouring idempotency tokens), schedules them on its one node
+// (datacenter, drivers, host volumes, simple constraints, CPU and memory
 // capacity; an allocation that does not fit leaves a blocked evaluation
 // that is placed when capacity frees), and RUNS their tasks as local
-// processes the way raw_exec does: a task directory with local/, secrets/
-// and tmp/, the dispatch payload written into local/, templates rendered,
-// ${NOMAD_*}, ${node.*} and ${attr.*} interpolated into the command, its
-// arguments and environment, a free port for every dynamic port label.
-// Allocations go pending → running → complete or failed with Nomad's task
-// events, and each running task's services are registered in Consul through
-// the official consul/api client (script checks are run and reported as
-// TTL checks, as Nomad does), and deregistered when the task ends.
+// processes: a task directory with local/, secrets/ and tmp/, the dispatch
+// payload written into local/, templates rendered, ${NOMAD_*}, ${node.*}
+// and ${attr.*} interpolated into the command, its arguments and
+// environment, a free port for every dynamic port label. Tasks of the exec
+// and docker drivers run as their task's user with the Linux capabilities
+// the driver would give them (its defaults, less cap_drop, plus cap_add;
+// exec's as ambient capabilities, docker's security_opt
+// no-new-privileges): the fake runs as root, and really drops them for the
+// task's whole process tree. Allocations go pending → running → complete
+// or failed with Nomad's task events; a task that fails is restarted in
+// place as its group's restart policy says, or on request (POST
+// /v1/client/allocation/{id}/restart). Each running task's services are
+// registered in Consul through the official consul/api client (script
+// checks are run and reported as TTL checks, as Nomad does), and
+// deregistered when the task ends.
 //
 // Reads are blocking queries like Nomad's: X-Nomad-Index on every answer,
 // and a request with ?index=N waits until the answer's index passes N or
 // ?wait elapses. Errors have Nomad's shapes: 404 "job not found", 403
-// "Permission denied" when an ACL token is configured and not given, 400
-// for a dispatch without its required meta or payload (real Nomad answers
-// those with 500; clients should rely on the message, not the code).
+// "Permission denied" when a token lacks a capability (ACLs are on when
+// Options.Token is set; see acl.go), 400 for a dispatch without its
+// required meta or payload (real Nomad answers those with 500; clients
+// should rely on the message, not the code). Namespaces are made and
+// removed through the namespace API, as on Nomad.
 //
-// What it leaves out: restart and reschedule policies (a task that exits
-// is complete or failed, once), deployments, more than one node, real
-// drivers (every driver of Options.Drivers runs tasks like raw_exec; a task
-// of another driver does not place, as on a node without that driver),
-// Nomad-native service discovery.
+// What it leaves out: reschedule policies (an allocation that fails stays
+// failed), deployments, more than one node, real isolation (no chroot,
+// namespaces or cgroups: every driver of Options.Drivers runs its task as
+// a process on this machine; a task of another driver does not place, as
+// on a node without that driver), Nomad-native service discovery.
 package nomad
 
 import (
@@ -39,9 +51,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -54,11 +64,14 @@ import (
 // datacenter "dc1" of region "global", without ACLs, running raw_exec
 // tasks with unlimited CPU and memory, registering no services.
 type Options struct {
-	// Token, when set, turns ACLs on: every request must carry it in
-	// X-Nomad-Token (or as a bearer token), else 403.
+	// Token, when set, turns ACLs on: it is a management token, and every
+	// request must carry it or a token made with it through the ACL API
+	// (X-Nomad-Token, or as a bearer token), else 403.
 	Token string
-	// Namespaces that exist besides "default".
-	Namespaces []string
+	// Version is the Nomad version the fake reports (GET /v1/agent/self)
+	// and whose job specification language its parser accepts (default
+	// DefaultVersion).
+	Version string
 	// Region of the server (default "global"), Datacenter and NodeName of
 	// its node (defaults "dc1" and "fake-node-1").
 	Region, Datacenter, NodeName string
@@ -67,8 +80,19 @@ type Options struct {
 	NodeClass string
 	NodeMeta  map[string]string
 	// Drivers the node offers (default raw_exec). Every driver runs tasks
-	// as raw_exec does: config.command and config.args.
+	// as processes: config.command and config.args.
 	Drivers []string
+	// Users are accounts the node has besides this machine's password
+	// database, by name (a task's user): the README's client setup makes a
+	// "codehub" account that tests cannot add to the machine.
+	Users map[string]Account
+	// HostVolumes are the node's host volumes (client { host_volume "name"
+	// { path = ... } }), by name: the directory each one is.
+	HostVolumes map[string]string
+	// MemoryOversubscription is the scheduler configuration's at start
+	// (Nomad's default: off, and memory_max is then ignored with a
+	// warning).
+	MemoryOversubscription bool
 	// CPU (MHz) and MemoryMB the node offers to allocations; 0: unlimited.
 	CPU, MemoryMB int
 	// IP the node advertises and its tasks' ports are on (default
@@ -89,6 +113,12 @@ type Options struct {
 	// Logger receives the fake's own log (default: none).
 	Logger hclog.Logger
 }
+
+// DefaultVersion is the Nomad version a Server reports unless told.
+const DefaultVersion = "1.11.0"
+
+// Account is a node account's uid and gid.
+type Account struct{ UID, GID int }
 
 // Server is a running fake Nomad. Safe for concurrent use.
 type Server struct {
@@ -112,6 +142,9 @@ type Server struct {
 	cpu, mem   int
 	startDelay time.Duration
 	failDriver func(job *api.Job, task *api.Task) error
+	namespaces map[string]*api.Namespace
+	acl        aclState
+	scheduler  api.SchedulerConfiguration
 	closed     bool
 	wg         sync.WaitGroup
 }
@@ -138,6 +171,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
+	if opts.Version == "" {
+		opts.Version = DefaultVersion
+	}
 	if opts.Env == nil {
 		for _, k := range []string{"PATH", "HOME", "LANG", "TMPDIR"} {
 			if v := os.Getenv(k); v != "" {
@@ -159,6 +195,12 @@ func New(opts Options) (*Server, error) {
 		startDelay: opts.StartDelay,
 		index:      1,
 		node:       uuid(),
+		namespaces: map[string]*api.Namespace{"default": {Name: "default", Description: "Default shared namespace", CreateIndex: 1, ModifyIndex: 1}},
+		acl:        aclState{policies: map[string]*api.ACLPolicy{}, compiled: map[string]*aclRules{}, tokens: map[string]*api.ACLToken{}},
+		scheduler: api.SchedulerConfiguration{
+			SchedulerAlgorithm: api.SchedulerAlgorithmBinpack, MemoryOversubscriptionEnabled: opts.MemoryOversubscription,
+			PreemptionConfig: api.PreemptionConfig{SystemSchedulerEnabled: true},
+		},
 	}
 	if opts.Dir == "" {
 		dir, err := os.MkdirTemp("", "fake-nomad-")
@@ -264,6 +306,8 @@ func (s *Server) Requests() map[string]int {
 const (
 	RouteJobsList       = "GET /v1/jobs"
 	RouteJobsRegister   = "PUT /v1/jobs"
+	RouteJobsParse      = "PUT /v1/jobs/parse"
+	RouteJobValidate    = "PUT /v1/validate/job"
 	RouteJobInfo        = "GET /v1/job/{id}"
 	RouteJobRegister    = "PUT /v1/job/{id}"
 	RouteJobDeregister  = "DELETE /v1/job/{id}"
@@ -271,19 +315,60 @@ const (
 	RouteJobAllocations = "GET /v1/job/{id}/allocations"
 	RouteJobEvaluations = "GET /v1/job/{id}/evaluations"
 	RouteAllocation     = "GET /v1/allocation/{id}"
+	RouteAllocRestart   = "PUT /v1/client/allocation/{id}/restart"
+	RouteAllocFSCat     = "GET /v1/client/fs/cat/{id}"
 	RouteEvaluation     = "GET /v1/evaluation/{id}"
 	RouteEvaluations    = "GET /v1/evaluations"
 	RouteNode           = "GET /v1/node/{id}"
+	RouteNodes          = "GET /v1/nodes"
 )
+
+// permit decides whether a token may make a request, in the request's
+// namespace.
+type permit func(t *aclToken, ns string) bool
+
+// inNamespace needs a namespace capability.
+func inNamespace(capability string) permit {
+	return func(t *aclToken, ns string) bool { return t.allowNamespace(ns, capability) }
+}
+
+func management(t *aclToken, _ string) bool { return t.management }
+
+func nodeRead(t *aclToken, _ string) bool {
+	return t.allowPolicy(func(r *aclRules) string { return r.node }, false)
+}
+
+func agentRead(t *aclToken, _ string) bool {
+	return t.allowPolicy(func(r *aclRules) string { return r.agent }, false)
+}
+
+func operator(write bool) permit {
+	return func(t *aclToken, _ string) bool {
+		return t.allowPolicy(func(r *aclRules) string { return r.operator }, write)
+	}
+}
+
+// tokenKey carries the request's resolved token to handlers that check
+// more than the route's permit (host volumes on registration).
+type tokenKey struct{}
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	handle := func(pattern string, h http.HandlerFunc) {
+	handle := func(pattern string, allowed permit, h http.HandlerFunc) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			ns := r.URL.Query().Get("namespace")
+			if ns == "" {
+				ns = "default"
+			}
 			s.mu.Lock()
 			s.requests[pattern]++
+			tok, denied := s.resolveTokenLocked(r)
 			s.mu.Unlock()
-			if !s.authorized(r) {
+			if denied != "" {
+				writeError(w, http.StatusForbidden, denied)
+				return
+			}
+			if !allowed(tok, ns) {
 				writeError(w, http.StatusForbidden, "Permission denied")
 				return
 			}
@@ -291,54 +376,78 @@ func (s *Server) routes() http.Handler {
 				writeError(w, http.StatusInternalServerError, "No path to region")
 				return
 			}
-			h(w, r)
+			h(w, r.WithContext(context.WithValue(r.Context(), tokenKey{}, tok)))
 		})
 	}
-	handle(RouteJobsList, s.handleJobsList)
-	handle(RouteJobsRegister, s.handleRegister)
-	handle("POST /v1/jobs", s.handleRegister)
-	handle(RouteJobInfo, s.handleJobInfo)
-	handle(RouteJobRegister, s.handleRegister)
-	handle("POST /v1/job/{id}", s.handleRegister)
-	handle(RouteJobDeregister, s.handleDeregister)
-	handle(RouteJobDispatch, s.handleDispatch)
-	handle("POST /v1/job/{id}/dispatch", s.handleDispatch)
-	handle(RouteJobAllocations, s.handleJobAllocations)
-	handle(RouteJobEvaluations, s.handleJobEvaluations)
-	handle(RouteAllocation, s.handleAllocation)
-	handle(RouteEvaluation, s.handleEvaluation)
-	handle(RouteEvaluations, s.handleEvaluations)
-	handle(RouteNode, s.handleNode)
+	handle(RouteJobsList, inNamespace(capListJobs), s.handleJobsList)
+	handle(RouteJobsRegister, inNamespace(capSubmitJob), s.handleRegister)
+	handle("POST /v1/jobs", inNamespace(capSubmitJob), s.handleRegister)
+	handle(RouteJobsParse, inNamespace(capParseJob), s.handleParse)
+	handle("POST /v1/jobs/parse", inNamespace(capParseJob), s.handleParse)
+	handle(RouteJobValidate, inNamespace(capReadJob), s.handleValidate)
+	handle("POST /v1/validate/job", inNamespace(capReadJob), s.handleValidate)
+	handle(RouteJobInfo, inNamespace(capReadJob), s.handleJobInfo)
+	handle(RouteJobRegister, inNamespace(capSubmitJob), s.handleRegister)
+	handle("POST /v1/job/{id}", inNamespace(capSubmitJob), s.handleRegister)
+	handle(RouteJobDeregister, inNamespace(capSubmitJob), s.handleDeregister)
+	handle(RouteJobDispatch, inNamespace(capDispatchJob), s.handleDispatch)
+	handle("POST /v1/job/{id}/dispatch", inNamespace(capDispatchJob), s.handleDispatch)
+	handle(RouteJobAllocations, inNamespace(capReadJob), s.handleJobAllocations)
+	handle(RouteJobEvaluations, inNamespace(capReadJob), s.handleJobEvaluations)
+	handle(RouteAllocation, inNamespace(capReadJob), s.handleAllocation)
+	handle(RouteAllocRestart, inNamespace(capAllocLifecycle), s.handleAllocRestart)
+	handle("POST /v1/client/allocation/{id}/restart", inNamespace(capAllocLifecycle), s.handleAllocRestart)
+	handle(RouteAllocFSCat, inNamespace(capReadFS), s.handleAllocCat)
+	handle(RouteEvaluation, inNamespace(capReadJob), s.handleEvaluation)
+	handle(RouteEvaluations, inNamespace(capReadJob), s.handleEvaluations)
+	handle(RouteNode, nodeRead, s.handleNode)
+	handle(RouteNodes, nodeRead, s.handleNodes)
+	handle("GET /v1/agent/self", agentRead, s.handleAgentSelf)
+	handle("GET /v1/namespaces", func(*aclToken, string) bool { return true }, s.handleNamespaces)
+	handle("GET /v1/namespace/{name}", func(t *aclToken, _ string) bool { return true }, s.handleNamespaceInfo)
+	handle("PUT /v1/namespace", management, s.handleNamespaceUpsert)
+	handle("POST /v1/namespace", management, s.handleNamespaceUpsert)
+	handle("PUT /v1/namespace/{name}", management, s.handleNamespaceUpsert)
+	handle("POST /v1/namespace/{name}", management, s.handleNamespaceUpsert)
+	handle("DELETE /v1/namespace/{name}", management, s.handleNamespaceDelete)
+	handle("GET /v1/operator/scheduler/configuration", operator(false), s.handleSchedulerGet)
+	handle("PUT /v1/operator/scheduler/configuration", operator(true), s.handleSchedulerSet)
+	handle("POST /v1/operator/scheduler/configuration", operator(true), s.handleSchedulerSet)
+	handle("GET /v1/acl/policies", management, s.handleACLPolicies)
+	handle("PUT /v1/acl/policy/{name}", management, s.handleACLPolicyUpsert)
+	handle("POST /v1/acl/policy/{name}", management, s.handleACLPolicyUpsert)
+	handle("DELETE /v1/acl/policy/{name}", management, s.handleACLPolicyDelete)
+	handle("PUT /v1/acl/token", management, s.handleACLTokenCreate)
+	handle("POST /v1/acl/token", management, s.handleACLTokenCreate)
+	handle("DELETE /v1/acl/token/{accessor}", management, s.handleACLTokenDelete)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Invalid URL: the fake Nomad does not serve "+r.Method+" "+r.URL.Path)
 	})
 	return mux
 }
 
-// authorized applies the ACL: with a token configured, only it passes.
-func (s *Server) authorized(r *http.Request) bool {
-	if s.opts.Token == "" {
-		return true
+// requestACL is the token a handler's request was let in with.
+func requestACL(r *http.Request) *aclToken {
+	t, _ := r.Context().Value(tokenKey{}).(*aclToken)
+	if t == nil {
+		return &aclToken{}
 	}
-	got := r.Header.Get("X-Nomad-Token")
-	if got == "" {
-		got, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	}
-	return got == s.opts.Token
+	return t
 }
 
 // namespace is the request's namespace; ok false when it does not exist
 // ("*" means all, for lists).
 func (s *Server) namespace(r *http.Request) (string, bool) {
 	ns := r.URL.Query().Get("namespace")
-	switch {
-	case ns == "":
+	switch ns {
+	case "":
 		return "default", true
-	case ns == "default", ns == "*":
+	case "*":
 		return ns, true
-	default:
-		return ns, slices.Contains(s.opts.Namespaces, ns)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return ns, s.namespaces[ns] != nil
 }
 
 // writeError answers as Nomad does: the message as plain text.

@@ -21,10 +21,21 @@ import (
 	"github.com/hashicorp/nomad/api"
 )
 
-// taskRun is a task's process. Guarded by Server.mu.
+// taskRun is a task's current process. Guarded by Server.mu.
 type taskRun struct {
 	cmd *exec.Cmd
 	oom bool // killed by OOMKill
+	// restartRequested is set by the restart API; restart wakes the
+	// task's runner to do it.
+	restartRequested bool
+	restart          chan struct{}
+}
+
+func (tr *taskRun) signalRestart() {
+	select {
+	case tr.restart <- struct{}{}:
+	default:
+	}
 }
 
 // AllocDir returns the directory of an allocation on the fake node
@@ -104,7 +115,9 @@ func (s *Server) runAlloc(ar *allocRun) {
 	}
 }
 
-// runTask runs one task as raw_exec would.
+// runTask runs one task: its directory, payload and templates once, then
+// its process, again after each failure its restart policy allows (or a
+// restart asked for), until it ends or the allocation stops.
 func (s *Server) runTask(ar *allocRun, job *api.Job, tg *api.TaskGroup, t *api.Task) {
 	name := t.Name
 	ev := func(e *api.TaskEvent, state string, failed bool) {
@@ -120,6 +133,8 @@ func (s *Server) runTask(ar *allocRun, job *api.Job, tg *api.TaskGroup, t *api.T
 			e.DriverError = msg
 		case api.TaskSetupFailure:
 			e.SetupError = msg
+		case api.TaskFailedValidation:
+			e.ValidationError = msg
 		}
 		ev(e, "", false)
 		ev(event(api.TaskNotRestarting, "Error was unrecoverable"), "dead", true)
@@ -178,6 +193,15 @@ func (s *Server) runTask(ar *allocRun, job *api.Job, tg *api.TaskGroup, t *api.T
 			vars[k] = v
 		}
 	}
+	if err := s.validateDriverConfig(t); err != nil {
+		fail(api.TaskFailedValidation, "failed to parse config: "+err.Error())
+		return
+	}
+	sec, err := s.driverSecurity(t)
+	if err != nil {
+		fail(api.TaskDriverFailure, "failed to launch command with executor: "+err.Error())
+		return
+	}
 	if failDriver != nil {
 		if err := failDriver(job, t); err != nil {
 			fail(api.TaskDriverFailure, err.Error())
@@ -193,10 +217,98 @@ func (s *Server) runTask(ar *allocRun, job *api.Job, tg *api.TaskGroup, t *api.T
 		case <-ar.stop:
 		}
 	}
-	if stopped() {
-		return
+	policy := restartPolicy(job, tg)
+	var restarts []time.Time // failures restarted within the policy's interval
+	for {
+		if stopped() {
+			return
+		}
+		out := s.runProcess(ar, tg, t, vars, taskDir, allocDir, sec)
+		switch {
+		case out.startErr != nil:
+			fail(api.TaskDriverFailure, "failed to launch command with executor: "+out.startErr.Error())
+			return
+		case out.killed:
+			ev(event(api.TaskKilled, "Task successfully killed"), "dead", false)
+			return
+		case out.restart:
+			// A restart asked for: at once, and not counted against the
+			// policy.
+			e := event(api.TaskRestarting, "Task restarting in 0s")
+			e.RestartReason = "User requested task to restart"
+			ev(e, "pending", false)
+			continue
+		case out.code == 0 && *job.Type != api.JobTypeService:
+			ev(nil, "dead", false)
+			return
+		}
+		now := time.Now()
+		kept := restarts[:0]
+		for _, at := range restarts {
+			if now.Sub(at) < *policy.Interval {
+				kept = append(kept, at)
+			}
+		}
+		restarts = kept
+		wait := *policy.Delay
+		if len(restarts) >= *policy.Attempts {
+			if *policy.Mode != api.RestartPolicyModeDelay || *policy.Attempts == 0 {
+				why := fmt.Sprintf("Exceeded allowed attempts %d in interval %v and mode is \"fail\"", *policy.Attempts, *policy.Interval)
+				if *policy.Attempts == 0 {
+					why = "Policy allows no restarts"
+				}
+				ev(event(api.TaskNotRestarting, why), "dead", true)
+				ar.signalStop()
+				return
+			}
+			wait = max(wait, *policy.Interval-now.Sub(restarts[0]))
+		}
+		restarts = append(restarts, now)
+		e := event(api.TaskRestarting, fmt.Sprintf("Task restarting in %s", wait))
+		e.RestartReason, e.StartDelay = "Restart within policy", int64(wait)
+		ev(e, "pending", false)
+		select {
+		case <-time.After(wait):
+		case <-ar.stop:
+		}
 	}
+}
 
+// restartPolicy is the group's restart policy with Nomad's defaults.
+func restartPolicy(job *api.Job, tg *api.TaskGroup) *api.RestartPolicy {
+	p := &api.RestartPolicy{Attempts: new(3), Interval: new(24 * time.Hour), Delay: new(15 * time.Second), Mode: new(api.RestartPolicyModeFail)}
+	if *job.Type == api.JobTypeService {
+		p.Attempts, p.Interval, p.Delay = new(2), new(30*time.Minute), new(15*time.Second)
+	}
+	if r := tg.RestartPolicy; r != nil {
+		if r.Attempts != nil {
+			p.Attempts = r.Attempts
+		}
+		if r.Interval != nil {
+			p.Interval = r.Interval
+		}
+		if r.Delay != nil {
+			p.Delay = r.Delay
+		}
+		if r.Mode != nil {
+			p.Mode = r.Mode
+		}
+	}
+	return p
+}
+
+// processEnd is how a task's process ended.
+type processEnd struct {
+	startErr error
+	killed   bool // the allocation was stopped
+	restart  bool // a restart was asked for
+	code     int
+}
+
+// runProcess starts the task's process, registers its services, and
+// waits for it to end, to be stopped, or to be restarted.
+func (s *Server) runProcess(ar *allocRun, tg *api.TaskGroup, t *api.Task, vars map[string]string, taskDir, allocDir string, sec *security) processEnd {
+	name := t.Name
 	command, _ := t.Config["command"].(string)
 	command = interpolate(command, vars)
 	var args []string
@@ -206,18 +318,16 @@ func (s *Server) runTask(ar *allocRun, job *api.Job, tg *api.TaskGroup, t *api.T
 		}
 	}
 	if command == "" {
-		fail(api.TaskFailedValidation, "1 error occurred:\n\t* missing command")
-		return
+		return processEnd{startErr: errors.New("missing command")}
 	}
-	cmd := exec.Command(command, args...)
+	cmd := sec.command(command, args)
 	cmd.Dir = taskDir
 	cmd.Env = processEnv(s.opts.Env, vars)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, err1 := os.Create(filepath.Join(allocDir, "logs", name+".stdout.0"))
-	stderr, err2 := os.Create(filepath.Join(allocDir, "logs", name+".stderr.0"))
+	stdout, err1 := os.OpenFile(filepath.Join(allocDir, "logs", name+".stdout.0"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	stderr, err2 := os.OpenFile(filepath.Join(allocDir, "logs", name+".stderr.0"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err := errors.Join(err1, err2); err != nil {
-		fail(api.TaskSetupFailure, "failed to open log files: "+err.Error())
-		return
+		return processEnd{startErr: fmt.Errorf("failed to open log files: %w", err)}
 	}
 	defer stdout.Close()
 	defer stderr.Close()
@@ -225,11 +335,18 @@ func (s *Server) runTask(ar *allocRun, job *api.Job, tg *api.TaskGroup, t *api.T
 	s.mu.Lock()
 	if err := cmd.Start(); err != nil {
 		s.mu.Unlock()
-		fail(api.TaskDriverFailure, "failed to launch command with executor: "+err.Error())
-		return
+		return processEnd{startErr: err}
 	}
-	tr := &taskRun{cmd: cmd}
-	ar.tasks[name] = tr
+	tr := ar.tasks[name]
+	if tr == nil {
+		tr = &taskRun{restart: make(chan struct{}, 1)}
+		ar.tasks[name] = tr
+	}
+	tr.cmd, tr.oom, tr.restartRequested = cmd, false, false
+	select {
+	case <-tr.restart: // a request that came too late for the last run
+	default:
+	}
 	s.taskEventLocked(ar, name, event(api.TaskStarted, "Task started by client"), "running", false)
 	s.mu.Unlock()
 
@@ -237,8 +354,25 @@ func (s *Server) runTask(ar *allocRun, job *api.Job, tg *api.TaskGroup, t *api.T
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	var (
-		waitErr error
-		killed  bool
+		waitErr          error
+		killed, restart  bool
+		interruptAndWait = func() {
+			timeout := 5 * time.Second
+			if t.KillTimeout != nil && *t.KillTimeout > 0 {
+				timeout = *t.KillTimeout
+			}
+			sig := syscall.SIGINT
+			if t.KillSignal == "SIGTERM" {
+				sig = syscall.SIGTERM
+			}
+			_ = syscall.Kill(-cmd.Process.Pid, sig)
+			select {
+			case waitErr = <-exited:
+			case <-time.After(timeout):
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				waitErr = <-exited
+			}
+		}
 	)
 	select {
 	case waitErr = <-exited:
@@ -248,18 +382,14 @@ func (s *Server) runTask(ar *allocRun, job *api.Job, tg *api.TaskGroup, t *api.T
 		if t.KillTimeout != nil && *t.KillTimeout > 0 {
 			timeout = *t.KillTimeout
 		}
-		sig := syscall.SIGINT
-		if t.KillSignal == "SIGTERM" {
-			sig = syscall.SIGTERM
-		}
-		ev(event(api.TaskKilling, fmt.Sprintf("Sent interrupt. Waiting %s before force killing", timeout)), "", false)
-		_ = syscall.Kill(-cmd.Process.Pid, sig)
-		select {
-		case waitErr = <-exited:
-		case <-time.After(timeout):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			waitErr = <-exited
-		}
+		e := event(api.TaskKilling, fmt.Sprintf("Sent interrupt. Waiting %s before force killing", timeout))
+		s.mu.Lock()
+		s.taskEventLocked(ar, name, e, "", false)
+		s.mu.Unlock()
+		interruptAndWait()
+	case <-tr.restart:
+		restart = true
+		interruptAndWait()
 	}
 	// Nomad ends a task's whole cgroup when its main process is gone: no
 	// process the task started outlives it, whatever process group or
@@ -270,8 +400,7 @@ func (s *Server) runTask(ar *allocRun, job *api.Job, tg *api.TaskGroup, t *api.T
 	oom := tr.oom
 	s.mu.Unlock()
 	if killed && !oom {
-		ev(event(api.TaskKilled, "Task successfully killed"), "dead", false)
-		return
+		return processEnd{killed: true}
 	}
 	code, signal := 0, 0
 	var exitErr *exec.ExitError
@@ -289,10 +418,13 @@ func (s *Server) runTask(ar *allocRun, job *api.Job, tg *api.TaskGroup, t *api.T
 		e.DisplayMessage = fmt.Sprintf("Exit Code: %d, Exit Message: \"OOM Killed\"", code)
 		e.Message = "OOM Killed"
 	}
-	ev(e, "dead", code != 0)
-	if code != 0 {
-		ar.signalStop()
+	s.mu.Lock()
+	s.taskEventLocked(ar, name, e, "", false)
+	s.mu.Unlock()
+	if restart {
+		return processEnd{restart: true, code: code}
 	}
+	return processEnd{code: code}
 }
 
 // taskVarsLocked is the task's environment as Nomad builds it (NOMAD_*

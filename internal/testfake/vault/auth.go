@@ -232,7 +232,7 @@ func (s *Server) tokenEndpoint(r *request, sub string) (result, error) {
 		t := s.issueTokenLocked(p)
 		return &api.Secret{Auth: t.auth(t.created)}, nil
 	}
-	return nil, errNoRoute(r.path)
+	return nil, errUnsupportedPath
 }
 
 func (s *Server) lookupDataLocked(t *token, now time.Time) map[string]any {
@@ -328,7 +328,7 @@ func (s *Server) appRoleEndpoint(r *request, mount, sub string) (result, error) 
 	}
 	name, what, _ := strings.Cut(strings.TrimPrefix(sub, "role/"), "/")
 	if !strings.HasPrefix(sub, "role/") || name == "" {
-		return nil, errNoRoute(r.path)
+		return nil, errUnsupportedPath
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -450,7 +450,7 @@ func (s *Server) jwtEndpoint(r *request, mount, sub string) (result, error) {
 	case strings.HasPrefix(sub, "role/"):
 		return s.jwtRoleEndpoint(r, mount, strings.TrimPrefix(sub, "role/"))
 	}
-	return nil, errNoRoute(r.path)
+	return nil, errUnsupportedPath
 }
 
 func (s *Server) jwtConfig(r *request, mount string) (result, error) {

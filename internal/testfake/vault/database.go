@@ -73,7 +73,7 @@ type lease struct {
 func (s *Server) routeDatabase(r *request, mount, rest string) (result, error) {
 	kind, name, _ := strings.Cut(rest, "/")
 	if name == "" || strings.Contains(name, "/") {
-		return nil, errNoRoute(r.path)
+		return nil, errUnsupportedPath
 	}
 	switch kind {
 	case "config":
@@ -86,7 +86,7 @@ func (s *Server) routeDatabase(r *request, mount, rest string) (result, error) {
 		}
 		return s.dbCreds(r, mount, name)
 	}
-	return nil, errNoRoute(r.path)
+	return nil, errUnsupportedPath
 }
 
 func (s *Server) dbConfig(r *request, mount, name string) (result, error) {

@@ -1,6 +1,7 @@
 // Package vault is a fake HashiCorp Vault for tests: an HTTP server that
 // speaks exactly the endpoints codehub uses, answering with vault/api's own
-// types (api.Secret, the {"errors": [...]} shape, 403 "permission denied").
+// types (api.Secret) and Vault's error shape ({"errors": [...]}, 403
+// "permission denied").
 //
 // It keeps real state and real time: tokens from the token, AppRole and JWT
 // auth methods expire and renew by their TTLs and are checked, coarsely, by
@@ -10,10 +11,18 @@
 // the token that obtained them ends. Down and Up make the whole server
 // unreachable and back.
 //
-// Mounted at start, as a tester would on a dev server: the token method,
-// approle at auth/approle, jwt at auth/jwt-nomad, transit at transit, the
-// database engine at database and KV version 2 at secret, as a dev server
-// mounts it (sys/mounts and sys/auth add more).
+// Mounts are as on a fresh dev server: the token method and KV version 2
+// at secret/ at start.
+// sys/mounts and sys/auth enable (POST), list (GET) and disable (DELETE)
+// the transit and database engines and the approle and jwt methods;
+// disabling one revokes what it issued (leases, with their database
+// users; tokens, with their leases), and disabling what is not mounted
+// succeeds, as in Vault. A path under no mount answers 404
+// {"errors":["no handler for route \"<path>\". route entry not found."]},
+// a path a mount has no handler for 404 "unsupported path"; the login of
+// an unmounted method needs a token like any other path (403 without).
+// What a dev server also has, and the fake does not: cubbyhole/,
+// identity/.
 //
 // Tests that may also run against a real dev Vault take their target from
 // Target: the real one when VAULT_ADDR and VAULT_TOKEN are set, this fake
@@ -100,13 +109,13 @@ func Start(tb testing.TB, cfg Config) *Server {
 		conns:    map[net.Conn]struct{}{},
 		tokens:   map[string]*token{},
 		policies: map[string][]policyPath{},
-		auths:    map[string]string{"token": "token", "approle": "approle", "jwt-nomad": "jwt"},
-		mounts:   map[string]string{"transit": "transit", "database": "database", "secret": "kv"},
-		approles: map[string]*appRoleMount{"approle": newAppRoleMount()},
-		jwts:     map[string]*jwtMount{"jwt-nomad": newJWTMount()},
-		transit:  map[string]map[string]*key{"transit": {}},
+		auths:    map[string]string{"token": "token"},
+		mounts:   map[string]string{"secret": "kv"},
+		approles: map[string]*appRoleMount{},
+		jwts:     map[string]*jwtMount{},
+		transit:  map[string]map[string]*key{},
 		kvs:      map[string]kvMount{"secret": {}},
-		dbs:      map[string]*dbMount{"database": newDBMount()},
+		dbs:      map[string]*dbMount{},
 		leases:   map[string]*lease{},
 		counts:   map[string]int{},
 	}
@@ -341,9 +350,14 @@ var (
 	errUnsupported      = &apiError{status: http.StatusMethodNotAllowed, msgs: []string{"unsupported operation"}}
 )
 
+// errNoRoute is Vault's answer for a path under no mount.
 func errNoRoute(path string) *apiError {
 	return errorf(http.StatusNotFound, "no handler for route %q. route entry not found.", path)
 }
+
+// errUnsupportedPath is Vault's answer for a path a mounted engine or
+// method has no handler for (and the fake's for one it does not fake).
+var errUnsupportedPath = &apiError{status: http.StatusNotFound, msgs: []string{"1 error occurred:\n\t* unsupported path\n\n"}}
 
 // result is a successful answer: a secret, or nil for 204 No Content.
 type result = *api.Secret
@@ -379,7 +393,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.counts[path]++
 	s.mu.Unlock()
 
-	if !unauthenticated(path) {
+	if !s.unauthenticated(path) {
 		tokID := r.Header.Get(api.AuthHeaderName)
 		if tokID == "" {
 			tokID, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -418,20 +432,30 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	if msgs == nil {
 		msgs = []string{}
 	}
-	// Vault's own spelling: api.ErrorResponse has no JSON tags, and
-	// vault/api tells "not found" from other answers by the lower-case key.
-	_ = json.NewEncoder(w).Encode(map[string][]string{"errors": msgs})
+	// Vault writes "errors", lower case. api.ErrorResponse has no JSON
+	// tag: encoded, it would say "Errors", which vault/api still reads as
+	// an error but, on a 404, as a secret holding {"Errors": ...} too.
+	_ = json.NewEncoder(w).Encode(struct {
+		Errors []string `json:"errors"`
+	}{msgs})
 }
 
-// unauthenticated paths need no token, as in Vault.
-func unauthenticated(path string) bool {
+// unauthenticated paths need no token, as in Vault: health, and the
+// login of an auth method that is mounted. Any other path, a login under
+// no mount included, needs a token: without one it is denied (403), with
+// one that may ask, it has no handler (404).
+func (s *Server) unauthenticated(path string) bool {
 	if path == "sys/health" {
 		return true
 	}
-	if rest, ok := strings.CutPrefix(path, "auth/"); ok {
-		return strings.HasSuffix(rest, "/login") && strings.Count(rest, "/") == 1
+	mount, ok := strings.CutSuffix(strings.TrimPrefix(path, "auth/"), "/login")
+	if !ok || !strings.HasPrefix(path, "auth/") {
+		return false
 	}
-	return false
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, mounted := s.auths[mount]
+	return mounted && mount != "token"
 }
 
 func (s *Server) route(r *request) (result, error) {
@@ -473,6 +497,10 @@ func longestMount(mounts map[string]string, path string) (mount, rest, typ strin
 
 func (s *Server) routeSys(r *request) (result, error) {
 	switch {
+	case r.path == "sys/mounts":
+		return s.enable(r, "", false)
+	case r.path == "sys/auth":
+		return s.enable(r, "", true)
 	case strings.HasPrefix(r.path, "sys/mounts/"):
 		return s.enable(r, strings.TrimPrefix(r.path, "sys/mounts/"), false)
 	case strings.HasPrefix(r.path, "sys/auth/"):
@@ -488,32 +516,93 @@ func (s *Server) routeSys(r *request) (result, error) {
 	case r.path == "sys/leases/lookup":
 		return s.lookupLease(r)
 	}
-	return nil, errNoRoute(r.path)
+	return nil, errUnsupportedPath
 }
 
-// enable mounts a secrets engine or an auth method, or unmounts one.
+// enable mounts a secrets engine or an auth method (POST), lists them
+// (GET on sys/mounts or sys/auth), or unmounts one (DELETE), as Vault's
+// sys/mounts and sys/auth do. Unmounting revokes what the mount issued:
+// a database engine's leases (its users are dropped), an auth method's
+// tokens with their leases; unmounting what is not mounted succeeds.
 func (s *Server) enable(r *request, path string, auth bool) (result, error) {
 	path = strings.Trim(path, "/")
+	if path == "" {
+		if r.method != http.MethodGet {
+			return nil, errUnsupported
+		}
+		return s.listMounts(auth), nil
+	}
 	typ := str(r.body["type"])
+	if typ == "kv-v2" {
+		typ = "kv"
+	}
+	if typ == "kv" && !auth {
+		// Only version 2 is served, as what codehub uses.
+		if opts, _ := r.body["options"].(map[string]any); str(opts["version"]) != "2" {
+			return nil, errorf(http.StatusBadRequest, "the fake serves KV version 2 only: mount with options version=2")
+		}
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	table := s.mounts
 	if auth {
 		table = s.auths
 	}
 	if r.method == http.MethodDelete {
-		if path == "token" {
+		if auth && path == "token" {
+			s.mu.Unlock()
 			return nil, errorf(http.StatusBadRequest, "token credential backend cannot be disabled")
 		}
+		typ, ok := table[path]
+		if !ok {
+			s.mu.Unlock()
+			return nil, nil
+		}
 		delete(table, path)
+		revoke := s.revokeMountLocked(path, auth)
+		// A request that resolved the mount just before sees an empty
+		// one, never a missing one.
+		conns := s.resetMountLocked(path, typ, auth)
+		s.mu.Unlock()
+		for _, l := range revoke {
+			s.runRevocation(l)
+		}
+		for _, c := range conns {
+			if c.db != nil {
+				c.db.Close()
+			}
+		}
 		return nil, nil
 	}
+	defer s.mu.Unlock()
 	if !r.write() {
 		return nil, errUnsupported
 	}
-	if _, ok := table[path]; ok {
-		return nil, errorf(http.StatusBadRequest, "path is already in use at %s/", path)
+	for m := range table {
+		// The same path, one inside it or one it is inside: 409, as
+		// current Vault and OpenBao answer (older Vaults said 400).
+		if strings.HasPrefix(path+"/", m+"/") || strings.HasPrefix(m+"/", path+"/") {
+			return nil, errorf(http.StatusConflict, "path is already in use at %s/", m)
+		}
 	}
+	switch {
+	case auth && (typ == "approle" || typ == "jwt"), !auth && (typ == "transit" || typ == "database" || typ == "kv"):
+	default:
+		return nil, errorf(http.StatusBadRequest, "plugin not found in the catalog: %s", typ)
+	}
+	for _, c := range s.resetMountLocked(path, typ, auth) {
+		if c.db != nil {
+			c.db.Close() // no lease can use them: none outlives an unmount
+		}
+	}
+	table[path] = typ
+	return nil, nil
+}
+
+// resetMountLocked gives the mount at path fresh, empty state, and
+// returns the database connections of the state it had, for the caller to
+// close once their leases are revoked. mu is held.
+func (s *Server) resetMountLocked(path, typ string, auth bool) []*dbConn {
+	var conns []*dbConn
 	switch {
 	case auth && typ == "approle":
 		s.approles[path] = newAppRoleMount()
@@ -521,19 +610,55 @@ func (s *Server) enable(r *request, path string, auth bool) (result, error) {
 		s.jwts[path] = newJWTMount()
 	case !auth && typ == "transit":
 		s.transit[path] = map[string]*key{}
-	case !auth && typ == "database":
-		s.dbs[path] = newDBMount()
 	case !auth && typ == "kv":
-		opts, _ := r.body["options"].(map[string]any)
-		if str(opts["version"]) != "2" {
-			return nil, errorf(http.StatusBadRequest, "the fake supports KV version 2 only: give options version=2")
-		}
 		s.kvs[path] = kvMount{}
-	default:
-		return nil, errorf(http.StatusBadRequest, "plugin not found in the catalog: %s", typ)
+	case !auth && typ == "database":
+		if old := s.dbs[path]; old != nil {
+			for _, c := range old.conns {
+				conns = append(conns, c)
+			}
+		}
+		s.dbs[path] = newDBMount()
 	}
-	table[path] = typ
-	return nil, nil
+	return conns
+}
+
+// revokeMountLocked forgets what the mount at path issued and returns
+// the leases the caller must revoke once mu is released.
+func (s *Server) revokeMountLocked(path string, auth bool) []*lease {
+	var out []*lease
+	if auth {
+		for id, t := range s.tokens {
+			if strings.HasPrefix(t.path, "auth/"+path+"/") {
+				out = append(out, s.revokeTokenLocked(id)...)
+			}
+		}
+		return out
+	}
+	for id, l := range s.leases {
+		if strings.HasPrefix(id, path+"/") {
+			delete(s.leases, id)
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// listMounts answers GET sys/mounts and sys/auth: each mount's type by
+// its path with a trailing slash, as Vault lists them.
+func (s *Server) listMounts(auth bool) *api.Secret {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	table := s.mounts
+	if auth {
+		table = s.auths
+	}
+	data := map[string]any{}
+	for path, typ := range table {
+		data[path+"/"] = map[string]any{"type": typ, "description": "", "accessor": typ + "_" + path,
+			"config": map[string]any{"default_lease_ttl": 0, "max_lease_ttl": 0}, "options": map[string]any{}, "local": false}
+	}
+	return &api.Secret{Data: data}
 }
 
 // ---- policies, coarsely ----
@@ -808,34 +933,20 @@ func (e *Env) Client(tb testing.TB) *api.Client {
 	return c
 }
 
-// MountAuth enables an auth method of type typ ("jwt", "approle") at a
-// path of its own, and disables it when tb ends: its configuration (a JWT
-// validation key, say) is then the test's alone, even on a shared Vault.
-func (e *Env) MountAuth(tb testing.TB, typ string) string {
+// Mount enables a secrets engine of type typ ("transit", "database") at
+// a path of its own, and disables it when tb ends, which revokes what it
+// issued. A dev server mounts neither, and on a shared Vault the test's
+// keys, connections and roles stay its own.
+func (e *Env) Mount(tb testing.TB, typ string) string {
 	tb.Helper()
-	b := make([]byte, 4)
-	rand.Read(b)
-	path := fmt.Sprintf("%s-test-%x", typ, b)
-	c := e.Client(tb)
-	if err := c.Sys().EnableAuthWithOptions(path, &api.EnableAuthOptions{Type: typ}); err != nil {
-		tb.Fatalf("enable auth method %s at %s: %v", typ, path, err)
-	}
-	tb.Cleanup(func() {
-		if err := c.Sys().DisableAuth(path); err != nil {
-			tb.Errorf("disable auth method at %s: %v", path, err)
-		}
-	})
-	return path
+	return e.MountSecrets(tb, typ, nil)
 }
 
-// MountSecrets enables a secrets engine of type typ ("kv", "transit")
-// with options (KV: "version" "2") at a path of its own, and disables it
-// when tb ends.
+// MountSecrets is Mount with the engine's options ("kv" with version
+// "2"); a KV mount is waited for until it answers.
 func (e *Env) MountSecrets(tb testing.TB, typ string, options map[string]string) string {
 	tb.Helper()
-	b := make([]byte, 4)
-	rand.Read(b)
-	path := fmt.Sprintf("%s-test-%x", typ, b)
+	path := uniquePath(typ)
 	c := e.Client(tb)
 	if err := c.Sys().Mount(path, &api.MountInput{Type: typ, Options: options}); err != nil {
 		tb.Fatalf("enable secrets engine %s at %s: %v", typ, path, err)
@@ -861,6 +972,32 @@ func (e *Env) MountSecrets(tb testing.TB, typ string, options map[string]string)
 		}
 	}
 	return path
+}
+
+// MountAuth enables an auth method of type typ ("jwt", "approle") at a
+// path of its own, and disables it when tb ends, which revokes the tokens
+// it issued: its configuration (a JWT validation key, say) is then the
+// test's alone, even on a shared Vault.
+func (e *Env) MountAuth(tb testing.TB, typ string) string {
+	tb.Helper()
+	path := uniquePath(typ)
+	c := e.Client(tb)
+	if err := c.Sys().EnableAuthWithOptions(path, &api.EnableAuthOptions{Type: typ}); err != nil {
+		tb.Fatalf("enable auth method %s at %s: %v", typ, path, err)
+	}
+	tb.Cleanup(func() {
+		if err := c.Sys().DisableAuth(path); err != nil {
+			tb.Errorf("disable auth method at %s: %v", path, err)
+		}
+	})
+	return path
+}
+
+// uniquePath is a mount path for typ that no other test run uses.
+func uniquePath(typ string) string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return fmt.Sprintf("%s-test-%x", typ, b)
 }
 
 // Target returns the real Vault at VAULT_ADDR with the root (or otherwise

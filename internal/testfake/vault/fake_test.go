@@ -1,20 +1,19 @@
 // These tests pin the fake's behaviour to Vault's. Each runs against the
 // fake, or against a real dev Vault when VAULT_ADDR and VAULT_TOKEN (a
 // root token) are set; then run the same tests to check the fake against
-// the real thing. A tester prepares the dev Vault once:
+// the real thing:
 //
 //	vault server -dev -dev-root-token-id=root &
-//	export VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root
-//	vault auth enable approle
-//	vault secrets enable transit
-//	vault secrets enable database
+//	VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root go test ./internal/testfake/vault
 //
-// The tests write their own roles, policies and keys (with unique names),
-// enable JWT auth methods of their own (each with its own validation key)
-// and disable them again, and configure the database engine against the test PostgreSQL
-// (CODEHUB_TEST_POSTGRES, default postgres@127.0.0.1:5432 with trust
-// authentication), which the Vault server must be able to reach. Tests of
-// what only the fake can do (make Vault unreachable) are skipped there.
+// Nothing needs mounting beforehand: each test enables the secrets
+// engines and auth methods it uses at paths of its own and disables them
+// at the end, and writes its own roles, policies and keys (with unique
+// names). The database test configures its engine against the test
+// PostgreSQL (CODEHUB_TEST_POSTGRES, default postgres@127.0.0.1:5432 with
+// trust authentication), which the Vault server must be able to reach.
+// Tests of what only the fake can do (make Vault unreachable) are skipped
+// there.
 package vault_test
 
 import (
@@ -23,6 +22,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -114,11 +114,12 @@ func TestTokens(t *testing.T) {
 	t.Parallel()
 	env := fakevault.Target(t)
 	root := env.Client(t)
+	transit := env.Mount(t, "transit")
 	key := unique("fake-test")
-	write(t, root, "transit/keys/"+key, map[string]any{"type": "ed25519"})
+	write(t, root, transit+"/keys/"+key, map[string]any{"type": "ed25519"})
 	pol := unique("fake-test-keys")
 	write(t, root, "sys/policies/acl/"+pol, map[string]any{
-		"policy": fmt.Sprintf(`path "transit/keys/%s" { capabilities = ["read"] }`, key)})
+		"policy": fmt.Sprintf(`path "%s/keys/%s" { capabilities = ["read"] }`, transit, key)})
 
 	sec := write(t, root, "auth/token/create", map[string]any{
 		"policies": []string{pol}, "ttl": "3s", "explicit_max_ttl": "5s", "renewable": true})
@@ -142,10 +143,10 @@ func TestTokens(t *testing.T) {
 	}
 
 	// Policies, by path.
-	if _, err := c.Logical().Read("transit/keys/" + key); err != nil {
+	if _, err := c.Logical().Read(transit + "/keys/" + key); err != nil {
 		t.Errorf("read the key the policy allows: %v", err)
 	}
-	_, err = c.Logical().Write("transit/sign/"+key, map[string]any{"input": "aGk="})
+	_, err = c.Logical().Write(transit+"/sign/"+key, map[string]any{"input": "aGk="})
 	if statusOf(err) != http.StatusForbidden || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("sign without the policy = %v, want 403 permission denied", err)
 	}
@@ -191,18 +192,19 @@ func TestAppRole(t *testing.T) {
 	t.Parallel()
 	env := fakevault.Target(t)
 	root := env.Client(t)
+	approle := "auth/" + env.MountAuth(t, "approle")
 	role := unique("fake-test")
-	write(t, root, "auth/approle/role/"+role, map[string]any{
+	write(t, root, approle+"/role/"+role, map[string]any{
 		"token_policies": []string{"default"}, "token_ttl": "1m", "token_max_ttl": "2m"})
-	roleID, _ := read(t, root, "auth/approle/role/"+role+"/role-id").Data["role_id"].(string)
-	secretID, _ := write(t, root, "auth/approle/role/"+role+"/secret-id", nil).Data["secret_id"].(string)
+	roleID, _ := read(t, root, approle+"/role/"+role+"/role-id").Data["role_id"].(string)
+	secretID, _ := write(t, root, approle+"/role/"+role+"/secret-id", nil).Data["secret_id"].(string)
 	if roleID == "" || secretID == "" {
 		t.Fatalf("role_id %q, secret_id %q", roleID, secretID)
 	}
 	anon := withToken(t, root, "")
 	anon.ClearToken()
 
-	sec, err := anon.Logical().Write("auth/approle/login", map[string]any{"role_id": roleID, "secret_id": secretID})
+	sec, err := anon.Logical().Write(approle+"/login", map[string]any{"role_id": roleID, "secret_id": secretID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +214,7 @@ func TestAppRole(t *testing.T) {
 	if _, err := withToken(t, root, sec.Auth.ClientToken).Auth().Token().LookupSelf(); err != nil {
 		t.Errorf("the new token: %v", err)
 	}
-	_, err = anon.Logical().Write("auth/approle/login", map[string]any{"role_id": roleID, "secret_id": "wrong"})
+	_, err = anon.Logical().Write(approle+"/login", map[string]any{"role_id": roleID, "secret_id": "wrong"})
 	if statusOf(err) != http.StatusBadRequest {
 		t.Errorf("login with a wrong secret id = %v, want 400", err)
 	}
@@ -268,12 +270,13 @@ func TestTransit(t *testing.T) {
 	t.Parallel()
 	env := fakevault.Target(t)
 	c := env.Client(t)
+	transit := env.Mount(t, "transit")
 	key := unique("fake-test")
-	write(t, c, "transit/keys/"+key, map[string]any{"type": "ed25519"})
+	write(t, c, transit+"/keys/"+key, map[string]any{"type": "ed25519"})
 
 	sign := func(msg string) (version int, sig []byte) {
 		t.Helper()
-		s := write(t, c, "transit/sign/"+key, map[string]any{"input": base64.StdEncoding.EncodeToString([]byte(msg))})
+		s := write(t, c, transit+"/sign/"+key, map[string]any{"input": base64.StdEncoding.EncodeToString([]byte(msg))})
 		raw, _ := s.Data["signature"].(string)
 		parts := strings.Split(raw, ":")
 		if len(parts) != 3 || parts[0] != "vault" {
@@ -288,7 +291,7 @@ func TestTransit(t *testing.T) {
 	}
 	publicKeys := func() (map[int]ed25519.PublicKey, int) {
 		t.Helper()
-		d := read(t, c, "transit/keys/"+key).Data
+		d := read(t, c, transit+"/keys/"+key).Data
 		if d["type"] != "ed25519" {
 			t.Fatalf("type %v", d["type"])
 		}
@@ -311,14 +314,14 @@ func TestTransit(t *testing.T) {
 		t.Fatalf("sign: version %d, latest %d, verifies %v", v, latest, ed25519.Verify(keys[1], []byte("hello"), sig))
 	}
 
-	write(t, c, "transit/keys/"+key+"/rotate", nil)
+	write(t, c, transit+"/keys/"+key+"/rotate", nil)
 	v2, sig2 := sign("again")
 	keys, latest = publicKeys()
 	if v2 != 2 || latest != 2 || len(keys) != 2 || !ed25519.Verify(keys[2], []byte("again"), sig2) || !ed25519.Verify(keys[1], []byte("hello"), sig) {
 		t.Fatalf("after rotate: version %d, latest %d, %d keys", v2, latest, len(keys))
 	}
 
-	write(t, c, "transit/keys/"+key+"/config", map[string]any{"min_decryption_version": 2})
+	write(t, c, transit+"/keys/"+key+"/config", map[string]any{"min_decryption_version": 2})
 	if keys, _ = publicKeys(); len(keys) != 1 || keys[2] == nil {
 		t.Errorf("after min_decryption_version=2: versions %v, want only 2", slices.Collect(maps.Keys(keys)))
 	}
@@ -353,19 +356,20 @@ func TestDatabase(t *testing.T) {
 	env := fakevault.Target(t)
 	root := env.Client(t)
 	front := fakevault.StartPasswordFront(t, fakevault.PostgresAdminDSN())
+	mount := env.Mount(t, "database")
 	role := unique("fake-test")
-	db.Configure(t, root, "database", role, 3*time.Second, 5*time.Second)
+	db.Configure(t, root, mount, role, 3*time.Second, 5*time.Second)
 
 	// A token that may take credentials, and renew (the default policy).
 	pol := unique("fake-test-db")
 	write(t, root, "sys/policies/acl/"+pol, map[string]any{
-		"policy": fmt.Sprintf(`path "database/creds/%s" { capabilities = ["read"] }`, role)})
+		"policy": fmt.Sprintf(`path "%s/creds/%s" { capabilities = ["read"] }`, mount, role)})
 	tok := write(t, root, "auth/token/create", map[string]any{"policies": []string{pol}, "ttl": "1h"}).Auth.ClientToken
 	c := withToken(t, root, tok)
 
 	creds := func() (user, password string, sec *api.Secret) {
 		t.Helper()
-		sec, err := c.Logical().Read("database/creds/" + role)
+		sec, err := c.Logical().Read(mount + "/creds/" + role)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -425,7 +429,7 @@ func TestDatabase(t *testing.T) {
 
 	t.Run("token revoked", func(t *testing.T) {
 		child := write(t, root, "auth/token/create", map[string]any{"policies": []string{pol}, "ttl": "1h"}).Auth.ClientToken
-		sec, err := withToken(t, root, child).Logical().Read("database/creds/" + role)
+		sec, err := withToken(t, root, child).Logical().Read(mount + "/creds/" + role)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -438,6 +442,131 @@ func TestDatabase(t *testing.T) {
 		}
 		eventually(t, 20*time.Second, "the user of a revoked token cannot log in", func() bool { return refused(user, password) })
 	})
+
+	// Last: disabling the engine revokes its leases, and its path has no
+	// handler any more.
+	t.Run("engine disabled", func(t *testing.T) {
+		user, password, _ := creds()
+		if err := connect(ctx, front, db.Name, user, password); err != nil {
+			t.Fatal(err)
+		}
+		if err := root.Sys().Unmount(mount); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "the user of a disabled engine cannot log in", func() bool { return refused(user, password) })
+		if _, err := c.Logical().ReadRaw(mount + "/creds/" + role); statusOf(err) != http.StatusNotFound {
+			t.Errorf("creds of a disabled engine = %v, want 404", err)
+		}
+	})
+}
+
+// TestMounts: a dev server mounts nothing that codehub uses. A path under
+// no mount answers 404 in Vault's error shape; mounting makes it work,
+// listing shows it, mounting again or inside it is refused; disabling it
+// is 404 again, and disabling twice is fine. Disabling an auth method
+// revokes its tokens; the login of a method not mounted needs a token
+// like any other path.
+func TestMounts(t *testing.T) {
+	t.Parallel()
+	env := fakevault.Target(t)
+	root := env.Client(t)
+	path := unique("transit-fake-test")
+	keyPath := path + "/keys/" + unique("k")
+	noHandler := func(err error, p string) bool {
+		var re *api.ResponseError
+		return errors.As(err, &re) && re.StatusCode == http.StatusNotFound &&
+			slices.Equal(re.Errors, []string{fmt.Sprintf("no handler for route %q. route entry not found.", p)})
+	}
+	if _, err := root.Logical().Write(keyPath, map[string]any{"type": "ed25519"}); !noHandler(err, keyPath) {
+		t.Fatalf("write under no mount = %v, want 404 no handler for route %q", err, keyPath)
+	}
+	// On the wire: "errors", lower case, which vault/api's Read relies on
+	// to take a 404 for nothing there.
+	req, _ := http.NewRequest(http.MethodGet, env.Addr+"/v1/"+keyPath, nil)
+	req.Header.Set("X-Vault-Token", env.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if errs, _ := body["errors"].([]any); err != nil || resp.StatusCode != http.StatusNotFound || len(body) != 1 || len(errs) != 1 {
+		t.Errorf("GET under no mount = %d %v (%v), want 404 {\"errors\": [one message]}", resp.StatusCode, body, err)
+	}
+	if sec, err := root.Logical().Read(keyPath); sec != nil || err != nil {
+		t.Errorf("Logical().Read under no mount = %+v, %v; want nothing there", sec, err)
+	}
+	if err := root.Sys().Mount(path, &api.MountInput{Type: "transit"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = root.Sys().Unmount(path) })
+	write(t, root, keyPath, map[string]any{"type": "ed25519"})
+	mounts, err := root.Sys().ListMounts()
+	if err != nil || mounts[path+"/"] == nil || mounts[path+"/"].Type != "transit" {
+		t.Errorf("ListMounts = %v, %v; want %s/ of type transit", mounts, err, path)
+	}
+	for _, again := range []string{path, path + "/inner"} {
+		err := root.Sys().Mount(again, &api.MountInput{Type: "transit"})
+		if statusOf(err) != http.StatusConflict || !strings.Contains(err.Error(), "path is already in use at "+path+"/") {
+			t.Errorf("mount at %s = %v, want 409 path is already in use at %s/", again, err, path)
+		}
+	}
+	// (Logical().Read takes any 404 for "nothing there": ReadRaw does not.)
+	if _, err := root.Logical().ReadRaw(path + "/nonsense/x"); statusOf(err) != http.StatusNotFound || noHandler(err, path+"/nonsense/x") {
+		t.Errorf("a path the engine has no handler for = %v, want 404 unsupported path", err)
+	}
+	if err := root.Sys().Unmount(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.Logical().ReadRaw(keyPath); !noHandler(err, keyPath) {
+		t.Errorf("read after unmount = %v, want 404 no handler", err)
+	}
+	if err := root.Sys().Unmount(path); err != nil {
+		t.Errorf("unmount of what is not mounted = %v, want success", err)
+	}
+
+	// Auth methods.
+	auth := unique("approle-fake-test")
+	anon := withToken(t, root, "")
+	anon.ClearToken()
+	login := "auth/" + auth + "/login"
+	if _, err := anon.Logical().Write(login, map[string]any{"role_id": "x"}); statusOf(err) != http.StatusForbidden {
+		t.Errorf("login to a method not mounted, without a token = %v, want 403", err)
+	}
+	if _, err := root.Logical().Write(login, map[string]any{"role_id": "x"}); !noHandler(err, login) {
+		t.Errorf("login to a method not mounted, with a token = %v, want 404 no handler", err)
+	}
+	if err := root.Sys().EnableAuthWithOptions(auth, &api.EnableAuthOptions{Type: "approle"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = root.Sys().DisableAuth(auth) })
+	methods, err := root.Sys().ListAuth()
+	if err != nil || methods[auth+"/"] == nil || methods[auth+"/"].Type != "approle" || methods["token/"] == nil {
+		t.Errorf("ListAuth = %v, %v; want token/ and %s/", methods, err, auth)
+	}
+	role := unique("fake-test")
+	write(t, root, "auth/"+auth+"/role/"+role, map[string]any{"token_policies": []string{"default"}, "token_ttl": "1h"})
+	roleID := read(t, root, "auth/"+auth+"/role/"+role+"/role-id").Data["role_id"].(string)
+	secretID := write(t, root, "auth/"+auth+"/role/"+role+"/secret-id", nil).Data["secret_id"].(string)
+	sec, err := anon.Logical().Write(login, map[string]any{"role_id": roleID, "secret_id": secretID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := withToken(t, root, sec.Auth.ClientToken)
+	if _, err := tok.Auth().Token().LookupSelf(); err != nil {
+		t.Fatal(err)
+	}
+	if err := root.Sys().DisableAuth(auth); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the token of a disabled method is revoked", func() bool {
+		_, err := tok.Auth().Token().LookupSelf()
+		return statusOf(err) == http.StatusForbidden
+	})
+	if err := root.Sys().DisableAuth("token"); statusOf(err) != http.StatusBadRequest {
+		t.Errorf("disable the token method = %v, want 400", err)
+	}
 }
 
 func TestDownUp(t *testing.T) {
@@ -445,19 +574,19 @@ func TestDownUp(t *testing.T) {
 	env := fakevault.Target(t)
 	env.NeedFake(t, "makes Vault unreachable")
 	c := env.Client(t)
-	key := unique("fake-test")
-	write(t, c, "transit/keys/"+key, map[string]any{"type": "ed25519"})
+	path := env.Mount(t, "transit") + "/keys/" + unique("fake-test")
+	write(t, c, path, map[string]any{"type": "ed25519"})
 
 	env.Fake.Down()
-	if _, err := c.Logical().Read("transit/keys/" + key); err == nil || statusOf(err) != 0 {
+	if _, err := c.Logical().Read(path); err == nil || statusOf(err) != 0 {
 		t.Fatalf("read while down = %v, want a connection error", err)
 	}
 	env.Fake.Down() // twice is fine
 	env.Fake.Up()
-	if _, err := c.Logical().Read("transit/keys/" + key); err != nil {
+	if _, err := c.Logical().Read(path); err != nil {
 		t.Fatalf("read after Up: %v", err)
 	}
-	if env.Fake.Requests("transit/keys/"+key) != 2 {
-		t.Errorf("requests = %d, want 2 (create, read)", env.Fake.Requests("transit/keys/"+key))
+	if env.Fake.Requests(path) != 2 {
+		t.Errorf("requests = %d, want 2 (create, read)", env.Fake.Requests(path))
 	}
 }

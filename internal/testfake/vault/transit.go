@@ -86,7 +86,7 @@ func (s *Server) routeTransit(r *request, mount, rest string) (result, error) {
 		}
 		return s.transitSign(r, mount, parts[1])
 	}
-	return nil, errNoRoute(r.path)
+	return nil, errUnsupportedPath
 }
 
 func (s *Server) transitKey(r *request, mount, name string) (result, error) {

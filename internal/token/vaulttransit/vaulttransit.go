@@ -111,7 +111,10 @@ func (s *Source) PublicKeys(ctx context.Context) (map[string]ed25519.PublicKey, 
 		return nil, fmt.Errorf("vaulttransit: read %s: %w", path, err)
 	}
 	if sec == nil || sec.Data == nil {
-		return nil, fmt.Errorf("vaulttransit: read %s: no such key (vault write %s type=ed25519)", path, path)
+		// Vault answers 404 for a missing key and for a path under no
+		// mount alike.
+		return nil, fmt.Errorf("vaulttransit: read %s: no such key, or no transit engine mounted at %s (vault write %s type=ed25519)",
+			path, s.mount, path)
 	}
 	if typ, _ := sec.Data["type"].(string); typ != "ed25519" {
 		return nil, fmt.Errorf("vaulttransit: %s is of type %q, want ed25519", path, typ)

@@ -1,19 +1,19 @@
 // These tests run against the fake Vault of internal/testfake/vault, or
 // against a real dev Vault when VAULT_ADDR and VAULT_TOKEN (a root token)
-// are set. A tester prepares the dev Vault once:
+// are set:
 //
 //	vault server -dev -dev-root-token-id=root &
-//	export VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root
-//	vault secrets enable transit
+//	VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root go test ./internal/token/vaulttransit
 //
 // The gateway's own key is made with
 //
+//	vault secrets enable transit
 //	vault write transit/keys/codehub-jwt type=ed25519
 //
-// but the tests make keys of their own (codehub-jwt-test-<random>), which
-// they rotate, and sign through a token limited to the policy in the
-// package documentation. The test that makes Vault unreachable needs the
-// fake and is skipped against a real Vault.
+// but each test enables a transit engine of its own (disabled at the end)
+// and makes its key there, which it rotates, and signs through a token
+// limited to the policy in the package documentation. The test that makes
+// Vault unreachable needs the fake and is skipped against a real Vault.
 package vaulttransit_test
 
 import (
@@ -61,27 +61,29 @@ func (c *fakeClock) Advance(d time.Duration) {
 // setup is a transit key in Vault, a client limited to signing with it
 // and reading it, and the root client that administers it.
 type setup struct {
-	env  *fakevault.Env
-	root *api.Client
-	key  string
-	c    *vault.Client
-	src  *vaulttransit.Source
+	env   *fakevault.Env
+	root  *api.Client
+	mount string // the test's transit engine
+	key   string
+	c     *vault.Client
+	src   *vaulttransit.Source
 }
 
 func newSetup(t *testing.T) *setup {
 	t.Helper()
 	env := fakevault.Target(t)
 	root := env.Client(t)
+	mount := env.Mount(t, "transit")
 	b := make([]byte, 4)
 	rand.Read(b)
 	key := "codehub-jwt-test-" + hex.EncodeToString(b)
-	if _, err := root.Logical().Write("transit/keys/"+key, map[string]any{"type": "ed25519"}); err != nil {
+	if _, err := root.Logical().Write(mount+"/keys/"+key, map[string]any{"type": "ed25519"}); err != nil {
 		t.Fatalf("create the transit key: %v", err)
 	}
 	pol := key + "-policy"
 	if _, err := root.Logical().Write("sys/policies/acl/"+pol, map[string]any{"policy": fmt.Sprintf(`
-path "transit/sign/%[1]s" { capabilities = ["update"] }
-path "transit/keys/%[1]s" { capabilities = ["read"] }`, key)}); err != nil {
+path "%[2]s/sign/%[1]s" { capabilities = ["update"] }
+path "%[2]s/keys/%[1]s" { capabilities = ["read"] }`, key, mount)}); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := root.Logical().Write("auth/token/create", map[string]any{"policies": []string{pol}, "ttl": "1h"})
@@ -94,11 +96,11 @@ path "transit/keys/%[1]s" { capabilities = ["read"] }`, key)}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	src, err := vaulttransit.New(vaulttransit.Config{Client: c.API(), Key: key})
+	src, err := vaulttransit.New(vaulttransit.Config{Client: c.API(), Mount: mount, Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &setup{env: env, root: root, key: key, c: c, src: src}
+	return &setup{env: env, root: root, mount: mount, key: key, c: c, src: src}
 }
 
 func (s *setup) service(t *testing.T, clock *fakeClock) *token.Service {
@@ -116,7 +118,7 @@ func (s *setup) service(t *testing.T, clock *fakeClock) *token.Service {
 
 func (s *setup) rotate(t *testing.T) {
 	t.Helper()
-	if _, err := s.root.Logical().Write("transit/keys/"+s.key+"/rotate", nil); err != nil {
+	if _, err := s.root.Logical().Write(s.mount+"/keys/"+s.key+"/rotate", nil); err != nil {
 		t.Fatalf("rotate: %v", err)
 	}
 }
@@ -200,7 +202,7 @@ func TestRotation(t *testing.T) {
 	verify(t, other, fresh, s.key+"-v2")
 
 	// Through the Source, as an operator's command would.
-	admin, err := vaulttransit.New(vaulttransit.Config{Client: s.root, Key: s.key})
+	admin, err := vaulttransit.New(vaulttransit.Config{Client: s.root, Mount: s.mount, Key: s.key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +216,7 @@ func TestRotation(t *testing.T) {
 		t.Error("the signing token could rotate the key")
 	}
 
-	if _, err := s.root.Logical().Write("transit/keys/"+s.key+"/config", map[string]any{"min_decryption_version": 2}); err != nil {
+	if _, err := s.root.Logical().Write(s.mount+"/keys/"+s.key+"/config", map[string]any{"min_decryption_version": 2}); err != nil {
 		t.Fatal(err)
 	}
 	keys, err := s.src.PublicKeys(context.Background())
@@ -258,4 +260,27 @@ func TestVaultDown(t *testing.T) {
 
 	s.env.Fake.Up()
 	verify(t, svc, issue(t, svc), s.key+"-v1")
+}
+
+// TestNotMounted: with no transit engine where the Source looks, reading
+// the keys fails saying where it looked, and signing fails with Vault's
+// 404.
+func TestNotMounted(t *testing.T) {
+	t.Parallel()
+	env := fakevault.Target(t)
+	root := env.Client(t)
+	b := make([]byte, 4)
+	rand.Read(b)
+	mount := "transit-absent-" + hex.EncodeToString(b)
+	src, err := vaulttransit.New(vaulttransit.Config{Client: root, Mount: mount, Key: "codehub-jwt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.PublicKeys(context.Background()); err == nil || !strings.Contains(err.Error(), "no transit engine mounted at "+mount) {
+		t.Errorf("PublicKeys = %v, want an error naming the mount", err)
+	}
+	var re *api.ResponseError
+	if _, _, err := src.Sign(context.Background(), []byte("x")); !errors.As(err, &re) || re.StatusCode != 404 {
+		t.Errorf("Sign = %v, want Vault's 404", err)
+	}
 }

@@ -373,129 +373,42 @@ func Run(t *testing.T, newStore func(t *testing.T) user.Store) {
 		}
 	})
 
-	t.Run("RecordFailureLocks", func(t *testing.T) {
-		st := newStore(t)
-		u := MustCreate(t, st, NewUser("alice"))
-		p := user.LockPolicy{MaxFailures: 3, BaseLock: time.Minute, MaxLock: 4 * time.Minute}
-		now := t0.Add(time.Hour)
-		fail := func(wantFailed, wantLocks int, wantUntil time.Time) {
-			t.Helper()
-			got, err := st.RecordFailure(ctx, u.ID, now, p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.FailedLogins != wantFailed || got.LockCount != wantLocks || !got.LockedUntil.Equal(wantUntil) {
-				t.Fatalf("after a failure: %d failures, %d locks, locked until %v; want %d, %d, %v",
-					got.FailedLogins, got.LockCount, got.LockedUntil, wantFailed, wantLocks, wantUntil)
-			}
-			if err := Equal(MustGet(t, st, u.ID), got); err != nil {
-				t.Fatalf("RecordFailure returned another user than it stored: %v", err)
-			}
-		}
-		fail(1, 0, time.Time{})
-		fail(2, 0, time.Time{})
-		// The third failure locks for LockDuration(0), and the count restarts.
-		until := now.Add(p.LockDuration(0))
-		fail(0, 1, until)
-		if !MustGet(t, st, u.ID).Locked(now) {
-			t.Fatal("not locked after MaxFailures failures")
-		}
-		if MustGet(t, st, u.ID).Locked(until) {
-			t.Fatal("still locked when the lock ends")
-		}
-		// Each further lock in a row lasts twice as long, up to MaxLock.
-		for i, want := range []time.Duration{2 * time.Minute, 4 * time.Minute, 4 * time.Minute} {
-			now = until
-			fail(1, i+1, until)
-			fail(2, i+1, until)
-			if d := p.LockDuration(i + 1); d != want {
-				t.Fatalf("LockDuration(%d) = %v, want %v", i+1, d, want)
-			}
-			until = now.Add(want)
-			fail(0, i+2, until)
-		}
-		if _, err := st.RecordFailure(ctx, uuid.NewString(), now, p); !errors.Is(err, user.ErrNotFound) {
-			t.Fatalf("RecordFailure of a missing user: err = %v, want ErrNotFound", err)
-		}
-	})
-
-	t.Run("RecordFailureConcurrent", func(t *testing.T) {
-		st := newStore(t)
-		u := MustCreate(t, st, NewUser("alice"))
-		p := user.LockPolicy{MaxFailures: 5, BaseLock: time.Minute, MaxLock: time.Hour}
-		now := t0.Add(time.Hour)
-		const n = 22 // four locks, and two failures towards the fifth
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		for range n {
-			wg.Go(func() {
-				if _, err := st.RecordFailure(ctx, u.ID, now, p); err != nil {
-					errs <- err
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
-		got := MustGet(t, st, u.ID)
-		if got.LockCount != 4 || got.FailedLogins != 2 {
-			t.Fatalf("after %d concurrent failures: %d locks, %d failures; want 4, 2 (a lost update)",
-				n, got.LockCount, got.FailedLogins)
-		}
-		if want := now.Add(p.LockDuration(3)); !got.LockedUntil.Equal(want) {
-			t.Fatalf("LockedUntil = %v, want %v", got.LockedUntil, want)
-		}
-	})
-
 	t.Run("RecordSuccess", func(t *testing.T) {
 		st := newStore(t)
 		u := MustCreate(t, st, NewUser("alice"))
-		p := user.LockPolicy{MaxFailures: 2, BaseLock: time.Minute, MaxLock: time.Hour}
-		now := t0.Add(time.Hour)
-		for range 3 {
-			if _, err := st.RecordFailure(ctx, u.ID, now, p); err != nil {
-				t.Fatal(err)
-			}
+		until := t0.Add(2 * time.Hour)
+		if err := st.Lock(ctx, u.ID, until); err != nil {
+			t.Fatal(err)
 		}
-		login := now.Add(2 * time.Minute)
+		login := t0.Add(time.Hour)
 		if err := st.RecordSuccess(ctx, u.ID, login); err != nil {
 			t.Fatal(err)
 		}
 		got := MustGet(t, st, u.ID)
-		if got.FailedLogins != 0 || got.LockCount != 0 || !got.LastLogin.Equal(login) {
-			t.Fatalf("after RecordSuccess: %d failures, %d locks, last login %v; want 0, 0, %v",
-				got.FailedLogins, got.LockCount, got.LastLogin, login)
-		}
-		// The lock history is gone: the next lock is a first one again.
-		after := login.Add(time.Minute)
-		for range 2 {
-			got, _ = st.RecordFailure(ctx, u.ID, after, p)
-		}
-		if want := after.Add(p.BaseLock); got == nil || !got.LockedUntil.Equal(want) {
-			t.Fatalf("first lock after a success: %+v, want locked until %v", got, want)
+		if !got.LastLogin.Equal(login) || !got.LockedUntil.Equal(until) {
+			t.Fatalf("after RecordSuccess: last login %v, locked until %v; want %v and the lock kept", got.LastLogin, got.LockedUntil, login)
 		}
 		if err := st.RecordSuccess(ctx, uuid.NewString(), login); !errors.Is(err, user.ErrNotFound) {
 			t.Fatalf("RecordSuccess of a missing user: err = %v, want ErrNotFound", err)
 		}
 	})
 
-	t.Run("UpdateKeepsConcurrentFailures", func(t *testing.T) {
-		// An admin edit (Get, change, Update) racing with a failed sign-in
-		// must not undo the failure.
+	t.Run("UpdateKeepsConcurrentLock", func(t *testing.T) {
+		// An admin edit (Get, change, Update) racing with a lock must not
+		// undo the lock.
 		st := newStore(t)
 		u := MustCreate(t, st, NewUser("carol"))
 		edit := MustGet(t, st, u.ID)
-		if _, err := st.RecordFailure(ctx, u.ID, t0, user.LockPolicy{MaxFailures: 5, BaseLock: time.Minute, MaxLock: time.Hour}); err != nil {
+		until := t0.Add(time.Hour)
+		if err := st.Lock(ctx, u.ID, until); err != nil {
 			t.Fatal(err)
 		}
 		edit.Metadata = map[string]any{"edited": true}
 		if err := st.Update(ctx, edit); err != nil {
 			t.Fatal(err)
 		}
-		if got := MustGet(t, st, u.ID); got.FailedLogins != 1 {
-			t.Fatalf("FailedLogins = %d after an edit, want the concurrent failure kept", got.FailedLogins)
+		if got := MustGet(t, st, u.ID); !got.LockedUntil.Equal(until) {
+			t.Fatalf("LockedUntil = %v after an edit, want the concurrent lock kept", got.LockedUntil)
 		}
 	})
 
@@ -518,27 +431,6 @@ func Run(t *testing.T, newStore func(t *testing.T) user.Store) {
 		}
 		if err := st.Lock(ctx, "00000000-0000-4000-8000-000000000000", until); !errors.Is(err, user.ErrNotFound) {
 			t.Fatalf("Lock of a missing user: %v", err)
-		}
-	})
-
-	t.Run("Unlock", func(t *testing.T) {
-		st := newStore(t)
-		u := MustCreate(t, st, NewUser("alice"))
-		p := user.LockPolicy{MaxFailures: 2, BaseLock: time.Hour, MaxLock: time.Hour}
-		now := t0.Add(time.Hour)
-		for range 3 {
-			if _, err := st.RecordFailure(ctx, u.ID, now, p); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if got := MustGet(t, st, u.ID); !got.Locked(now) || got.FailedLogins != 1 {
-			t.Fatalf("before Unlock: %+v", got)
-		}
-		if err := st.Unlock(ctx, u.ID); err != nil {
-			t.Fatal(err)
-		}
-		if got := MustGet(t, st, u.ID); got.Locked(now) || got.FailedLogins != 0 {
-			t.Fatalf("after Unlock: locked %v, %d failures", got.Locked(now), got.FailedLogins)
 		}
 		if err := st.Unlock(ctx, uuid.NewString()); !errors.Is(err, user.ErrNotFound) {
 			t.Fatalf("Unlock of a missing user: err = %v, want ErrNotFound", err)
