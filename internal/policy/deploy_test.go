@@ -470,9 +470,21 @@ func vaultGrants(t *testing.T, file *hcl.File, src []byte) []grant {
 
 func nomadGrants(t *testing.T, file *hcl.File, src []byte) []grant {
 	t.Helper()
-	allowed := []string{"dispatch-job", "read-job", "list-jobs", "submit-job"}
+	allowed := []string{"dispatch-job", "read-job", "list-jobs", "submit-job", "alloc-lifecycle"}
 	var out []grant
-	for _, b := range blocks(t, file.Body.(*hclsyntax.Body), "namespace") {
+	for _, b := range blocks(t, file.Body.(*hclsyntax.Body), "namespace", "host_volume") {
+		if b.Type == "host_volume" {
+			// The homes the exec group mounts, by name: never "*".
+			if strings.ContainsAny(b.Labels[0], "*?") {
+				t.Errorf("%s: host_volume %q: name the volumes the jobs mount", b.LabelRanges[0], b.Labels[0])
+			}
+			pol := blockStrings(t, b, "policy")
+			if len(pol) != 1 || pol[0] != "write" && pol[0] != "read" {
+				t.Errorf("%s: host_volume %q: policy %v, want read or write", b.LabelRanges[0], b.Labels[0], pol)
+			}
+			out = append(out, grant{fmt.Sprintf("host_volume %q", b.Labels[0]), pol})
+			continue
+		}
 		if b.Labels[0] == "*" {
 			t.Errorf("%s: namespace \"*\": name the one namespace codehub runs in", b.LabelRanges[0])
 		}

@@ -41,6 +41,9 @@ resource "nomad_variable" "gateway" {
 # explains both).
 locals {
   gateway_job_file = var.nomad_workload_identity ? "gateway.nomad.hcl" : "gateway-vault-token.nomad.hcl"
+  gateway_jobspec = (var.nomad_workload_identity
+    ? file("${path.module}/../../jobs/gateway.nomad.hcl")
+  : file("${path.module}/../../jobs/gateway-vault-token.nomad.hcl"))
 }
 
 # The parameterized workspace job, a template the gateway copies per
@@ -67,7 +70,7 @@ resource "nomad_job" "warm_pool" {
 
 # The gateway last: everything it logs in to or dispatches exists by then.
 resource "nomad_job" "gateway" {
-  jobspec = file("${path.module}/../../jobs/${local.gateway_job_file}")
+  jobspec = local.gateway_jobspec
   detach  = false
 
   hcl2 {
