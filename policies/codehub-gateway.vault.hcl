@@ -5,8 +5,8 @@
 # token_no_default_policy, so Vault's "default" policy adds nothing.
 #
 # Mount and key names are codehub's defaults (vault.transit.mount/key,
-# vault.database.mount/role); change them here too if you change them
-# there. Workspaces get no Vault token at all.
+# vault.database.mount/role, vault.audit.mount/path); change them here too
+# if you change them there. Workspaces get no Vault token at all.
 
 # Sign access tokens (JWTs) with the Ed25519 transit key: the private key
 # never leaves Vault. Exact path: the "/<hash_algorithm>" variants are not
@@ -21,6 +21,14 @@ path "transit/sign/codehub-jwt" {
 # which this policy does not grant, and the key is created non-exportable.
 path "transit/keys/codehub-jwt" {
   capabilities = ["read"]
+}
+
+# The audit log's HMAC keys (vault.audit): read them at start and every
+# minute, create them on the first start, add one on `codehub audit
+# rotate-key` (a check-and-set write). Only this secret of the KV mount:
+# "read" here gives the keys themselves, so nothing else should have it.
+path "secret/data/codehub/audit-keys" {
+  capabilities = ["create", "read", "update"]
 }
 
 # Short-lived PostgreSQL credentials for codehub's database role. Not

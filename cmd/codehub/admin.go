@@ -27,7 +27,7 @@ func (a *app) wireAdmin(opts *gateway.Options, ws *workspaces, conns func(userID
 		Anonymous: ratelimit.New(ratelimit.Config{PerMinute: l.AnonymousAPIRequestsPerMinute, Burst: l.AnonymousAPIBurst}),
 	}
 	if cfg.MultiUser.Features.AuditLogging {
-		opts.AuditLog = auditQuerier{a.db.AuditLog()}
+		opts.AuditLog = auditQuerier{l: a.db.AuditLog(), logger: a.auditLog}
 	}
 
 	d := resources.Deps{
@@ -79,8 +79,22 @@ type connCounter func(userID string) int
 
 func (c connCounter) OpenConnections(userID string) int { return c(userID) }
 
-// auditQuerier is the database audit log as the admin API asks it.
-type auditQuerier struct{ l *sqlstore.AuditLog }
+// auditQuerier is the database audit log as the admin API asks it, and
+// the health of the logger writing it.
+type auditQuerier struct {
+	l      *sqlstore.AuditLog
+	logger *audit.Logger
+}
+
+var _ gateway.AuditHealth = auditQuerier{}
+
+// Health implements gateway.AuditHealth.
+func (q auditQuerier) Health() audit.Status {
+	if q.logger == nil {
+		return audit.Status{Sinks: []audit.SinkStatus{}}
+	}
+	return q.logger.Status()
+}
 
 func (q auditQuerier) Query(ctx context.Context, f gateway.AuditQuery) ([]audit.Event, int, error) {
 	return q.l.Query(ctx, sqlstore.AuditQuery{UserID: f.UserID, EventType: f.EventType, Since: f.Since, Until: f.Until,

@@ -49,8 +49,10 @@ type app struct {
 	// onRevoke is called with sessions that ended, on every gateway; the
 	// gateway sets it to close their WebSockets.
 	onRevoke func([]string)
-	// audit records security events (a no-op when audit logging is off).
-	audit audit.Recorder
+	// audit records security events (a no-op when audit logging is off);
+	// auditLog is the logger behind it, if any.
+	audit    audit.Recorder
+	auditLog *audit.Logger
 
 	generatedPassword, passwordFile string // single-user mode
 	closers                         []func() error
@@ -79,7 +81,7 @@ func openApp(ctx context.Context, file string, getenv func(string) string, flags
 	if cfg.DeploymentMode == config.ModeMulti {
 		err = a.openMulti(ctx, getenv)
 	} else {
-		err = a.openSingle()
+		err = a.openSingle(ctx, getenv)
 	}
 	if err != nil {
 		a.Close()
@@ -94,7 +96,7 @@ func (a *app) revoked(ids []string) {
 	}
 }
 
-func (a *app) openSingle() error {
+func (a *app) openSingle(ctx context.Context, getenv func(string) string) error {
 	cfg := a.cfg
 	if cfg.Auth != config.AuthPassword {
 		return nil
@@ -104,7 +106,13 @@ func (a *app) openSingle() error {
 		return err
 	}
 	a.generatedPassword, a.passwordFile = generated, file
-	if err := a.openAudit(nil); err != nil {
+	var vc *vault.Client
+	if cfg.Vault.Audit.Enabled {
+		if vc, err = a.openVault(ctx, getenv); err != nil {
+			return err
+		}
+	}
+	if err := a.openAudit(ctx, vc, nil); err != nil {
 		return err
 	}
 	a.id = identity.New(identity.Config{SessionTTL: cfg.Session.TTL.D()}, identity.Deps{
@@ -263,7 +271,7 @@ func (a *app) openMulti(ctx context.Context, getenv func(string) string) error {
 	authn := auth.NewDatabase(auth.DatabaseConfig{Users: db.Users(), Hasher: hasher, Lockout: guard, Log: log.Named("auth")})
 
 	if cfg.MultiUser.Features.AuditLogging {
-		if err := a.openAudit(db.AuditLog()); err != nil {
+		if err := a.openAudit(ctx, vc, db.AuditLog()); err != nil {
 			return err
 		}
 	}
@@ -279,34 +287,6 @@ func (a *app) openMulti(ctx context.Context, getenv func(string) string) error {
 		OnLocked:  func(scope string) { a.metrics.SignInLocks.WithLabelValues(scope).Inc() },
 		OnEvicted: func(n int) { a.metrics.SessionsEvicted.Add(float64(n)) },
 	}, log.Named("identity"))
-	return nil
-}
-
-// openAudit starts the audit log with its configured sinks, plus the
-// database's when db is set.
-func (a *app) openAudit(db audit.Sink) error {
-	cfg := a.cfg.Audit
-	var sinks []audit.Sink
-	if db != nil {
-		sinks = append(sinks, db)
-	}
-	if cfg.File != "" {
-		f, err := audit.OpenFile(audit.FileConfig{Path: cfg.File, MaxBytes: int64(cfg.MaxFileMB) << 20, MaxBackups: cfg.MaxBackups})
-		if err != nil {
-			return fmt.Errorf("%s: audit.file: %w", a.cfg.SourceOf("audit.file"), err)
-		}
-		sinks = append(sinks, f)
-	}
-	if cfg.Stdout {
-		sinks = append(sinks, audit.NewWriterSink(os.Stdout))
-	}
-	if len(sinks) == 0 {
-		return nil
-	}
-	l := audit.NewLogger(a.log.Named("audit"), nil, sinks...)
-	a.audit = namingRecorder{next: l, a: a}
-	// Closed first (closers run last to first): the database is still open.
-	a.closers = append(a.closers, l.Close)
 	return nil
 }
 

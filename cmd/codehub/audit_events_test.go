@@ -49,6 +49,7 @@ var eventSources = map[string]struct{ action, emittedBy, test string }{
 	audit.AdminAction:      {"every change through the admin API", "gateway.adminAction", "TestAuditEventsFromActions"},
 	audit.QuotaExceeded:    {"a sign-in past max-sessions-per-user; API rate limit; connection limit; storage/memory over quota", "identity.makeRoom, gateway.rateLimitAPI, gateway.handleIDE, resources.Manager", "TestAuditEventsFromActions"},
 	audit.Suspicious:       {"cross-origin request; cross-site WebSocket; refresh token replayed", "gateway CSRF deny handler, proxy CheckOrigin, identity.Refresh", "TestAuditEventsFromActions"},
+	audit.CheckpointEvent:  {"audit.checkpoint-entries entries, audit.checkpoint-interval after an entry, the log's start and close", "audit.Logger, audit.FileSink", "TestAuditVerifyCLI"},
 }
 
 // notEmitted are the event types no action emits, and why.

@@ -183,8 +183,8 @@ func (a *app) openVault(ctx context.Context, getenv func(string) string) (*vault
 		addr = getenv("VAULT_ADDR")
 	}
 	if addr == "" {
-		if v.Transit.Enabled || v.Database.Enabled {
-			return nil, fmt.Errorf("vault.transit or vault.database is enabled but no Vault address is set (vault.address or VAULT_ADDR)")
+		if v.Transit.Enabled || v.Database.Enabled || v.Audit.Enabled {
+			return nil, fmt.Errorf("vault.transit, vault.database or vault.audit is enabled but no Vault address is set (vault.address or VAULT_ADDR)")
 		}
 		return nil, nil
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/codehub-dev/codehub/internal/config"
 	"github.com/codehub-dev/codehub/internal/resources"
 	"github.com/codehub-dev/codehub/internal/session"
@@ -90,8 +91,8 @@ func TestFeaturesOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if n, err := db.AuditLog().Verify(context.Background()); err != nil || n != 0 {
-		t.Errorf("the database audit log holds %d entries (%v); want none", n, err)
+	if r, err := db.AuditLog().Verify(context.Background(), audit.VerifyOptions{}); err != nil || r.Count != 0 {
+		t.Errorf("the database audit log holds %d entries (%v); want none", r.Count, err)
 	}
 
 	// No metrics endpoint.

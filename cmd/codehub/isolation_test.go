@@ -147,6 +147,8 @@ func TestIsolationCrossUserAccess(t *testing.T) {
 			fmt.Sprintf("/proc/%d/environ", wb.PID),
 			tu.e.DBPath,
 			filepath.Join(tu.e.DataDir, "jwt-keys.json"),
+			filepath.Join(tu.e.DataDir, "audit-key.json"),
+			filepath.Join(tu.e.DataDir, "audit-checkpoints.json"),
 		} {
 			r := remoteResource(t, g, tu.tokA, p)
 			noBob("read "+p, r)

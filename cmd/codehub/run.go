@@ -33,7 +33,8 @@ Usage:
                                     copy a single-user installation's IDE data
                                     into NAME's home (multi-user mode)
   codehub agent --secret-file FILE  run one user's workspace (started by the gateway)
-  codehub audit verify [FILE]       check the audit log's hash chain
+  codehub audit verify [FILE]       check the audit logs (keyed chain, checkpoints, file against database)
+  codehub audit rotate-key          make a new audit key
   codehub policy validate DIR       check a directory of isolation policies
   codehub version                   print the version
 

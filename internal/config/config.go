@@ -157,6 +157,16 @@ type Audit struct {
 	MaxBackups int `config:"max-backups"`
 	// Stdout also writes every entry to standard output.
 	Stdout bool `config:"stdout"`
+	// KeyFile holds the HMAC keys of the audit chain (empty: audit-key.json
+	// in the data directory), unless vault.audit keeps them in Vault.
+	KeyFile string `config:"key-file"`
+	// CheckpointFile keeps the newest checkpoint of each audit log outside
+	// it (empty: audit-checkpoints.json in the data directory).
+	CheckpointFile string `config:"checkpoint-file"`
+	// A checkpoint is written after CheckpointEntries entries, and
+	// CheckpointInterval after an entry at the latest.
+	CheckpointEntries  int      `config:"checkpoint-entries"`
+	CheckpointInterval Duration `config:"checkpoint-interval"`
 }
 
 // TLS is a client's TLS settings for a HashiCorp agent.
@@ -216,7 +226,10 @@ type Vault struct {
 	// Database takes PostgreSQL credentials from Vault's database secrets
 	// engine, renewed and rotated without failing requests.
 	Database VaultDatabase `config:"database"`
-	TLS      TLS           `config:"tls"`
+	// Audit keeps the audit chain's HMAC keys in Vault instead of the key
+	// file.
+	Audit VaultAudit `config:"audit"`
+	TLS   TLS        `config:"tls"`
 }
 
 // VaultAuth says how the gateway logs in to Vault.
@@ -238,6 +251,14 @@ type VaultTransit struct {
 	Enabled bool   `config:"enabled"`
 	Mount   string `config:"mount"`
 	Key     string `config:"key"`
+}
+
+// VaultAudit names the KV (version 2) secret holding the audit chain's
+// keys.
+type VaultAudit struct {
+	Enabled bool   `config:"enabled"`
+	Mount   string `config:"mount"`
+	Path    string `config:"path"`
 }
 
 // VaultDatabase names the database secrets engine role.
@@ -560,7 +581,7 @@ func Default(getenv func(string) string) *Config {
 			IdleTimeout: Duration(10 * time.Second), MinRate: 500,
 		},
 		Metrics: Metrics{Enabled: true},
-		Audit:   Audit{File: filepath.Join(dataHome, "codehub", "audit.log"), MaxFileMB: 100, MaxBackups: 10},
+		Audit:   Audit{File: filepath.Join(dataHome, "codehub", "audit.log"), MaxFileMB: 100, MaxBackups: 10, CheckpointEntries: 100, CheckpointInterval: Duration(time.Minute)},
 		Nomad:   Nomad{Job: "codehub-workspace", WarmPoolJob: "codehub-warm-pool", Namespace: "default"},
 		Consul: Consul{Service: "codehub-workspace", GatewayService: "codehub-gateway", RegisterGateway: true,
 			Scheme: "http"},
@@ -568,6 +589,7 @@ func Default(getenv func(string) string) *Config {
 			Auth:     VaultAuth{Method: "token", Mount: "jwt-nomad"},
 			Transit:  VaultTransit{Mount: "transit", Key: "codehub-jwt"},
 			Database: VaultDatabase{Mount: "database", Role: "codehub"},
+			Audit:    VaultAudit{Mount: "secret", Path: "codehub/audit-keys"},
 		},
 		MultiUser: MultiUser{
 			Auth: MultiUserAuth{

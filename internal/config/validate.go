@@ -86,6 +86,15 @@ func (c *Config) Validate() error {
 	if c.Audit.MaxBackups < 0 {
 		v.fail("audit.max-backups", "must not be negative")
 	}
+	if c.Audit.CheckpointEntries < 1 {
+		v.fail("audit.checkpoint-entries", "must be at least 1")
+	}
+	if c.Audit.CheckpointInterval.D() < time.Second {
+		v.fail("audit.checkpoint-interval", "must be at least 1s")
+	}
+	if c.Vault.Audit.Enabled && (c.Vault.Audit.Mount == "" || c.Vault.Audit.Path == "") {
+		v.fail("vault.audit.path", "name the KV mount and the path of the audit keys")
+	}
 	if c.DataDir == "" {
 		v.fail("data-dir", "must name a directory")
 	}

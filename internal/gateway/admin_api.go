@@ -91,6 +91,13 @@ type AuditLog interface {
 	Failures(ctx context.Context, since time.Time, limit int) ([]audit.Event, int, error)
 }
 
+// AuditHealth is an AuditLog that can also say whether every sink of the
+// audit log takes its events (found by a type assertion): the overview
+// shows a sink that fails.
+type AuditHealth interface {
+	Health() audit.Status
+}
+
 // Page sizes of the admin listings: default and most.
 const (
 	defaultPage = 50
@@ -1147,6 +1154,7 @@ type adminOverview struct {
 	} `json:"sessions"`
 	Workspaces     *overviewWorkspaces `json:"workspaces,omitempty"`
 	RecentFailures *overviewFailures   `json:"recentFailures,omitempty"`
+	AuditLog       *audit.Status       `json:"auditLog,omitempty"`
 	Series         *overviewSeries     `json:"series,omitempty"`
 	Storage        []overviewStorage   `json:"storage"`
 }
@@ -1210,6 +1218,10 @@ func (s *Server) adminOverview(ctx context.Context) (*adminOverview, error) {
 			latest = []audit.Event{}
 		}
 		out.RecentFailures = &overviewFailures{Since: since, Count: count, Latest: latest}
+		if h, ok := s.opts.AuditLog.(AuditHealth); ok {
+			st := h.Health()
+			out.AuditLog = &st
+		}
 	}
 	if s.opts.Resources != nil {
 		day, err := s.opts.Resources.GetUsage(ctx, resources.Totals, resources.Periods["24h"])

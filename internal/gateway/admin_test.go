@@ -252,7 +252,11 @@ func newAdminEnv(t testing.TB, st adminSetup) *adminEnv {
 	}
 	t.Cleanup(func() { db.Close() })
 	e.db = db
-	e.audit = &recorder{log: db.AuditLog()}
+	auditKeys, err := audit.OpenKeyFile(audit.KeyFileConfig{Path: filepath.Join(dir, "audit-key.json"), Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.audit = &recorder{log: db.AuditLog().WithKeys(auditKeys)}
 	e.ws = &fakeWorkspaces{audit: e.audit}
 
 	cfg, err := config.Load(config.LoadOptions{Getenv: func(k string) string {

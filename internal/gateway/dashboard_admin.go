@@ -112,6 +112,8 @@ type overviewPage struct {
 	Storage   barChart
 	Failures  []auditRow
 	Recent    []auditRow
+	// AuditProblems say which sinks of the audit log fail.
+	AuditProblems []string
 }
 
 func (s *Server) handleOverviewPage() http.Handler {
@@ -157,6 +159,18 @@ func (s *Server) handleOverviewPage() http.Handler {
 				return
 			}
 			pg.Recent = s.auditRows(recent)
+		}
+		if st := o.AuditLog; st != nil {
+			for _, x := range st.Sinks {
+				if x.Backlog == 0 && x.Dropped == 0 && !x.Failing {
+					continue
+				}
+				msg := fmt.Sprintf("The audit log's %s is failing (the gateway's log says why): %d events wait to be written to it", x.Name, x.Backlog)
+				if x.Dropped > 0 {
+					msg += fmt.Sprintf(", %d were dropped from it", x.Dropped)
+				}
+				pg.AuditProblems = append(pg.AuditProblems, msg+". The other sinks have them; codehub audit verify names what each lacks.")
+			}
 		}
 		s.renderDash(w, r, http.StatusOK, "admin_overview.html", "Overview", "overview", pg)
 	})

@@ -11,19 +11,51 @@ import (
 	"github.com/codehub-dev/codehub/internal/user"
 )
 
-// AuditLog is the audit log in the database: one hash chain shared by
-// every gateway (appends are serialized), queried by the admin API.
-type AuditLog struct{ db *DB }
+// AuditLog is the audit log in the database: one keyed chain shared by
+// every gateway (appends are serialized), queried by the admin API. It is
+// also where the checkpoints of every audit log are kept (a gateway's file
+// log's, and its own), outside the logs they describe.
+type AuditLog struct {
+	db   *DB
+	keys audit.Keys
+}
 
-var _ audit.Sink = (*AuditLog)(nil)
+var (
+	_ audit.Sink            = (*AuditLog)(nil)
+	_ audit.Checkpointer    = (*AuditLog)(nil)
+	_ audit.CheckpointStore = (*AuditLog)(nil)
+)
 
-// AuditLog returns the database audit log.
+// AuditLog returns the database audit log, for queries; WithKeys makes one
+// that can append.
 func (db *DB) AuditLog() *AuditLog { return &AuditLog{db: db} }
+
+// WithKeys returns the log chaining what it appends with keys.
+func (a *AuditLog) WithKeys(keys audit.Keys) *AuditLog { return &AuditLog{db: a.db, keys: keys} }
+
+// Name names the log in messages.
+func (a *AuditLog) Name() string { return "database" }
+
+// String implements audit.CheckpointStore.
+func (a *AuditLog) String() string { return "the database" }
 
 // Append implements audit.Sink: the events are chained after the newest
 // entry, in one transaction.
 func (a *AuditLog) Append(ctx context.Context, events []audit.Event) error {
-	return a.db.inTx(ctx, func(tx *sql.Tx) error {
+	_, _, err := a.append(ctx, events)
+	return err
+}
+
+// append chains events after the newest entry and returns the last one as
+// written, and the key it was made with.
+func (a *AuditLog) append(ctx context.Context, events []audit.Event) (last audit.Event, key audit.Key, err error) {
+	if a.keys == nil {
+		return last, key, errors.New("sqlstore: the audit log has no keys to chain entries with")
+	}
+	if key, err = a.keys.Current(ctx); err != nil {
+		return last, key, err
+	}
+	err = a.db.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, a.db.q.LockAudit); err != nil {
 			return err
 		}
@@ -37,7 +69,7 @@ func (a *AuditLog) Append(ctx context.Context, events []audit.Event) error {
 		for i := range events {
 			e := events[i]
 			e.Timestamp = dbTime(e.Timestamp)
-			if err := audit.Chain(&e, seq+1, prev); err != nil {
+			if err := audit.Chain(&e, seq+1, prev, key); err != nil {
 				return err
 			}
 			meta, err := jsonArg(e.Metadata, "{}")
@@ -45,13 +77,59 @@ func (a *AuditLog) Append(ctx context.Context, events []audit.Event) error {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, a.db.q.InsertAudit, e.Seq, t(e.Timestamp), e.EventType, e.UserID,
-				e.Username, e.IPAddress, e.UserAgent, e.Status, meta, e.PrevHash, e.Hash); err != nil {
+				e.Username, e.IPAddress, e.UserAgent, e.Status, meta, e.PrevHash, e.Hash,
+				e.ID, e.LogID, e.Chain, e.KeyID); err != nil {
 				return fmt.Errorf("sqlstore: append audit entry: %w", err)
 			}
 			seq, prev = e.Seq, e.Hash
+			last = e
 		}
 		return nil
 	})
+	return last, key, err
+}
+
+// Checkpoint implements audit.Checkpointer: it appends an audit.checkpoint
+// entry to the database's chain.
+func (a *AuditLog) Checkpoint(ctx context.Context, at time.Time, reason string) (audit.Checkpoint, error) {
+	e := audit.Event{Timestamp: at, EventType: audit.CheckpointEvent, Status: audit.StatusSuccess,
+		Metadata: map[string]any{"reason": reason}, ID: audit.NewEventID()}
+	last, key, err := a.append(ctx, []audit.Event{e})
+	if err != nil {
+		return audit.Checkpoint{}, err
+	}
+	cp := audit.Checkpoint{Log: audit.DatabaseLog, Seq: last.Seq, Hash: last.Hash, Time: last.Timestamp}
+	if err := audit.SignCheckpoint(&cp, key); err != nil {
+		return audit.Checkpoint{}, err
+	}
+	return cp, nil
+}
+
+// SaveCheckpoint implements audit.CheckpointStore.
+func (a *AuditLog) SaveCheckpoint(ctx context.Context, cp audit.Checkpoint) error {
+	if _, err := a.db.sql.ExecContext(ctx, a.db.q.InsertAuditCheckpoint, cp.Log, cp.Seq, cp.Path, cp.Hash,
+		a.db.dialect.timeArg(dbTime(cp.Time)), cp.KeyID, cp.MAC); err != nil {
+		return fmt.Errorf("sqlstore: save audit checkpoint: %w", err)
+	}
+	return nil
+}
+
+// Checkpoints implements audit.CheckpointStore.
+func (a *AuditLog) Checkpoints(ctx context.Context, log string) ([]audit.Checkpoint, error) {
+	rows, err := a.db.sql.QueryContext(ctx, a.db.q.AuditCheckpoints, log)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: audit checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []audit.Checkpoint
+	for rows.Next() {
+		var cp audit.Checkpoint
+		if err := rows.Scan(&cp.Log, &cp.Seq, &cp.Path, &cp.Hash, timeCol{&cp.Time}, &cp.KeyID, &cp.MAC); err != nil {
+			return nil, err
+		}
+		out = append(out, cp)
+	}
+	return out, rows.Err()
 }
 
 // Close implements audit.Sink; the DB is closed by its owner.
@@ -69,7 +147,7 @@ func scanAudit(r rowScanner) (audit.Event, error) {
 	var e audit.Event
 	var meta map[string]any
 	err := r.Scan(&e.Seq, timeCol{&e.Timestamp}, &e.EventType, &e.UserID, &e.Username, &e.IPAddress,
-		&e.UserAgent, &e.Status, jsonCol{&meta}, &e.PrevHash, &e.Hash)
+		&e.UserAgent, &e.Status, jsonCol{&meta}, &e.PrevHash, &e.Hash, &e.ID, &e.LogID, &e.Chain, &e.KeyID)
 	if len(meta) > 0 {
 		e.Metadata = meta
 	}
@@ -112,41 +190,49 @@ func (a *AuditLog) Query(ctx context.Context, q AuditQuery) ([]audit.Event, int,
 	return out, total, rows.Err()
 }
 
-// Verify checks the whole chain, in batches, and returns the number of
-// entries checked.
-func (a *AuditLog) Verify(ctx context.Context) (int, error) {
-	var v audit.Verifier
+// Entries calls fn with every entry, in sequence order, read in batches;
+// an error from fn stops it.
+func (a *AuditLog) Entries(ctx context.Context, fn func(audit.Event) error) error {
 	var after int64
 	for {
 		rows, err := a.db.sql.QueryContext(ctx, a.db.q.AuditAfter, after, 1000)
 		if err != nil {
-			return v.Count, err
+			return fmt.Errorf("sqlstore: read audit entries: %w", err)
 		}
-		n := 0
+		var batch []audit.Event
 		for rows.Next() {
 			e, err := scanAudit(rows)
 			if err != nil {
 				rows.Close()
-				return v.Count, err
+				return err
 			}
-			n++
-			if v.Count == 0 && e.Seq != 1 {
-				rows.Close()
-				return 0, &audit.VerifyError{Where: fmt.Sprintf("seq %d", e.Seq), Reason: "the log does not start at seq 1: entries before it are missing"}
-			}
-			if err := v.Check(e, fmt.Sprintf("seq %d", e.Seq)); err != nil {
-				rows.Close()
-				return v.Count, err
-			}
-			after = e.Seq
+			batch = append(batch, e)
 		}
 		err = rows.Err()
 		rows.Close()
 		if err != nil {
-			return v.Count, err
+			return err
 		}
-		if n < 1000 {
-			return v.Count, nil
+		for _, e := range batch {
+			if err := fn(e); err != nil {
+				return err
+			}
+			after = e.Seq
+		}
+		if len(batch) < 1000 {
+			return nil
 		}
 	}
+}
+
+// Verify checks the whole chain, and the log against its checkpoints in
+// the database and in stores.
+func (a *AuditLog) Verify(ctx context.Context, opts audit.VerifyOptions) (*audit.Report, error) {
+	opts.Checkpoints = append([]audit.CheckpointStore{a}, opts.Checkpoints...)
+	return audit.VerifyEntries(ctx, "database", audit.DatabaseLog, func(check func(audit.Event, string)) error {
+		return a.Entries(ctx, func(e audit.Event) error {
+			check(e, fmt.Sprintf("seq %d", e.Seq))
+			return nil
+		})
+	}, opts)
 }

@@ -90,6 +90,10 @@ type queries struct {
 	RecentAuditFailures string
 	CountAuditFailures  string
 
+	// Audit checkpoints.
+	InsertAuditCheckpoint string
+	AuditCheckpoints      string
+
 	// Sign-in lockout.
 	InsertLockoutKey         string
 	GetLockoutKey            string

@@ -93,7 +93,7 @@ func TestAuditFailures(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
 			b.need(t)
-			log := mustOpen(t, b.config(t)).AuditLog()
+			log := mustOpen(t, b.config(t)).AuditLog().WithKeys(auditKeys(t))
 			var events []audit.Event
 			for i := 0; i < 6; i++ {
 				st := audit.StatusSuccess

@@ -1,6 +1,6 @@
 # Vault: what the gateway uses, and how it logs in. Mount, key and role
 # names are codehub's defaults (vault.transit.*, vault.database.*,
-# vault.auth.mount) and are written into policies/codehub-gateway.vault.hcl:
+# vault.audit.*, vault.auth.mount) and are written into policies/codehub-gateway.vault.hcl:
 # change them in all three places or nowhere.
 
 # Every request to Vault, the gateway's included, is logged (HMAC'd).
@@ -28,6 +28,15 @@ resource "vault_transit_secret_backend_key" "jwt" {
   allow_plaintext_backup = false
   deletion_allowed       = false
   auto_rotate_period     = var.jwt_key_rotation_seconds
+}
+
+# The audit log's HMAC keys, outside the logs: the gateways create them
+# at codehub/audit-keys on their first start.
+resource "vault_mount" "kv" {
+  path        = "secret"
+  type        = "kv"
+  options     = { version = "2" }
+  description = "codehub: the audit log's keys"
 }
 
 # PostgreSQL credentials made per gateway, expiring on their own.

@@ -239,12 +239,14 @@ SELECT 1;
 SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1;
 
 -- name: InsertAudit
-INSERT INTO audit_log (seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11);
+INSERT INTO audit_log (seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash,
+                       event_id, log_id, chain, key_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15);
 
 -- name: QueryAudit
 -- Empty filters match everything; ?5 and ?6 page newest first.
-SELECT seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash
+SELECT seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash,
+       event_id, log_id, chain, key_id
 FROM audit_log
 WHERE (?1 = '' OR user_id = ?1) AND (?2 = '' OR event_type = ?2)
   AND (?3 IS NULL OR timestamp >= ?3) AND (?4 IS NULL OR timestamp < ?4)
@@ -256,7 +258,8 @@ WHERE (?1 = '' OR user_id = ?1) AND (?2 = '' OR event_type = ?2)
   AND (?3 IS NULL OR timestamp >= ?3) AND (?4 IS NULL OR timestamp < ?4);
 
 -- name: AuditAfter
-SELECT seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash
+SELECT seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash,
+       event_id, log_id, chain, key_id
 FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2;
 
 -- ---------------------------------------------------------------------
@@ -294,7 +297,8 @@ DELETE FROM usage_samples WHERE user_id = ?1;
 -- Audit failures (the admin overview)
 
 -- name: RecentAuditFailures
-SELECT seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash
+SELECT seq, timestamp, event_type, user_id, username, ip_address, user_agent, status, metadata, prev_hash, hash,
+       event_id, log_id, chain, key_id
 FROM audit_log WHERE status = 'failure' AND timestamp >= ?1
 ORDER BY seq DESC LIMIT ?2;
 
@@ -302,6 +306,18 @@ ORDER BY seq DESC LIMIT ?2;
 SELECT count(*) FROM audit_log WHERE status = 'failure' AND timestamp >= ?1;
 
 -- ---------------------------------------------------------------------
+-- Audit checkpoints: how far each audit log (a gateway's file, or this
+-- database's own chain, log 'database') had reached, kept outside it.
+
+-- name: InsertAuditCheckpoint
+-- A checkpoint saved twice is kept once.
+INSERT INTO audit_checkpoints (log, seq, path, hash, taken_at, key_id, mac)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (log, seq) DO NOTHING;
+
+-- name: AuditCheckpoints
+SELECT log, seq, path, hash, taken_at, key_id, mac FROM audit_checkpoints WHERE log = ?1 ORDER BY seq;
+
 -- Sign-in lockout (internal/lockout)
 
 -- name: InsertLockoutKey

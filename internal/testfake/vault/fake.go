@@ -11,7 +11,8 @@
 // the token that obtained them ends. Down and Up make the whole server
 // unreachable and back.
 //
-// Mounts are as on a fresh dev server: only the token method at start.
+// Mounts are as on a fresh dev server: the token method and KV version 2
+// at secret/ at start.
 // sys/mounts and sys/auth enable (POST), list (GET) and disable (DELETE)
 // the transit and database engines and the approle and jwt methods;
 // disabling one revokes what it issued (leases, with their database
@@ -20,8 +21,8 @@
 // {"errors":["no handler for route \"<path>\". route entry not found."]},
 // a path a mount has no handler for 404 "unsupported path"; the login of
 // an unmounted method needs a token like any other path (403 without).
-// What a dev server also has, and the fake does not: kv at secret/,
-// cubbyhole/, identity/.
+// What a dev server also has, and the fake does not: cubbyhole/,
+// identity/.
 //
 // Tests that may also run against a real dev Vault take their target from
 // Target: the real one when VAULT_ADDR and VAULT_TOKEN are set, this fake
@@ -88,6 +89,7 @@ type Server struct {
 	approles map[string]*appRoleMount   // by mount
 	jwts     map[string]*jwtMount       // by mount
 	transit  map[string]map[string]*key // mount -> name -> key
+	kvs      map[string]kvMount         // by mount
 	dbs      map[string]*dbMount        // by mount
 	leases   map[string]*lease          // by lease id
 	users    []string                   // every database user created
@@ -108,10 +110,11 @@ func Start(tb testing.TB, cfg Config) *Server {
 		tokens:   map[string]*token{},
 		policies: map[string][]policyPath{},
 		auths:    map[string]string{"token": "token"},
-		mounts:   map[string]string{},
+		mounts:   map[string]string{"secret": "kv"},
 		approles: map[string]*appRoleMount{},
 		jwts:     map[string]*jwtMount{},
 		transit:  map[string]map[string]*key{},
+		kvs:      map[string]kvMount{"secret": {}},
 		dbs:      map[string]*dbMount{},
 		leases:   map[string]*lease{},
 		counts:   map[string]int{},
@@ -473,6 +476,8 @@ func (s *Server) route(r *request) (result, error) {
 		return s.routeTransit(r, mount, rest)
 	case "database":
 		return s.routeDatabase(r, mount, rest)
+	case "kv":
+		return s.routeKV(r, mount, rest)
 	}
 	return nil, errNoRoute(r.path)
 }
@@ -528,6 +533,15 @@ func (s *Server) enable(r *request, path string, auth bool) (result, error) {
 		return s.listMounts(auth), nil
 	}
 	typ := str(r.body["type"])
+	if typ == "kv-v2" {
+		typ = "kv"
+	}
+	if typ == "kv" && !auth {
+		// Only version 2 is served, as what codehub uses.
+		if opts, _ := r.body["options"].(map[string]any); str(opts["version"]) != "2" {
+			return nil, errorf(http.StatusBadRequest, "the fake serves KV version 2 only: mount with options version=2")
+		}
+	}
 	s.mu.Lock()
 	table := s.mounts
 	if auth {
@@ -571,7 +585,7 @@ func (s *Server) enable(r *request, path string, auth bool) (result, error) {
 		}
 	}
 	switch {
-	case auth && (typ == "approle" || typ == "jwt"), !auth && (typ == "transit" || typ == "database"):
+	case auth && (typ == "approle" || typ == "jwt"), !auth && (typ == "transit" || typ == "database" || typ == "kv"):
 	default:
 		return nil, errorf(http.StatusBadRequest, "plugin not found in the catalog: %s", typ)
 	}
@@ -596,6 +610,8 @@ func (s *Server) resetMountLocked(path, typ string, auth bool) []*dbConn {
 		s.jwts[path] = newJWTMount()
 	case !auth && typ == "transit":
 		s.transit[path] = map[string]*key{}
+	case !auth && typ == "kv":
+		s.kvs[path] = kvMount{}
 	case !auth && typ == "database":
 		if old := s.dbs[path]; old != nil {
 			for _, c := range old.conns {
@@ -923,9 +939,16 @@ func (e *Env) Client(tb testing.TB) *api.Client {
 // keys, connections and roles stay its own.
 func (e *Env) Mount(tb testing.TB, typ string) string {
 	tb.Helper()
+	return e.MountSecrets(tb, typ, nil)
+}
+
+// MountSecrets is Mount with the engine's options ("kv" with version
+// "2"); a KV mount is waited for until it answers.
+func (e *Env) MountSecrets(tb testing.TB, typ string, options map[string]string) string {
+	tb.Helper()
 	path := uniquePath(typ)
 	c := e.Client(tb)
-	if err := c.Sys().Mount(path, &api.MountInput{Type: typ}); err != nil {
+	if err := c.Sys().Mount(path, &api.MountInput{Type: typ, Options: options}); err != nil {
 		tb.Fatalf("enable secrets engine %s at %s: %v", typ, path, err)
 	}
 	tb.Cleanup(func() {
@@ -933,6 +956,21 @@ func (e *Env) Mount(tb testing.TB, typ string) string {
 			tb.Errorf("disable secrets engine at %s: %v", path, err)
 		}
 	})
+	if typ == "kv" {
+		// A new KV version 2 mount refuses requests while it upgrades
+		// itself, for a moment.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, err := c.Logical().Read(path + "/data/ready")
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("KV mount %s not ready: %v", path, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	return path
 }
 
