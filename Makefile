@@ -13,10 +13,14 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/codehub-dev/codehub/internal/buildinfo.version=$(VERSION)
 # Go test flags; `make test TESTFLAGS=-run=TestLogin` narrows a run.
 TESTFLAGS ?=
+# How long `make test` runs each fuzz target (0 skips fuzzing), and how
+# long `make fuzz` does.
+FUZZSHORT ?= 2s
+FUZZTIME  ?= 1m
 
 export CODEHUB_CACHE := $(CACHE)
 
-.PHONY: all setup build run test test-short test-agents bench lint fmt clean
+.PHONY: all setup build run test test-short test-agents fuzz bench lint fmt clean
 
 all: build
 
@@ -36,9 +40,14 @@ else
 	$(BIN) --deployment-mode multi --bind-addr $(BIND)
 endif
 
-## test: every test, including the real code-server and headless Chromium ones
+## test: every test, including the real code-server and headless Chromium ones, then each fuzz target for FUZZSHORT
 test: setup
 	CODEHUB_E2E=require $(GO) test -race -count=1 -timeout 30m $(TESTFLAGS) ./...
+	GO=$(GO) scripts/fuzz.sh $(FUZZSHORT)
+
+## fuzz: each fuzz target for FUZZTIME (default 1m)
+fuzz:
+	GO=$(GO) scripts/fuzz.sh $(FUZZTIME)
 
 ## test-short: unit tests only (no code-server, no browser)
 test-short:

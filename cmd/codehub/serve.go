@@ -312,6 +312,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		ln = tls.NewListener(ln, tlsCfg)
 		scheme = "https"
 	}
+	// Headers must arrive within ReadHeaderTimeout (a slow-loris attack
+	// on headers), bodies are bounded by request-body (the gateway's
+	// bodyDeadlines), idle keep-alive connections close after
+	// IdleTimeout. No ReadTimeout or WriteTimeout: they would cut long
+	// uploads and downloads, and the editor's WebSockets.
 	httpSrv := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -340,7 +345,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", gateway.MetricsHandler(gateway.Options{Metrics: m, Logger: log}))
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+			MaxHeaderBytes: 64 << 10}
 		go func() { _ = metricsSrv.Serve(mln) }()
 	}
 	serveErr := make(chan error, 1)

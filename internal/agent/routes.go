@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,10 +27,6 @@ type routeDeps struct {
 	ide      http.Handler
 }
 
-// agentPrefix starts every path of the agent's own: such a path that is
-// not one of agentapi's is not found, rather than passed to the IDE.
-const agentPrefix = "/_agent/"
-
 // routes is every route of the agent. Nothing, not even an unknown path,
 // answers without the secret.
 func routes(d routeDeps) http.Handler {
@@ -42,7 +36,9 @@ func routes(d routeDeps) http.Handler {
 	stop := handleStop(d.stop, d.log)
 	want := sha256.Sum256(d.secret)
 	return requireSecret(d.secret, d.log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isAgentPath(r) {
+		// A path under agentapi.Prefix that is not one of agentapi's is
+		// not found, rather than passed to the IDE.
+		if !agentapi.IsAgentPath(r.URL) {
 			r.Header.Del(agentapi.ControlHeader)
 			d.ide.ServeHTTP(w, r)
 			return
@@ -68,21 +64,6 @@ func routes(d routeDeps) http.Handler {
 			writeJSONError(w, http.StatusNotFound, "not_found", "no such agent endpoint")
 		}
 	}))
-}
-
-// isAgentPath reports whether r is for the agent's own endpoints, however
-// its path is spelled (escaped, with dot segments, in another case).
-func isAgentPath(r *http.Request) bool {
-	for _, p := range []string{r.URL.Path, r.URL.EscapedPath()} {
-		if u, err := url.PathUnescape(p); err == nil {
-			p = u
-		}
-		p = strings.ToLower(path.Clean("/" + p))
-		if p == strings.TrimSuffix(agentPrefix, "/") || strings.HasPrefix(p, agentPrefix) {
-			return true
-		}
-	}
-	return false
 }
 
 // requireSecret refuses, with 401, every request whose SecretHeader is not

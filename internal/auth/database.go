@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/codehub-dev/codehub/internal/lockout"
@@ -179,11 +178,18 @@ func (d *Database) Authenticate(ctx context.Context, a Attempt) (string, error) 
 	return u.ID, nil
 }
 
+// lookup finds the account name signs in as. A name no account can have
+// (see user.SignInName) is not found, without asking the store, so that
+// it gets exactly the answer of any unknown name.
 func (d *Database) lookup(ctx context.Context, name string) (*user.User, error) {
-	if strings.Contains(name, "@") {
-		return d.users.GetByEmail(ctx, user.NormalizeEmail(name))
+	key, isEmail, ok := user.SignInName(name)
+	switch {
+	case !ok:
+		return nil, user.ErrNotFound
+	case isEmail:
+		return d.users.GetByEmail(ctx, key)
 	}
-	return d.users.GetByUsername(ctx, user.NormalizeUsername(name))
+	return d.users.GetByUsername(ctx, key)
 }
 
 // failed counts a wrong password (or a name with no account: the same)

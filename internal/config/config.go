@@ -79,6 +79,7 @@ type Config struct {
 	CodeServer    CodeServer    `config:"code-server"`
 	Session       Session       `config:"session"`
 	LoginThrottle LoginThrottle `config:"login-throttle"`
+	RequestBody   RequestBody   `config:"request-body"`
 	Metrics       Metrics       `config:"metrics"`
 	Audit         Audit         `config:"audit"`
 	MultiUser     MultiUser     `config:"multi-user"`
@@ -122,6 +123,18 @@ type LoginThrottle struct {
 	GlobalBurst int `config:"global-burst"`
 	// …then one more each GlobalInterval.
 	GlobalInterval Duration `config:"global-interval"`
+}
+
+// RequestBody bounds how slowly a request body may arrive, so that
+// connections trickling a body (a slow-loris attack) are closed while
+// uploads of any size at any real rate go through.
+type RequestBody struct {
+	// IdleTimeout is the longest wait for the next bytes of a body; 0
+	// turns both limits off.
+	IdleTimeout Duration `config:"idle-timeout"`
+	// MinRate is the average rate, in bytes per second, a body must keep
+	// after its first IdleTimeout of waiting (0: none).
+	MinRate int `config:"min-rate"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -563,6 +576,9 @@ func Default(getenv func(string) string) *Config {
 			PerAddressInterval: Duration(time.Minute),
 			GlobalBurst:        30,
 			GlobalInterval:     Duration(2 * time.Second),
+		},
+		RequestBody: RequestBody{
+			IdleTimeout: Duration(10 * time.Second), MinRate: 500,
 		},
 		Metrics: Metrics{Enabled: true},
 		Audit:   Audit{File: filepath.Join(dataHome, "codehub", "audit.log"), MaxFileMB: 100, MaxBackups: 10, CheckpointEntries: 100, CheckpointInterval: Duration(time.Minute)},

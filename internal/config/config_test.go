@@ -283,6 +283,25 @@ func TestErrors(t *testing.T) {
 			want: []string{`DIR/c.toml: unknown configuration format: name the file *.hcl, *.yaml or *.yml`},
 		},
 		{
+			name: "trusted origins: a path, another scheme", file: "c.yaml",
+			content: "trusted-origins: [\"https://ide.example.com/editor\", \"ws://ide.example.com\", \"https://ide.example.com:8443\", \"ide.example.com\"]\n",
+			want: []string{
+				`DIR/c.yaml:1:19: trusted-origins: expected a host, host:port or an origin (http:// or https:// host[:port], no path), got "https://ide.example.com/editor"`,
+				`DIR/c.yaml:1:53: trusted-origins: expected a host, host:port or an origin (http:// or https:// host[:port], no path), got "ws://ide.example.com"`,
+			},
+		},
+		{
+			name: "YAML alias inside what it names", file: "c.yaml",
+			content: "session: &s\n  ttl: *s\n",
+			want:    []string{`DIR/c.yaml:2:8: ttl: alias *s refers to a value that contains it`},
+		},
+		{
+			name: "YAML aliases of aliases", file: "c.yaml",
+			content: "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n" +
+				"d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n",
+			want: []string{`DIR/c.yaml:1:24: e: the document makes more than 100000 values once its aliases are expanded`},
+		},
+		{
 			name: "not a mapping", file: "c.yaml", content: "- a\n- b\n",
 			want: []string{`DIR/c.yaml:1:1: the document must be a mapping of keys to values`},
 		},

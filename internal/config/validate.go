@@ -51,8 +51,8 @@ func (c *Config) Validate() error {
 		v.upstream("upstream", c.Upstream)
 	}
 	for i, o := range c.TrustedOrigins {
-		if o == "" || strings.ContainsAny(o, "/ ") && !strings.Contains(o, "://") {
-			v.fail(fmt.Sprintf("trusted-origins[%d]", i), "expected a host, host:port or origin URL, got %q", o)
+		if !validTrustedOrigin(o) {
+			v.fail(fmt.Sprintf("trusted-origins[%d]", i), "expected a host, host:port or an origin (http:// or https:// host[:port], no path), got %q", o)
 		}
 	}
 	for i, p := range c.TrustedProxies {
@@ -115,6 +115,14 @@ func (c *Config) Validate() error {
 	}
 	v.positive("login-throttle.per-address-interval", c.LoginThrottle.PerAddressInterval)
 	v.positive("login-throttle.global-interval", c.LoginThrottle.GlobalInterval)
+	if c.RequestBody.IdleTimeout < 0 {
+		v.fail("request-body.idle-timeout", "must not be negative (0 turns the limits off)")
+	}
+	if c.RequestBody.MinRate < 0 {
+		v.fail("request-body.min-rate", "must not be negative (0: no minimum rate)")
+	} else if c.RequestBody.MinRate > 0 && c.RequestBody.IdleTimeout == 0 {
+		v.fail("request-body.min-rate", "needs request-body.idle-timeout, the time a body has before the rate counts; set both, or both to 0")
+	}
 	if c.Metrics.BindAddr != "" {
 		v.addr("metrics.bind-addr", c.Metrics.BindAddr, false)
 		if c.Metrics.BindAddr == c.BindAddr {
@@ -373,4 +381,19 @@ func validCookieName(s string) bool {
 		}
 	}
 	return true
+}
+
+// validTrustedOrigin accepts a trusted-origins entry: "host", "host:port"
+// (the gateway's own scheme) or "http(s)://host[:port]", which names the
+// scheme too. A path, query, user or fragment is never part of an origin.
+func validTrustedOrigin(o string) bool {
+	o = strings.TrimSpace(o)
+	if !strings.Contains(o, "://") {
+		o = "http://" + o
+	} else if s, _, _ := strings.Cut(o, "://"); !strings.EqualFold(s, "http") && !strings.EqualFold(s, "https") {
+		return false
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host != "" && u.Hostname() != "" && (u.Path == "" || u.Path == "/") &&
+		u.User == nil && u.RawQuery == "" && u.Fragment == "" && !u.ForceQuery && !strings.HasSuffix(u.Host, ":")
 }

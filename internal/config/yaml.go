@@ -37,7 +37,24 @@ func parseYAML(src []byte, filename string, getenv func(string) string) (*node, 
 	if root.Kind != yaml.MappingNode {
 		return nil, &FieldError{Src: yamlSource(filename, root, ""), Msg: "the document must be a mapping of keys to values"}
 	}
-	return yamlNode(root, filename, "", getenv)
+	w := &yamlWalker{filename: filename, getenv: getenv, expanding: map[*yaml.Node]bool{}}
+	return w.node(root, "")
+}
+
+// maxYAMLNodes bounds the values a document makes once its aliases are
+// expanded: a configuration has a few hundred, while aliases of aliases
+// can make billions out of a few lines.
+const maxYAMLNodes = 100_000
+
+// yamlWalker turns YAML nodes into config nodes, expanding aliases, and
+// refuses an alias inside what it names (which would never end) and
+// documents that aliases make too large.
+type yamlWalker struct {
+	filename string
+	getenv   func(string) string
+	// expanding holds the anchored nodes whose aliases are being expanded.
+	expanding map[*yaml.Node]bool
+	nodes     int
 }
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -76,11 +93,20 @@ func expandEnv(s string, getenv func(string) string) (string, error) {
 	return out, nil
 }
 
-func yamlNode(n *yaml.Node, filename, key string, getenv func(string) string) (*node, error) {
+func (w *yamlWalker) node(n *yaml.Node, key string) (*node, error) {
+	filename, getenv := w.filename, w.getenv
 	src := yamlSource(filename, n, key)
+	if w.nodes++; w.nodes > maxYAMLNodes {
+		return nil, &FieldError{Src: src, Msg: fmt.Sprintf("the document makes more than %d values once its aliases are expanded", maxYAMLNodes)}
+	}
 	switch n.Kind {
 	case yaml.AliasNode:
-		return yamlNode(n.Alias, filename, key, getenv)
+		if n.Alias == nil || w.expanding[n.Alias] {
+			return nil, &FieldError{Src: src, Msg: fmt.Sprintf("alias *%s refers to a value that contains it", n.Value)}
+		}
+		w.expanding[n.Alias] = true
+		defer delete(w.expanding, n.Alias)
+		return w.node(n.Alias, key)
 	case yaml.MappingNode:
 		out := &node{kind: mapNode, src: src}
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -89,7 +115,7 @@ func yamlNode(n *yaml.Node, filename, key string, getenv func(string) string) (*
 				return nil, &FieldError{Src: yamlSource(filename, k, ""), Msg: "keys must be plain strings"}
 			}
 			if k.Value == "<<" { // merge key: fold the referenced mapping in
-				merged, err := yamlNode(v, filename, key, getenv)
+				merged, err := w.node(v, key)
 				if err != nil {
 					return nil, err
 				}
@@ -104,7 +130,7 @@ func yamlNode(n *yaml.Node, filename, key string, getenv func(string) string) (*
 				return nil, &FieldError{Src: yamlSource(filename, k, k.Value),
 					Msg: fmt.Sprintf("key %q is given twice (first at line %d)", k.Value, prev.src.Line)}
 			}
-			child, err := yamlNode(v, filename, k.Value, getenv)
+			child, err := w.node(v, k.Value)
 			if err != nil {
 				return nil, err
 			}
@@ -115,7 +141,7 @@ func yamlNode(n *yaml.Node, filename, key string, getenv func(string) string) (*
 	case yaml.SequenceNode:
 		out := &node{kind: listNode, src: src}
 		for _, c := range n.Content {
-			child, err := yamlNode(c, filename, key, getenv)
+			child, err := w.node(c, key)
 			if err != nil {
 				return nil, err
 			}

@@ -27,9 +27,13 @@ func (s *Server) accountRoutes(r *mux.Router) {
 		post("/account/workspace/stop", s.dashAction("account", "/account", s.accountWorkspaceAction("stop")))
 		post("/account/workspace/restart", s.dashAction("account", "/account", s.accountWorkspaceAction("restart")))
 	}
-	r.PathPrefix("/account/").Handler(s.dashHeaders(s.signedInPage(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Anything else under /account, and another method on /account
+	// itself, is no page (rather than the IDE's).
+	noPage := s.dashHeaders(s.signedInPage(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "not_found", "not found")
-	}))))
+	})))
+	r.Handle("/account", noPage)
+	r.PathPrefix("/account/").Handler(noPage)
 }
 
 // myWorkspaceStatus is what the page reads of GET /api/v1/me/workspace

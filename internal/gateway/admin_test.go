@@ -34,6 +34,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/user"
 	"github.com/codehub-dev/codehub/internal/web"
 	"github.com/codehub-dev/codehub/internal/workspace"
+	"github.com/hashicorp/go-hclog"
 )
 
 // multiPW passes the password rules of the multi-user tests.
@@ -206,7 +207,7 @@ func (f *fakeWorkspaces) StopUser(ctx context.Context, userID, _ string) error {
 // adminEnv is a multi-user gateway on a real SQLite database, with an
 // administrator, an auditor and a plain user signed in by API token.
 type adminEnv struct {
-	t       *testing.T
+	t       testing.TB
 	db      *sqlstore.DB
 	id      *identity.Service
 	srv     *Server
@@ -232,13 +233,18 @@ type adminSetup struct {
 	throttle *throttle.Config
 	// now is the clock of the lockout and of identity; nil: time.Now.
 	now func() time.Time
+	// logger, if set, replaces the one writing into t.Log.
+	logger hclog.Logger
 }
 
-func newAdminEnv(t *testing.T, st adminSetup) *adminEnv {
+func newAdminEnv(t testing.TB, st adminSetup) *adminEnv {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	log := testenv.Logger(t)
+	log := st.logger
+	if log == nil {
+		log = testenv.Logger(t)
+	}
 	e := &adminEnv{t: t, tokens: map[string]string{}, metrics: metrics.New()}
 	db, err := sqlstore.Open(ctx, sqlstore.Config{Driver: sqlstore.DriverSQLite, Path: filepath.Join(dir, "codehub.db")}, log)
 	if err != nil {

@@ -73,6 +73,8 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		var te *json.UnmarshalTypeError
 		msg := "the request body is not valid JSON"
 		switch {
+		case errors.Is(err, errBodyTooSlow):
+			return &identity.Error{Code: codeRequestTimeout, Message: "the request body arrived too slowly"}
 		case errors.As(err, &mbe):
 			msg = fmt.Sprintf("the request body is larger than %d bytes", maxJSONBytes)
 		case errors.As(err, &se):

@@ -54,10 +54,14 @@ func (s *Server) dashboardRoutes(r *mux.Router) {
 		page("/admin/audit", s.handleAuditPage())
 	}
 	r.Handle("/admin/", http.RedirectHandler("/admin", http.StatusMovedPermanently)).Methods(get...)
-	// Anything else under /admin is no page: to staff as to others.
-	r.PathPrefix("/admin/").Handler(s.dashHeaders(s.staffPage(false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Anything else under /admin (another method on /admin itself too,
+	// which would otherwise go on to the IDE) is no page: to staff as to
+	// others.
+	noPage := s.dashHeaders(s.staffPage(false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "not_found", "not found")
-	}))))
+	})))
+	r.Handle("/admin", noPage)
+	r.PathPrefix("/admin/").Handler(noPage)
 	s.accountRoutes(r)
 }
 

@@ -24,7 +24,7 @@ import (
 
 // pageClient is one browser: a session cookie and a CSRF cookie.
 type pageClient struct {
-	t       *testing.T
+	t       testing.TB
 	base    string
 	session string // the session cookie's token
 	csrf    string // the CSRF cookie, and the form token

@@ -13,6 +13,10 @@ const codeThrottled = "too_many_attempts"
 // codeRateLimited is the code of an API request refused by the rate limit.
 const codeRateLimited = "rate_limited"
 
+// codeRequestTimeout is the code of a request whose body arrived too
+// slowly (request-body.idle-timeout, min-rate).
+const codeRequestTimeout = "request_timeout"
+
 // statuses maps every error code to its HTTP status, in one place.
 var statuses = map[string]int{
 	identity.CodeInvalidInput:       http.StatusBadRequest,
@@ -30,6 +34,7 @@ var statuses = map[string]int{
 	identity.CodeAccountLocked:      http.StatusLocked,
 	codeThrottled:                   http.StatusTooManyRequests,
 	codeRateLimited:                 http.StatusTooManyRequests,
+	codeRequestTimeout:              http.StatusRequestTimeout,
 	identity.CodeUnavailable:        http.StatusServiceUnavailable,
 }
 

@@ -5,8 +5,8 @@ package gateway
 
 import (
 	"context"
-
 	"errors"
+	"fmt"
 	"github.com/codehub-dev/codehub/internal/agentapi"
 	"github.com/codehub-dev/codehub/internal/audit"
 	"net/http"
@@ -109,10 +109,12 @@ type Server struct {
 	log     hclog.Logger
 	now     func() time.Time
 	trusted []netip.Prefix
-	origins map[string]bool
-	csrf    *http.CrossOriginProtection
+	csrf    *crossOrigin
 	handler http.Handler
 	limits  *connLimits
+
+	// trustedOrigins may be the Origin of WebSockets and forms too.
+	trustedOrigins []trustedOrigin
 }
 
 // New builds the gateway's handler.
@@ -124,13 +126,12 @@ func New(opts Options) (*Server, error) {
 		opts.Audit = audit.Nop{}
 	}
 	s := &Server{
-		opts:    opts,
-		cfg:     opts.Config,
-		log:     opts.Logger,
-		now:     opts.Now,
-		origins: map[string]bool{},
-		csrf:    http.NewCrossOriginProtection(),
+		opts: opts,
+		cfg:  opts.Config,
+		log:  opts.Logger,
+		now:  opts.Now,
 	}
+	s.csrf = &crossOrigin{s: s, std: http.NewCrossOriginProtection()}
 	for _, p := range opts.Config.TrustedProxies {
 		pfx, err := netip.ParsePrefix(p)
 		if err != nil {
@@ -142,18 +143,14 @@ func New(opts Options) (*Server, error) {
 		}
 		s.trusted = append(s.trusted, pfx)
 	}
-	for _, o := range opts.Config.TrustedOrigins {
-		s.origins[originHost(o)] = true
-		for _, scheme := range []string{"http://", "https://"} {
-			_ = s.csrf.AddTrustedOrigin(scheme + originHost(o))
+	for i, o := range opts.Config.TrustedOrigins {
+		t, ok := parseTrustedOrigin(o)
+		if !ok {
+			return nil, fmt.Errorf("trusted-origins[%d]: expected a host, host:port or scheme://host[:port], got %q", i, o)
 		}
+		s.trustedOrigins = append(s.trustedOrigins, t)
 	}
-	s.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.log.Warn("refused cross-origin request", "method", r.Method, "path", r.URL.Path, "origin", r.Header.Get("Origin"))
-		s.record(r, audit.Event{EventType: audit.Suspicious, Status: audit.StatusFailure,
-			Metadata: map[string]any{"reason": "cross_origin_request", "origin": r.Header.Get("Origin"), "path": r.URL.Path}})
-		s.fail(w, r, http.StatusForbidden, "cross_origin", "cross-origin request refused")
-	}))
+	s.csrf.std.SetDenyHandler(http.HandlerFunc(s.denyCrossOrigin))
 	s.proxy = proxy.New(proxy.Config{
 		Logger:       opts.Logger.Named("proxy"),
 		StripCookies: []string{opts.Config.Session.CookieName, csrfCookie},
@@ -172,7 +169,7 @@ func New(opts Options) (*Server, error) {
 		InjectHTML:     opts.InjectHTML,
 	})
 	s.limits = newConnLimits(opts.MaxConnections)
-	s.handler = s.routes()
+	s.handler = s.bodyDeadlines(s.routes())
 	return s, nil
 }
 

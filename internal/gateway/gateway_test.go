@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -25,6 +26,7 @@ import (
 	"github.com/codehub-dev/codehub/internal/throttle"
 	"github.com/codehub-dev/codehub/internal/web"
 	"github.com/gorilla/websocket"
+	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -67,6 +69,12 @@ type env struct {
 // with "IDE:<path>" and echoes WebSocket messages.
 func newEnv(t testing.TB, mutate ...func(*config.Config)) *env {
 	t.Helper()
+	return newEnvLogging(t, testenv.Logger(t), mutate...)
+}
+
+// newEnvLogging is newEnv with another logger.
+func newEnvLogging(t testing.TB, logger hclog.Logger, mutate ...func(*config.Config)) *env {
+	t.Helper()
 	e := &env{t: t, upstream: &upstreamLog{}}
 	wsUp := websocket.Upgrader{}
 	ide := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -84,6 +92,14 @@ func newEnv(t testing.TB, mutate ...func(*config.Config)) *env {
 				}
 				c.WriteMessage(mt, m)
 			}
+		}
+		if r.URL.Path == "/upload" { // counts the body, then waits as asked
+			n, err := io.Copy(io.Discard, r.Body)
+			if d, _ := time.ParseDuration(r.URL.Query().Get("then-wait")); d > 0 {
+				time.Sleep(d)
+			}
+			fmt.Fprintf(w, "IDE:received %d %v", n, err)
+			return
 		}
 		io.WriteString(w, "IDE:"+r.URL.Path)
 	}))
@@ -115,7 +131,6 @@ func newEnv(t testing.TB, mutate ...func(*config.Config)) *env {
 	e.conns = proxy.NewRegistry(proxy.RegistryConfig{})
 	t.Cleanup(e.conns.Stop)
 	u, _ := url.Parse(ide.URL)
-	logger := testenv.Logger(t)
 	opts := Options{
 		Config: cfg, Logger: logger, Metrics: e.metrics,
 		Upstreams: FixedUpstream{T: &proxy.Target{Key: "ide", URL: u}},

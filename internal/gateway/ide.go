@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"path"
 	"strings"
 
+	"github.com/codehub-dev/codehub/internal/agentapi"
 	"github.com/codehub-dev/codehub/internal/audit"
 	"github.com/gorilla/websocket"
 	"time"
@@ -31,7 +31,7 @@ var anonymous = &identity.Principal{
 // path or a header the client controls.
 func (s *Server) handleIDE() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if isAgentPath(r) {
+		if agentapi.IsAgentPath(r.URL) {
 			// The workspace agent's own endpoints are the gateway's to call,
 			// never a browser's.
 			s.fail(w, r, http.StatusNotFound, "not_found", "not found")
@@ -147,19 +147,4 @@ func (s *Server) auditAccess(r *http.Request, p *identity.Principal) {
 		s.record(r, audit.Event{EventType: audit.FileAccess, UserID: p.User.ID, Username: p.User.Username,
 			Metadata: map[string]any{"path": truncate(r.URL.Query().Get("path"), 1024), "method": r.Method}})
 	}
-}
-
-// isAgentPath reports whether r names the agent's own endpoints, however
-// the path is spelled (escaped, with dot segments, in another case).
-func isAgentPath(r *http.Request) bool {
-	for _, p := range []string{r.URL.Path, r.URL.EscapedPath(), r.URL.RawPath} {
-		if u, err := url.PathUnescape(p); err == nil {
-			p = u
-		}
-		p = strings.ToLower(path.Clean("/" + p))
-		if p == "/_agent" || strings.HasPrefix(p, "/_agent/") {
-			return true
-		}
-	}
-	return false
 }

@@ -145,7 +145,7 @@ func TestLoginGlobalBucketEmptyStillSignsIn(t *testing.T) {
 
 // formBrowser is a browser with a cookie jar, signing in with the form.
 type formBrowser struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	c    *http.Client
 	ip   string

@@ -210,32 +210,6 @@ func (s *Server) isTrusted(a netip.Addr) bool {
 	return false
 }
 
-// originHost reduces an origin ("https://host:port") or a host to
-// "host[:port]", lower-cased.
-func originHost(o string) string {
-	if u, err := url.Parse(o); err == nil && u.Host != "" {
-		o = u.Host
-	}
-	return strings.ToLower(o)
-}
-
-// originAllowed is the check against cross-site WebSocket hijacking: a
-// browser always sends Origin on an upgrade, and it must be the gateway's
-// own host or a trusted origin. Clients that send no Origin are not
-// browsers, and authenticate with a token they hold.
-func (s *Server) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	host := strings.ToLower(u.Host)
-	return host == strings.ToLower(r.Host) || s.origins[host]
-}
-
 // apiError is the JSON shape of every error the gateway returns.
 type apiError struct {
 	Error struct {
@@ -311,6 +285,11 @@ func retryAfter(w http.ResponseWriter, d time.Duration) {
 
 // upstreamFailed answers a request whose workspace could not be reached.
 func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errBodyTooSlow) {
+		// Not the workspace's fault: the client's upload stalled.
+		s.fail(w, r, http.StatusRequestTimeout, codeRequestTimeout, "the request body arrived too slowly")
+		return
+	}
 	if wantsHTML(r) {
 		p, _ := s.principal(r)
 		s.starting(w, r, p)

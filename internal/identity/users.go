@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/codehub-dev/codehub/internal/audit"
@@ -206,12 +205,13 @@ func (s *Service) UserByName(ctx context.Context, name string) (*user.User, erro
 	if err := s.requireUsers(); err != nil {
 		return nil, err
 	}
-	var u *user.User
-	var err error
-	if strings.Contains(name, "@") {
-		u, err = s.d.Users.GetByEmail(ctx, user.NormalizeEmail(name))
-	} else {
-		u, err = s.d.Users.GetByUsername(ctx, user.NormalizeUsername(name))
+	u, err := (*user.User)(nil), user.ErrNotFound
+	switch key, isEmail, ok := user.SignInName(name); {
+	case !ok:
+	case isEmail:
+		u, err = s.d.Users.GetByEmail(ctx, key)
+	default:
+		u, err = s.d.Users.GetByUsername(ctx, key)
 	}
 	if errors.Is(err, user.ErrNotFound) {
 		return nil, errorf(CodeNotFound, fmt.Sprintf("no user %q", name), nil)

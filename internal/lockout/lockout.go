@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/codehub-dev/codehub/internal/user"
 )
 
 // AllClients is the client of the entry that holds a name's lock for
@@ -127,9 +129,14 @@ type Store interface {
 	Prune(ctx context.Context, now, before time.Time) (int, error)
 }
 
-// NormalizeName is how a sign-in name is compared: trimmed and lower-case,
-// as the user store compares usernames and emails.
-func NormalizeName(name string) string { return strings.ToLower(strings.TrimSpace(name)) }
+// NormalizeName is how a sign-in name is compared: as the user store
+// compares usernames and emails (user.SignInName: trimmed, ASCII letters
+// lower-cased, an internationalized domain in its ASCII form), so that
+// every spelling of one account's name counts against the same lock.
+func NormalizeName(name string) string {
+	key, _, _ := user.SignInName(name)
+	return key
+}
 
 // AddressClient is the client of an address: IPv4 addresses alone, IPv6
 // by /64, the block one host usually holds (as the throttle groups them).

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
@@ -200,7 +201,11 @@ func setForwarded(h http.Header, in *http.Request, c Client) {
 	h.Del("X-Real-Ip")
 }
 
-// stripCookies removes the named cookies from the Cookie header.
+// stripCookies removes the named cookies from the Cookie header. A name
+// matches whatever white space surrounds it (Go's cookie parser trims
+// spaces and tabs, JavaScript's trim() any white space) and in any case:
+// "codehub_session\t=..." is the session cookie to the gateway, and must
+// not reach the IDE either.
 func stripCookies(h http.Header, names []string) {
 	lines := h.Values("Cookie")
 	if len(lines) == 0 || len(names) == 0 {
@@ -209,11 +214,12 @@ func stripCookies(h http.Header, names []string) {
 	var kept []string
 	for _, line := range lines {
 		for _, part := range strings.Split(line, ";") {
-			part = strings.TrimSpace(part)
+			part = strings.Trim(part, " \t") // as Go reads cookies: other white space is part of them
 			name, _, _ := strings.Cut(part, "=")
+			name = strings.TrimFunc(name, isCookieSpace)
 			drop := false
 			for _, n := range names {
-				if name == n {
+				if strings.EqualFold(name, n) {
 					drop = true
 					break
 				}
@@ -228,6 +234,10 @@ func stripCookies(h http.Header, names []string) {
 		h.Set("Cookie", strings.Join(kept, "; "))
 	}
 }
+
+// isCookieSpace is white space as JavaScript's String.prototype.trim sees
+// it, a superset of what Go's cookie parser trims.
+func isCookieSpace(r rune) bool { return unicode.IsSpace(r) || r == '\uFEFF' }
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if p.cfg.SecureResponse != nil {

@@ -5,7 +5,6 @@ package user
 import (
 	"context"
 	"errors"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -76,37 +75,10 @@ func (u *User) Clone() *User {
 	return &c
 }
 
-var (
-	usernameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{1,38}[a-z0-9]$`)
-	emailRE    = regexp.MustCompile(`^[^@\s<>"'\x00-\x1f\x7f]{1,64}@[^@\s<>"'\x00-\x1f\x7f]+\.[^@\s<>"'\x00-\x1f\x7f]{2,}$`)
-)
-
 // ValidText reports whether s can be a stored text value: valid UTF-8
 // without NUL bytes (PostgreSQL refuses both). Lookups with other strings
 // find nothing.
 func ValidText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
-
-// NormalizeUsername lower-cases and trims a username.
-func NormalizeUsername(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
-
-// NormalizeEmail trims an address and lower-cases it.
-func NormalizeEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
-
-// ValidateUsername explains what is wrong with a (normalized) username.
-func ValidateUsername(s string) error {
-	if !usernameRE.MatchString(s) {
-		return errors.New("a username is 3 to 40 characters: lower-case letters, digits, '.', '_' or '-', starting and ending with a letter or digit")
-	}
-	return nil
-}
-
-// ValidateEmail explains what is wrong with a (normalized) email address.
-func ValidateEmail(s string) error {
-	if len(s) > 254 || !utf8.ValidString(s) || !emailRE.MatchString(s) {
-		return errors.New("not a valid email address")
-	}
-	return nil
-}
 
 // ListOptions page and filter a listing.
 type ListOptions struct {
