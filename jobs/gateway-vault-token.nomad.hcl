@@ -181,6 +181,13 @@ job "codehub-gateway" {
               mount   = "transit"
               key     = "codehub-jwt"
             }
+            # The audit log's keys: the allocation's disk does not
+            # outlive it.
+            audit {
+              enabled = true
+              mount   = "secret"
+              path    = "codehub/audit-keys"
+            }
           }
         EOT
       }
