@@ -42,9 +42,10 @@ func TestCrashIsRestarted(t *testing.T) {
 		if n := e.orch.startsOf(w.ID); n != crash+1 {
 			t.Errorf("after crash %d: %d starts, want %d", crash, n, crash+1)
 		}
-		if p := m.Progress("hank"); p.State != workspace.StateRunning {
-			t.Errorf("Progress after the restart = %+v", p)
-		}
+		// The progress follows the registry: wait for it, not for a race.
+		waitFor(t, "the progress to say running after the restart", func() bool {
+			return m.Progress("hank").State == workspace.StateRunning
+		})
 	}
 	if tg, err := m.Target(context.Background(), "hank", false); err != nil || tg.URL.Host != e.orch.agent(w.ID).addr {
 		t.Errorf("Target after the restarts = %v, %v", tg, err)
