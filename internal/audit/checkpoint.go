@@ -16,6 +16,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/codehub-dev/codehub/internal/filelock"
 )
 
 // DatabaseLog is the log id of the database's chain, in checkpoints.
@@ -122,13 +124,13 @@ func OpenStateFile(path string) *StateFile { return &StateFile{path: path} }
 func (s *StateFile) String() string { return "the state file " + s.path }
 
 // SaveCheckpoint implements CheckpointStore.
-func (s *StateFile) SaveCheckpoint(_ context.Context, cp Checkpoint) error {
+func (s *StateFile) SaveCheckpoint(ctx context.Context, cp Checkpoint) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
 		return fmt.Errorf("audit: state file: %w", err)
 	}
-	return withFileLock(s.path+".lock", func() error {
+	return filelock.With(ctx, s.path+".lock", func() error {
 		d, err := s.read()
 		if err != nil {
 			return err

@@ -12,10 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/google/renameio/v2"
+
+	"github.com/codehub-dev/codehub/internal/filelock"
 )
 
 // maxKeyFileSize bounds what is read: a key takes about 120 bytes.
@@ -92,7 +93,7 @@ func OpenKeyFile(cfg KeyFileConfig) (*KeyFile, error) {
 		if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
 			return nil, fmt.Errorf("audit: key file: %w", err)
 		}
-		err = withFileLock(cfg.Path+".lock", func() error {
+		err = filelock.With(context.Background(), cfg.Path+".lock", func() error {
 			if err := k.load(); !errors.Is(err, fs.ErrNotExist) {
 				return err // another process made it meanwhile
 			}
@@ -138,7 +139,7 @@ func (k *KeyFile) Rotate(ctx context.Context) (string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	key := GenerateKey()
-	err := withFileLock(k.path+".lock", func() error {
+	err := filelock.With(ctx, k.path+".lock", func() error {
 		// Under the lock the file cannot change: start from what is there.
 		if err := k.load(); err != nil {
 			return err
@@ -262,20 +263,4 @@ func writeFileAtomic(path string, data []byte) error {
 		_ = d.Close()
 	}
 	return nil
-}
-
-// withFileLock runs fn holding an exclusive flock on path (created 0600
-// and left in place: removing a lock file races with processes waiting on
-// it).
-func withFileLock(path string, fn func() error) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("audit: open lock: %w", err)
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("audit: lock %s: %w", path, err)
-	}
-	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return fn()
 }

@@ -3,6 +3,8 @@ package netns
 import (
 	"context"
 	"net/netip"
+
+	"github.com/codehub-dev/codehub/internal/filelock"
 )
 
 // ForTest returns an NS for index without creating anything, to test the
@@ -35,5 +37,7 @@ func Forwarding(t interface{ Cleanup(func()) }, sw, record string, left func() b
 	t.Cleanup(func() { forwardingSwitch, forwardingRecord, natLeft = oldSw, oldRec, oldLeft })
 }
 
-// EnableForwarding is enableForwarding.
-func EnableForwarding() error { return enableForwarding() }
+// EnableForwarding is enableForwarding, under its lock as EnableNAT takes it.
+func EnableForwarding() error {
+	return filelock.With(context.Background(), forwardingLock(), enableForwarding)
+}

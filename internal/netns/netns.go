@@ -39,7 +39,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
+
+	"github.com/codehub-dev/codehub/internal/filelock"
 )
 
 // Error is the type of the package's sentinel errors; they are constants so
@@ -366,18 +367,23 @@ func (n *NS) EnableNAT(ctx context.Context, uplink string) error {
 	if _, err := net.InterfaceByName(uplink); err != nil {
 		return fmt.Errorf("enable NAT for %s: uplink %q: %w", n.name, uplink, err)
 	}
-	if err := enableForwarding(); err != nil {
-		return fmt.Errorf("enable NAT for %s: %w", n.name, err)
-	}
 	host, src := n.HostInterface(), n.subnet().String()
-	// Listed bottom first: each is inserted at the top.
-	err := n.insertRules(ctx, []rule{
-		{"nat", "POSTROUTING", []string{"-s", src, "-o", uplink}, []string{"-j", "MASQUERADE"}},
-		{"filter", "FORWARD", []string{"-o", host}, rejectTarget},
-		{"filter", "FORWARD", []string{"-i", host}, rejectTarget},
-		{"filter", "FORWARD", []string{"-i", uplink, "-o", host, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"}, acceptTarget},
-		{"filter", "FORWARD", []string{"-i", host, "-o", uplink, "-s", src}, acceptTarget},
-		{"filter", "FORWARD", []string{"-i", host, "-d", "169.254.0.0/16"}, rejectTarget},
+	// Forwarding on and the rules in under the lock RestoreForwarding
+	// takes, so that it never finds forwarding on for a namespace whose
+	// NAT rule is not there yet, and turns it off under it.
+	err := filelock.With(ctx, forwardingLock(), func() error {
+		if err := enableForwarding(); err != nil {
+			return err
+		}
+		// Listed bottom first: each is inserted at the top.
+		return n.insertRules(ctx, []rule{
+			{"nat", "POSTROUTING", []string{"-s", src, "-o", uplink}, []string{"-j", "MASQUERADE"}},
+			{"filter", "FORWARD", []string{"-o", host}, rejectTarget},
+			{"filter", "FORWARD", []string{"-i", host}, rejectTarget},
+			{"filter", "FORWARD", []string{"-i", uplink, "-o", host, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"}, acceptTarget},
+			{"filter", "FORWARD", []string{"-i", host, "-o", uplink, "-s", src}, acceptTarget},
+			{"filter", "FORWARD", []string{"-i", host, "-d", "169.254.0.0/16"}, rejectTarget},
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("enable NAT for %s: %w", n.name, err)
@@ -642,24 +648,26 @@ var (
 	forwardingRecord = "/run/codehub-ip_forward"
 )
 
+// forwardingLock is the file every process of this package locks around
+// the forwarding switch, its record and the NAT rules.
+func forwardingLock() string { return forwardingRecord + ".lock" }
+
 // enableForwarding turns the host's IPv4 forwarding on, first recording
 // that it was off, unless a record is there already (an earlier
-// EnableNAT's).
+// EnableNAT's). The caller holds forwardingLock.
 func enableForwarding() error {
-	return withForwardingLock(func() error {
-		cur, err := os.ReadFile(forwardingSwitch)
-		if err != nil {
-			return err
-		}
-		if strings.TrimSpace(string(cur)) == "0" {
-			if _, err := os.Stat(forwardingRecord); errors.Is(err, fs.ErrNotExist) {
-				if err := os.WriteFile(forwardingRecord, []byte("0\n"), 0o600); err != nil {
-					return fmt.Errorf("record the host's forwarding setting: %w", err)
-				}
+	cur, err := os.ReadFile(forwardingSwitch)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(string(cur)) == "0" {
+		if _, err := os.Stat(forwardingRecord); errors.Is(err, fs.ErrNotExist) {
+			if err := os.WriteFile(forwardingRecord, []byte("0\n"), 0o600); err != nil {
+				return fmt.Errorf("record the host's forwarding setting: %w", err)
 			}
 		}
-		return os.WriteFile(forwardingSwitch, []byte("1"), 0)
-	})
+	}
+	return os.WriteFile(forwardingSwitch, []byte("1"), 0)
 }
 
 // RestoreForwarding turns the host's IPv4 forwarding off again when
@@ -668,7 +676,7 @@ func enableForwarding() error {
 // reports whether it did. Delete and Remove call it.
 func RestoreForwarding(ctx context.Context) (bool, error) {
 	restored := false
-	err := withForwardingLock(func() error {
+	err := filelock.With(ctx, forwardingLock(), func() error {
 		if _, err := os.Stat(forwardingRecord); errors.Is(err, fs.ErrNotExist) {
 			return nil // on before codehub, or never turned on by it
 		}
@@ -693,19 +701,4 @@ var natLeft = func(ctx context.Context) bool {
 		return true // cannot tell: leave forwarding as it is
 	}
 	return strings.Contains(string(out), ruleTag)
-}
-
-// withForwardingLock runs fn holding an exclusive lock that every process
-// of this package takes around the forwarding switch and its record.
-func withForwardingLock(fn func() error) error {
-	f, err := os.OpenFile(forwardingRecord+".lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		return err
-	}
-	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing unlocks too
-	return fn()
 }

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/codehub-dev/codehub/internal/filelock"
 	"github.com/codehub-dev/codehub/internal/token"
 )
 
@@ -182,7 +183,7 @@ func (k *Keys) retained(c key, now time.Time) bool {
 // create makes the file with one key, unless another process made it
 // meanwhile. k.mu is held.
 func (k *Keys) create(ctx context.Context) error {
-	unlock, err := lockFile(ctx, k.lockPath)
+	unlock, err := filelock.Lock(ctx, k.lockPath)
 	if err != nil {
 		return fmt.Errorf("filekeys: %w", err)
 	}
@@ -202,7 +203,7 @@ func (k *Keys) create(ctx context.Context) error {
 // ago. Unless force is set, it does nothing if the current key on disk is
 // not stale: another process rotated first. k.mu is held.
 func (k *Keys) rotate(ctx context.Context, force bool) error {
-	unlock, err := lockFile(ctx, k.lockPath)
+	unlock, err := filelock.Lock(ctx, k.lockPath)
 	if err != nil {
 		return fmt.Errorf("filekeys: rotate: %w", err)
 	}

@@ -1,6 +1,6 @@
 //go:build unix
 
-package filekeys
+package filelock
 
 import (
 	"context"
@@ -11,14 +11,14 @@ import (
 	"time"
 )
 
-// lockPoll is how often lockFile tries again while another process holds
+// lockPoll is how often Lock tries again while another process holds
 // the lock; rotations are rare and short, so waiting is too.
 const lockPoll = 10 * time.Millisecond
 
-// lockFile takes an exclusive flock on path (created 0600 if missing, and
+// Lock takes an exclusive flock on path (created 0600 if missing, and
 // left in place: removing a lock file races with processes waiting on it)
 // and returns the function that releases it. It gives up when ctx ends.
-func lockFile(ctx context.Context, path string) (unlock func(), err error) {
+func Lock(ctx context.Context, path string) (unlock func(), err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)
