@@ -25,12 +25,24 @@ const AnyUID = -1
 // effective user is uid (or any, with AnyUID). Processes it may not read
 // are skipped. root is the proc file system's mount point ("/proc").
 func Find(root string, uid int, marks ...string) ([]int, error) {
+	var pids []int
+	err := each(root, uid, func(pid int, env []byte) {
+		if holdsAll(env, marks) {
+			pids = append(pids, pid)
+		}
+	})
+	return pids, err
+}
+
+// each calls fn with the pid and environment of every process, other than
+// this one, whose effective user is uid (or any, with AnyUID); processes
+// it may not read are skipped.
+func each(root string, uid int, fn func(pid int, env []byte)) error {
 	entries, err := os.ReadDir(root)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	self := os.Getpid()
-	var pids []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == self {
@@ -46,12 +58,12 @@ func Find(root string, uid int, marks ...string) ([]int, error) {
 			}
 		}
 		env, err := os.ReadFile(filepath.Join(root, e.Name(), "environ"))
-		if err != nil || !holdsAll(env, marks) {
+		if err != nil {
 			continue
 		}
-		pids = append(pids, pid)
+		fn(pid, env)
 	}
-	return pids, nil
+	return nil
 }
 
 // holdsAll reports whether the NUL-separated environment env has every
@@ -120,28 +132,15 @@ func Alive(pid int) bool {
 // sets key, key's value, by pid. Processes it may not read are skipped.
 // root is the proc file system's mount point ("/proc").
 func Values(root, key string) (map[int]string, error) {
-	entries, err := os.ReadDir(root)
-	if err != nil {
-		return nil, err
-	}
 	prefix := []byte(key + "=")
-	self := os.Getpid()
 	out := map[int]string{}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		env, err := os.ReadFile(filepath.Join(root, e.Name(), "environ"))
-		if err != nil {
-			continue
-		}
+	err := each(root, AnyUID, func(pid int, env []byte) {
 		for entry := range bytes.SplitSeq(env, []byte{0}) {
 			if v, ok := bytes.CutPrefix(entry, prefix); ok {
 				out[pid] = string(v)
-				break
+				return
 			}
 		}
-	}
-	return out, nil
+	})
+	return out, err
 }

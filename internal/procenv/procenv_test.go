@@ -81,3 +81,25 @@ func TestKillEndsOrphans(t *testing.T) {
 		t.Errorf("unmarked process %d was killed", other.Process.Pid)
 	}
 }
+
+// TestValues: a variable's value is read from every process that sets
+// it, and no process without it is listed.
+func TestValues(t *testing.T) {
+	key := "CODEHUB_TEST_VALUES_" + strconv.Itoa(os.Getpid())
+	cmd := exec.Command("sleep", "600")
+	cmd.Env = []string{key + "=ws-values", "PATH=" + os.Getenv("PATH")}
+	other := exec.Command("sleep", "600")
+	for _, c := range []*exec.Cmd{cmd, other} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+	}
+	got, err := Values("/proc", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[cmd.Process.Pid] != "ws-values" {
+		t.Errorf("Values = %v, want only pid %d with ws-values", got, cmd.Process.Pid)
+	}
+}

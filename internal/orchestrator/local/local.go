@@ -666,8 +666,12 @@ func (o *Orchestrator) Stop(ctx context.Context, w *workspace.Workspace) error {
 
 // openCgroup returns the workspace's cgroup if it exists.
 func (o *Orchestrator) openCgroup(w *workspace.Workspace) *cgroup.Group {
-	for _, name := range []string{w.Meta["cgroup"], o.cgroupName(w)} {
-		if name == "" || o.cfg.Strategy != StrategyProcess && name != w.Meta["cgroup"] {
+	names := []string{w.Meta["cgroup"]}
+	if o.cfg.Strategy == StrategyProcess {
+		names = append(names, o.cgroupName(w)) // a start cut short recorded none
+	}
+	for _, name := range names {
+		if name == "" {
 			continue
 		}
 		if cg, err := cgroup.Open(name); err == nil {
