@@ -47,6 +47,9 @@ type findings struct {
 	Run, VarLib     []string
 	Groups          []int
 	MountsWithSetID []string // mount points without nosuid
+	SysVShm         string   // /proc/sysvipc/shm
+	Cgroup          string   // /proc/self/cgroup
+	Ptys            []string // /dev/pts
 }
 
 func probe(args []string) int {
@@ -75,7 +78,20 @@ func probe(args []string) int {
 		}
 	}
 	// args: a host UNIX socket, a host pid, a file of the host.
-	hostSock, hostPID, hostFile := args[0], args[1], args[2]
+	hostSock, hostPID, hostFile, hostShm := args[0], args[1], args[2], args[3]
+	if key, err := strconv.Atoi(hostShm); err == nil {
+		_, err := unix.SysvShmGet(key, 0, 0)
+		try("host shared memory", err)
+	}
+	b, _ := os.ReadFile("/proc/sysvipc/shm")
+	f.SysVShm = string(b)
+	b, _ = os.ReadFile("/proc/self/cgroup")
+	f.Cgroup = string(b)
+	if ents, err := os.ReadDir("/dev/pts"); err == nil {
+		for _, e := range ents {
+			f.Ptys = append(f.Ptys, e.Name())
+		}
+	}
 	c, err := net.Dial("unix", hostSock)
 	if err == nil {
 		c.Close()
@@ -119,7 +135,7 @@ func probe(args []string) int {
 	try("read /etc/shadow", err)
 	// A child process: forks must keep working under the filter.
 	try("run a child", exec.Command("/bin/sh", "-c", "exit 0").Run())
-	b, _ := os.ReadFile("/etc/passwd")
+	b, _ = os.ReadFile("/etc/passwd")
 	f.Passwd = string(b)
 	for dir, out := range map[string]*[]string{"/etc": &f.Etc, "/run": &f.Run, "/var/lib": &f.VarLib} {
 		ents, _ := os.ReadDir(dir)
@@ -248,7 +264,21 @@ func TestSandboxFromInside(t *testing.T) {
 		c.Close()
 	}
 
-	spec := testSpec(t, "probe", sockPath, strconv.Itoa(victim.Process.Pid), hostFile)
+	// And a System V shared memory segment anyone may attach.
+	shmKey := 0x7c000000 | os.Getpid()&0xffffff
+	shmID, err := unix.SysvShmGet(shmKey, 4096, unix.IPC_CREAT|0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = unix.SysvShmCtl(shmID, unix.IPC_RMID, nil) }()
+	// A pseudo-terminal of the host's.
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+
+	spec := testSpec(t, "probe", sockPath, strconv.Itoa(victim.Process.Pid), hostFile, strconv.Itoa(shmKey))
 	spec.HideUIDs = [2]int{65000, 65534}
 	out, err := run(t, spec)
 	if err != nil {
@@ -299,6 +329,7 @@ func TestSandboxFromInside(t *testing.T) {
 		"hard link /etc/passwd":  "",
 		"mknod":                  "operation not permitted",
 		"read /etc/shadow":       "no such file",
+		"host shared memory":     "no such file",
 	}
 	for what, want := range mustFail {
 		got, ok := f.Errors[what]
@@ -332,6 +363,19 @@ func TestSandboxFromInside(t *testing.T) {
 	for _, e := range f.Run {
 		if e != "user" {
 			t.Errorf("/run shows %q", e)
+		}
+	}
+	if strings.Contains(f.SysVShm, fmt.Sprintf("%d", shmKey)) {
+		t.Errorf("the host's shared memory segment is listed inside:\n%s", f.SysVShm)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(f.Cgroup), "\n") {
+		if !strings.HasSuffix(line, ":/") { // each hierarchy's path is the namespace's root
+			t.Errorf("/proc/self/cgroup names a host cgroup: %q", line)
+		}
+	}
+	for _, p := range f.Ptys {
+		if p != "ptmx" {
+			t.Errorf("/dev/pts shows the pseudo-terminal %s", p)
 		}
 	}
 	for _, m := range f.MountsWithSetID {
