@@ -86,7 +86,7 @@ func (o *Orchestrator) Sweep(ctx context.Context, registry func(context.Context)
 			continue
 		}
 		if h.claimedBy != "" {
-			if o.noteOrphan(id).IsZero() { // said once per gateway
+			if o.noteOrphan(id).IsZero() { // said the first time it is seen
 				o.log.Warn("a user's home is not in the workspace registry; it is kept", "workspace", id, "user", h.claimedBy,
 					"home", w.Home)
 			}
