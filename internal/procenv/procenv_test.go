@@ -57,9 +57,16 @@ func TestKillEndsOrphans(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait(); _ = syscall.Kill(orphan, syscall.SIGKILL) })
 
-	found, err := Find("/proc", os.Geteuid(), mark)
-	if err != nil {
-		t.Fatal(err)
+	// The shell reports the orphan's pid as soon as it forks it: while it
+	// execs setsid, then sleep, its environment may not read for a moment.
+	var found []int
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if found, err = Find("/proc", os.Geteuid(), mark); err != nil {
+			t.Fatal(err)
+		}
+		if len(found) != 0 || time.Now().After(deadline) {
+			break
+		}
 	}
 	if len(found) != 1 || found[0] != orphan {
 		t.Fatalf("Find = %v, want [%d]", found, orphan)
